@@ -1,0 +1,5 @@
+import sys
+
+from mmfusion.cli.main import main
+
+sys.exit(main())

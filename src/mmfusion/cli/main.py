@@ -1,0 +1,300 @@
+"""The ``mmfusion`` command line: parse -> config -> engine. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mmfusion.errors import MMFusionError
+
+EPILOG_FIT = """examples:
+  mmfusion fit --model lf_lstm --data synthetic --seeds 1111 1112 1113
+  mmfusion fit --model mea --config configs/mea/mosi.yaml --data mult:data/mosi_data_noalign.pkl
+  mmfusion fit --model mea --config configs/mea/mosi.yaml --ablation no_hca --data mmsa:data/unaligned_50.pkl
+  mmfusion fit --model lf_lstm --data synthetic --resume        # continue an interrupted run
+
+data SPEC: synthetic | synthetic:emotion | mult:PATH | mmsa:PATH | csd:DIR | h5:PATH
+"""
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="data SPEC (default: synthetic, or the config's)")
+    p.add_argument("--config", help="YAML file with overrides (see configs/)")
+    p.add_argument("--seeds", type=int, nargs="+", help="one or more seeds; several give mean ± std")
+    p.add_argument("--max-epochs", type=int, help="maximum training epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (Adam)")
+    p.add_argument("--out", help="output root directory (default: runs)")
+    p.add_argument("--precision", help="32-true (default), 16-mixed or bf16-mixed")
+    p.add_argument("--accelerator", help="auto (default), cpu or gpu")
+    p.add_argument("--devices", type=int, help="number of devices (default 1)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished runs and continue interrupted ones from their last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    flags: dict[str, Any] = {"data": args.data, "seeds": args.seeds, "out": args.out}
+    if getattr(args, "model", None):
+        flags["model"] = args.model
+    if getattr(args, "ablation", None):
+        flags["ablation"] = args.ablation
+    train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "precision": args.precision, "accelerator": args.accelerator, "devices": args.devices,
+             "threads": args.threads}
+    train = {k: v for k, v in train.items() if v is not None}
+    if args.no_progress:
+        train["progress"] = False
+    if train:
+        flags["train"] = train
+    return flags, list(args.set)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmfusion",
+        description="Fusion of asynchronous multimodal video sequences: MEA, MSAF and baselines on the standard "
+                    "data files, with the standard metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train a model (several seeds give mean ± std)", epilog=EPILOG_FIT,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="registered model name (see `mmfusion models`)")
+    p.add_argument("--ablation", help="a named ablation of the model (see `mmfusion models --ablations`)")
+    _add_train_flags(p)
+
+    p = sub.add_parser("bench", help="train several models x seeds on one dataset and write one comparison table",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  mmfusion bench --models mea,lf_lstm --data synthetic --seeds 1111 1112 1113")
+    p.add_argument("--models", default="lf_lstm", help="comma-separated model names (default: lf_lstm)")
+    p.add_argument("--config-dir", default=None,
+                   help="directory with <model>/<dataset>.yaml configs (default: ./configs)")
+    p.add_argument("--name", default=None, help="name of the table files (default: bench_<dataset>)")
+    _add_train_flags(p)
+
+    for name, helptext in (("test", "evaluate a checkpoint on a split and write metrics"),
+                           ("predict", "write predictions of a checkpoint for a split")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/.../checkpoints/best.ckpt)")
+        p.add_argument("--data", required=True, help="data SPEC")
+        p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+        p.add_argument("--out", help="output file (.json for test, .csv for predict; default beside the checkpoint)")
+        p.add_argument("--batch-size", type=int, default=64)
+
+    p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
+    p.add_argument("data", help="data SPEC to read")
+    p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout")
+    p.add_argument("--layout", choices=["h5", "mult", "mmsa"], default="h5")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader options (data_args)")
+
+    p = sub.add_parser("data", help="load a dataset and print what is in it (shapes, lengths, load report)")
+    p.add_argument("data", help="data SPEC")
+    p.add_argument("--json", help="also write the description to this JSON file")
+
+    p = sub.add_parser("models", help="list registered models (and their ablations)")
+    p.add_argument("--ablations", action="store_true")
+    return parser
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _print_table(console: Any, title: str, rows: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str],
+                 bayes: dict[str, float] | None) -> None:
+    """One column per model (and the Bayes-optimal ceiling when known), one row per metric."""
+    from rich.table import Table
+
+    from mmfusion.engine.runs import fmt
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name, _ in rows:
+        table.add_column(name, justify="right")
+    if bayes:
+        table.add_column("Bayes-optimal", justify="right", style="bold")
+    for k in keys:
+        cells = [fmt(stats.get(k), 3) for _, stats in rows]
+        if bayes:
+            cells.append(f"{bayes[k]:.3f}" if k in bayes else "–")
+        table.add_row(k, *cells)
+    console.print(table)
+
+
+def _quiet() -> None:
+    """Keep Lightning's start-up chatter (accelerator lines, tips, deprecations) out of the user's terminal."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|litlogger).*")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from mmfusion.engine.runs import fit, resolve_config
+
+    console = _console()
+    flags, sets = _train_flags(args)
+    cfg = resolve_config(args.config, flags, sets)
+    summary = fit(cfg, resume=args.resume, console=console)
+    keys = [k for k in summary["metrics"] if not k.startswith(("params", "train_", "test_"))]
+    _print_table(console, f"{cfg.model} on {summary['data']} ({len(cfg.seeds)} seed(s), test split)",
+                 [(cfg.model + (f" ({cfg.ablation})" if cfg.ablation else ""), summary["metrics"])], keys,
+                 summary["bayes"])
+    console.print(f"results: {Path(summary['runs'][0]).parent}/summary.{{md,csv,json}}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mmfusion.engine.bench import run_bench
+
+    console = _console()
+    flags, sets = _train_flags(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    out = run_bench(models, flags, sets, config_dir=args.config_dir, name=args.name, resume=True, console=console)
+    _print_table(console, out["title"], out["rows"], out["keys"], out["bayes"])
+    console.print(f"table: {out['files']['md']} (+ .csv, .json, .png)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
+    import lightning as L
+
+    from mmfusion.data import load_data
+    from mmfusion.engine.checkpoints import check_compatible, load_system
+    from mmfusion.engine.runs import make_loader, write_predictions
+    from mmfusion.engine.system import compute_metrics
+    from mmfusion.io import atomic_write_json
+
+    console = _console()
+    system = load_system(args.ckpt)
+    bundle = load_data(args.data)
+    check_compatible(system, bundle, args.ckpt)
+    loader = make_loader(bundle, args.split, args.batch_size, False)
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=True,
+                        enable_model_summary=False)
+    outs = trainer.predict(system, dataloaders=loader)
+    import torch
+
+    ids = [i for o in outs for i in o["ids"]]
+    pred = torch.cat([o["pred"] for o in outs]).numpy()
+    labels = torch.cat([o["labels"] for o in outs]).numpy()
+    stem = Path(args.ckpt).resolve().parent.parent / f"{args.split}_{bundle.name}"
+    if write_predictions_only:
+        out = Path(args.out) if args.out else stem.with_suffix(".predictions.csv")
+        write_predictions(out, ids, pred, labels, bundle.task, bundle.emotions)
+        console.print(f"wrote {len(ids)} predictions to {out}")
+        return 0
+    metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
+    out = Path(args.out) if args.out else stem.with_suffix(".metrics.json")
+    atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "split": args.split, **metrics})
+    write_predictions(out.with_suffix(".csv"), ids, pred, labels, bundle.task, bundle.emotions)
+    _print_table(console, f"{system.hparams['model_name']} on {bundle.describe()} [{args.split}]",
+                 [(system.hparams["model_name"], {k: {"mean": v, "std": 0.0} for k, v in metrics.items()})],
+                 list(metrics), bundle.bayes if args.split == "test" else None)
+    console.print(f"metrics: {out}; predictions: {out.with_suffix('.csv')}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from mmfusion.config import parse_value
+    from mmfusion.data import load_data
+
+    data_args = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        data_args[k] = parse_value(v)
+    bundle = load_data(args.data, data_args, source="--set")
+    if args.layout == "h5":
+        from mmfusion.data.custom import write_custom
+
+        path = write_custom(args.out, bundle)
+    elif args.layout == "mult":
+        from mmfusion.data.mult import write_mult
+
+        path = write_mult(args.out, bundle.splits, emotions=bundle.emotions)
+    else:
+        if bundle.task != "regression":
+            raise MMFusionError("the MMSA layout holds sentiment scores only; use --layout mult or h5")
+        from mmfusion.data.mmsa import write_mmsa
+
+        path = write_mmsa(args.out, bundle.splits)
+    print(f"wrote {bundle.describe()} to {path} ({args.layout} layout)")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mmfusion.data import load_data
+    from mmfusion.io import atomic_write_json
+
+    bundle = load_data(args.data)
+    info: dict[str, Any] = {"name": bundle.name, "source": bundle.source, "task": bundle.task,
+                            "emotions": list(bundle.emotions), "feature_dims": bundle.feature_dims, "splits": {},
+                            "report": bundle.report.as_dict(), "bayes": bundle.bayes}
+    print(bundle.describe())
+    for name, s in bundle.splits.items():
+        info["splits"][name] = {"n": len(s), "lengths": {}}
+        for m in s.modalities:
+            L = s.lengths[m]
+            info["splits"][name]["lengths"][m] = {"max_frames": int(s.features[m].shape[1]), "min": int(L.min()),
+                                                  "mean": float(L.mean()), "max": int(L.max())}
+            print(f"  {name:5s} {m:6s} N={len(s):6d} T={s.features[m].shape[1]:4d} d={s.features[m].shape[2]:4d} "
+                  f"length min/mean/max {L.min()}/{np.mean(L):.1f}/{L.max()}")
+    for line in bundle.report.lines():
+        print(f"  note: {line}")
+    if args.json:
+        atomic_write_json(args.json, info)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mmfusion.models import config_class, list_models
+
+    for name in list_models():
+        cls = config_class(name)
+        abl = sorted(getattr(cls, "ABLATIONS", {})) if cls else []
+        print(name + (f"   ablations: {', '.join(abl)}" if args.ablations and abl else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet()
+    try:
+        if args.command == "fit":
+            return cmd_fit(args)
+        if args.command == "bench":
+            return cmd_bench(args)
+        if args.command in ("test", "predict"):
+            return cmd_eval(args, args.command == "predict")
+        if args.command == "convert":
+            return cmd_convert(args)
+        if args.command == "data":
+            return cmd_data(args)
+        if args.command == "models":
+            return cmd_models(args)
+    except MMFusionError as exc:
+        print(f"mmfusion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmfusion {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Typed, checked overrides of dataclass configs (model configs and the engine's run config).
+
+Defaults live once, in the dataclass; YAML files and ``--set key=value`` hold only overrides. An unknown key or a
+value of the wrong type raises :class:`ConfigError` naming the source, the key, the expected and the actual value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import yaml
+
+from mmfusion.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, *, source: str | None, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, source=source, key=key)
+            except ConfigError:
+                continue
+        raise ConfigError("wrong type", source=source, key=key, expected=_type_name(tp), actual=value)
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError("unknown value", source=source, key=key,
+                              expected=f"one of {list(typing.get_args(tp))}", actual=value)
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError("wrong type", source=source, key=key, expected=_type_name(tp), actual=value)
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, source=source, key=key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError("wrong type", source=source, key=key, expected="mapping", actual=value)
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("wrong type", source=source, key=key, expected="float", actual=value)
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("wrong type", source=source, key=key, expected="int", actual=value)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError("wrong type", source=source, key=key, expected="bool", actual=value)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError("wrong type", source=source, key=key, expected="str", actual=value)
+        return value
+    return value
+
+
+def replace_checked(config: C, overrides: Mapping[str, Any] | None, *, source: str | None = None) -> C:
+    """Return a copy of the dataclass instance ``config`` with ``overrides`` applied and type-checked."""
+    if not overrides:
+        return config
+    hints = typing.get_type_hints(type(config))
+    names = [f.name for f in dataclasses.fields(config)]  # type: ignore[arg-type]
+    checked = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ConfigError(f"unknown key for {type(config).__name__}", source=source, key=key,
+                              expected=f"one of {names}", actual=key)
+        checked[key] = _coerce(value, hints[key], source=source, key=key)
+    new = dataclasses.replace(config, **checked)  # type: ignore[type-var]
+    post = getattr(new, "validate", None)
+    if callable(post):
+        post(source=source)
+    return new
+
+
+def build_checked(cls: type[C], overrides: Mapping[str, Any] | None, *, source: str | None = None) -> C:
+    """Instantiate dataclass ``cls`` from its defaults plus checked overrides."""
+    return replace_checked(cls(), overrides, source=source)
+
+
+def parse_value(text: str) -> Any:
+    """Parse the value of a ``--set key=value`` flag as YAML (numbers, booleans, lists)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a YAML mapping with a clear error for a missing or malformed file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config file not found", source=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be a mapping", source=str(path), expected="mapping",
+                          actual=type(data).__name__)
+    return data

@@ -1,0 +1,71 @@
+"""Data readers. :func:`load_data` turns a data SPEC into a :class:`DatasetBundle`.
+
+SPEC is ``synthetic`` (the built-in benchmark; ``synthetic:emotion`` for its 4-emotion variant), ``mult:PATH``,
+``mmsa:PATH``, ``csd:DIR`` or ``h5:PATH`` (mmfusion's own format). A bare path is recognised by its form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mmfusion.config import build_checked
+from mmfusion.data.dataset import DatasetBundle, FusionDataset, LoadReport, SplitData
+from mmfusion.errors import ConfigError, DataError
+
+__all__ = ["DatasetBundle", "FusionDataset", "LoadReport", "SplitData", "load_data", "DATA_KINDS"]
+
+DATA_KINDS = ("synthetic", "mult", "mmsa", "csd", "h5")
+
+
+def _kind_of(spec: str) -> tuple[str, str]:
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return "synthetic", spec.partition(":")[2]
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in DATA_KINDS:
+        return kind, rest
+    p = Path(spec)
+    if p.is_dir():
+        return "csd", spec
+    if p.suffix in (".h5", ".hdf5"):
+        return "h5", spec
+    if p.suffix == ".pkl":
+        return ("mmsa" if p.name.startswith(("unaligned_", "aligned_")) else "mult"), spec
+    raise DataError("cannot tell the data format", file=spec,
+                    expected="synthetic, mult:PATH, mmsa:PATH, csd:DIR or h5:PATH", actual=spec)
+
+
+def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: str | None = None) -> DatasetBundle:
+    """Load a dataset from its SPEC; ``data_args`` are reader options (for ``synthetic``: SyntheticConfig)."""
+    kind, rest = _kind_of(spec)
+    args = dict(data_args or {})
+    if kind == "synthetic":
+        from mmfusion.data.synthetic import SyntheticConfig, make_synthetic
+
+        if rest == "emotion":
+            args.setdefault("task", "emotion")
+        elif rest:
+            raise DataError("unknown synthetic variant", file=spec, expected="synthetic or synthetic:emotion",
+                            actual=rest)
+        return make_synthetic(build_checked(SyntheticConfig, args, source=source or "data_args"))
+    allowed = {"csd": {"align", "max_len"}}.get(kind, set())
+    unknown = set(args) - allowed
+    if unknown:
+        raise ConfigError(f"unknown option for {kind} data", source=source or "data_args", key=sorted(unknown)[0],
+                          expected=f"one of {sorted(allowed)}", actual=sorted(unknown)[0])
+    if kind == "mult":
+        from mmfusion.data.mult import read_mult
+
+        return read_mult(rest)
+    if kind == "mmsa":
+        from mmfusion.data.mmsa import read_mmsa
+
+        return read_mmsa(rest)
+    if kind == "csd":
+        from mmfusion.data.csd import read_csd
+
+        return read_csd(rest, **args)
+    from mmfusion.data.custom import read_custom
+
+    return read_custom(rest)

@@ -1,0 +1,120 @@
+"""mmfusion's own open format for custom datasets: one HDF5 file (``h5:PATH``). See docs/custom-data.md.
+
+Layout (every array is a plain HDF5 dataset, readable from any language)::
+
+    /                       attrs: format = "mmfusion", version = 1, task = "regression" | "emotion",
+                                   emotions = "neutral,happy,..." (emotion task only)
+    /<split>/<modality>/features   (N, T_m, d_m) float32, real frames first, zero padding after
+    /<split>/<modality>/lengths    (N,) int64, 0 <= length <= T_m
+    /<split>/labels                (N,) float32 scores, or (N, E) int64 in {0, 1} for E binary emotions
+    /<split>/ids                   (N,) UTF-8 strings (optional)
+
+``<split>`` is train, valid and test; ``<modality>`` any of text, vision, audio (at least one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mmfusion.batch import MODALITIES
+from mmfusion.data.dataset import (
+    SPLITS,
+    DatasetBundle,
+    LoadReport,
+    SplitData,
+    check_lengths,
+    clean_features,
+    count_empty,
+)
+from mmfusion.errors import DataError
+
+FORMAT_VERSION = 1
+
+
+def write_custom(path: str | Path, bundle: DatasetBundle) -> Path:
+    """Write a dataset in the mmfusion HDF5 format (to a temporary name, then renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["format"] = "mmfusion"
+        h5.attrs["version"] = FORMAT_VERSION
+        h5.attrs["task"] = bundle.task
+        h5.attrs["emotions"] = ",".join(bundle.emotions)
+        for name, s in bundle.splits.items():
+            g = h5.create_group(name)
+            for m in s.modalities:
+                gm = g.create_group(m)
+                gm.create_dataset("features", data=s.features[m].astype(np.float32), compression="gzip",
+                                  compression_opts=1)
+                gm.create_dataset("lengths", data=s.lengths[m].astype(np.int64))
+            g.create_dataset("labels", data=s.labels)
+            g.create_dataset("ids", data=np.array(s.ids, dtype=object), dtype=h5py.string_dtype())
+    tmp.replace(path)
+    return path
+
+
+def read_custom(path: str | Path) -> DatasetBundle:
+    """Read the mmfusion HDF5 format with the same validation as the other readers."""
+    file = str(path)
+    if not Path(path).exists():
+        raise DataError("file not found", file=file)
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"not a readable HDF5 file ({exc})", file=file) from None
+    report = LoadReport()
+    with h5:
+        if h5.attrs.get("format") != "mmfusion":
+            raise DataError("not an mmfusion dataset", file=file, key="format", expected="'mmfusion'",
+                            actual=h5.attrs.get("format"))
+        task = str(h5.attrs.get("task", "regression"))
+        if task not in ("regression", "emotion"):
+            raise DataError("unknown task", file=file, key="task", expected="regression or emotion", actual=task)
+        emotions = tuple(e for e in str(h5.attrs.get("emotions", "")).split(",") if e)
+        splits = {}
+        for split in SPLITS:
+            if split not in h5:
+                raise DataError("missing split", file=file, key=split, expected=list(SPLITS), actual=list(h5))
+            g = h5[split]
+            if "labels" not in g:
+                raise DataError("missing key", file=file, split=split, key="labels", expected="labels",
+                                actual=list(g))
+            labels = np.asarray(g["labels"][()])
+            n = labels.shape[0]
+            mods = [m for m in MODALITIES if m in g]
+            if not mods:
+                raise DataError("no modality group", file=file, split=split, expected=list(MODALITIES),
+                                actual=list(g))
+            features, lengths = {}, {}
+            for m in mods:
+                for key in ("features", "lengths"):
+                    if key not in g[m]:
+                        raise DataError("missing key", file=file, split=split, key=f"{m}/{key}",
+                                        expected="features and lengths", actual=list(g[m]))
+                x = clean_features(g[m]["features"][()], file=file, split=split, key=f"{m}/features",
+                                   report=report, expected_n=n)
+                L = check_lengths(g[m]["lengths"][()], x.shape[1], n, file=file, split=split, key=f"{m}/lengths")
+                x[np.arange(x.shape[1])[None, :] >= L[:, None]] = 0.0
+                features[m], lengths[m] = x, L
+            if task == "emotion":
+                if labels.ndim != 2 or labels.shape[1] != len(emotions) or not np.isin(labels, (0, 1)).all():
+                    raise DataError("wrong emotion labels", file=file, split=split, key="labels",
+                                    expected=f"(N, {len(emotions)}) in {{0, 1}}", actual=f"{labels.shape}")
+                labels = labels.astype(np.int64)
+            else:
+                labels = labels.reshape(n).astype(np.float32)
+                if not np.isfinite(labels).all():
+                    raise DataError("labels contain NaN or inf", file=file, split=split, key="labels",
+                                    expected="finite values", actual="non-finite")
+            if "ids" in g:
+                ids = [v.decode() if isinstance(v, bytes) else str(v) for v in g["ids"][()]]
+            else:
+                ids = [f"{split}_{i:05d}" for i in range(n)]
+            splits[split] = SplitData(features, lengths, labels, ids)
+            count_empty(splits[split], split, report)
+    return DatasetBundle(name=Path(file).stem, task=task, splits=splits, source=f"h5:{file}",  # type: ignore[arg-type]
+                         emotions=emotions, report=report)

@@ -1,0 +1,221 @@
+"""In-memory splits shared by all readers, their validation, and batching into :class:`mmfusion.batch.Batch`.
+
+Every reader converts its file into :class:`SplitData`: per modality a float32 array (N, T_m, d_m) whose real
+frames come first (readers of left-padded files move them), plus the valid lengths (N,). Keeping one alignment
+lets the collate function trim each batch to its longest sample; models never rely on it (they read the masks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from mmfusion.batch import MODALITIES, Batch
+from mmfusion.errors import DataError
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+Task = Literal["regression", "emotion"]
+
+
+@dataclass
+class SplitData:
+    """One split. ``features[m]``: (N, T_m, d_m) float32 with real frames first; ``lengths[m]``: (N,) int64;
+    ``labels``: (N,) float32 (regression) or (N, E) int64 (E binary emotions); ``ids``: N strings;
+    ``extras``: optional per-sample arrays (N, ...) such as the built-in benchmark's term values."""
+
+    features: dict[str, np.ndarray]
+    lengths: dict[str, np.ndarray]
+    labels: np.ndarray
+    ids: list[str]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in MODALITIES if m in self.features]
+
+    def subset(self, index: np.ndarray) -> SplitData:
+        return SplitData(
+            {m: x[index] for m, x in self.features.items()},
+            {m: x[index] for m, x in self.lengths.items()},
+            self.labels[index],
+            [self.ids[i] for i in index],
+            {k: v[index] for k, v in self.extras.items()},
+        )
+
+
+@dataclass
+class LoadReport:
+    """What a reader changed or noticed: replaced ``-inf`` values, empty (missing) streams, truncations."""
+
+    neg_inf: dict[str, int] = field(default_factory=dict)  # "split/modality" -> count of values replaced
+    empty: dict[str, int] = field(default_factory=dict)  # "split/modality" -> samples with length 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"neg_inf_replaced": dict(self.neg_inf), "empty_streams": dict(self.empty), "notes": list(self.notes)}
+
+    def lines(self) -> list[str]:
+        out = [f"replaced {n} -inf values by 0 in {k}" for k, n in self.neg_inf.items() if n]
+        out += [f"{n} samples have no {k.split('/')[1]} frames in {k.split('/')[0]}" for k, n in self.empty.items()
+                if n]
+        return out + self.notes
+
+
+@dataclass
+class DatasetBundle:
+    """All splits of one dataset plus what the engine needs to know about it."""
+
+    name: str
+    task: Task
+    splits: dict[str, SplitData]
+    source: str
+    emotions: tuple[str, ...] = ()
+    report: LoadReport = field(default_factory=LoadReport)
+    bayes: dict[str, float] | None = None  # metric ceilings, known only for the built-in benchmark
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.splits["train"].modalities
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        return {m: int(x.shape[-1]) for m, x in self.splits["train"].features.items()}
+
+    @property
+    def output_dim(self) -> int:
+        return 1 if self.task == "regression" else 2 * len(self.emotions)
+
+    def describe(self) -> str:
+        sizes = "/".join(str(len(self.splits[s])) for s in SPLITS if s in self.splits)
+        dims = ", ".join(
+            f"{m} {self.splits['train'].features[m].shape[1]}x{d}" for m, d in self.feature_dims.items()
+        )
+        return f"{self.name} ({self.task}; train/valid/test {sizes}; {dims})"
+
+
+def lengths_from_left_padding(x: np.ndarray) -> np.ndarray:
+    """Valid lengths (N,) of left-padded (N, T, d) data: the trailing frames from the first not-all-zero one."""
+    nonzero = np.any(x != 0, axis=-1)  # (N, T)
+    first = np.argmax(nonzero, axis=1)
+    T = x.shape[1]
+    return np.where(nonzero.any(axis=1), T - first, 0).astype(np.int64)
+
+
+def lengths_from_right_padding(x: np.ndarray) -> np.ndarray:
+    """Valid lengths (N,) of right-padded (N, T, d) data: up to and including the last not-all-zero frame."""
+    nonzero = np.any(x != 0, axis=-1)
+    T = x.shape[1]
+    last = T - 1 - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero.any(axis=1), last + 1, 0).astype(np.int64)
+
+
+def left_to_right(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Move the last ``lengths[i]`` frames of each sample to the front, zeroing the rest. (N, T, d) -> same."""
+    N, T = x.shape[:2]
+    t = np.arange(T)[None, :]
+    src = np.clip(t + (T - lengths)[:, None], 0, T - 1)  # (N, T)
+    out = np.take_along_axis(x, src[:, :, None], axis=1)
+    out[t.repeat(N, 0) >= lengths[:, None]] = 0
+    return out
+
+
+def clean_features(
+    x: Any, *, file: str, split: str, key: str, report: LoadReport, expected_n: int | None = None
+) -> np.ndarray:
+    """Check a (N, T, d) feature array and replace ``-inf`` by 0 (counted in ``report``).
+
+    NaN, ``+inf``, a wrong rank or a wrong N raise :class:`DataError` naming the file, split and key.
+    """
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception:
+            raise DataError("not an array", file=file, split=split, key=key, expected="array (N, T, d)",
+                            actual=type(x).__name__) from None
+    if x.ndim != 3:
+        raise DataError("wrong rank", file=file, split=split, key=key, expected="3 dims (N, T, d)",
+                        actual=f"shape {tuple(x.shape)}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError("not numeric", file=file, split=split, key=key, expected="float array",
+                        actual=f"dtype {x.dtype}")
+    if expected_n is not None and x.shape[0] != expected_n:
+        raise DataError("number of samples differs across keys", file=file, split=split, key=key,
+                        expected=f"N={expected_n}", actual=f"N={x.shape[0]}")
+    x = np.array(x, dtype=np.float32, copy=True)
+    n_nan = int(np.isnan(x).sum())
+    if n_nan:
+        where = np.argwhere(np.isnan(x))[0]
+        raise DataError("contains NaN", file=file, split=split, key=key, expected="finite values",
+                        actual=f"{n_nan} NaN values, first at sample {where[0]}, frame {where[1]}")
+    neg = np.isneginf(x)
+    if neg.any():
+        report.neg_inf[f"{split}/{key}"] = report.neg_inf.get(f"{split}/{key}", 0) + int(neg.sum())
+        x[neg] = 0.0
+    if np.isposinf(x).any():
+        raise DataError("contains +inf", file=file, split=split, key=key, expected="finite values",
+                        actual=f"{int(np.isposinf(x).sum())} +inf values")
+    return x
+
+
+def check_lengths(lengths: Any, T: int, n: int, *, file: str, split: str, key: str) -> np.ndarray:
+    """Validate a length array (N,) against the sequence length T."""
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.shape[0] != n:
+        raise DataError("length array has the wrong shape", file=file, split=split, key=key,
+                        expected=f"({n},)", actual=f"{tuple(lengths.shape)}")
+    if not np.issubdtype(lengths.dtype, np.number) or np.any(lengths != np.round(lengths)):
+        raise DataError("lengths must be whole numbers", file=file, split=split, key=key,
+                        expected="integers", actual=f"dtype {lengths.dtype}")
+    lengths = lengths.astype(np.int64)
+    if (lengths < 0).any() or (lengths > T).any():
+        i = int(np.argmax((lengths < 0) | (lengths > T)))
+        raise DataError("length outside the sequence", file=file, split=split, key=key,
+                        expected=f"0 <= length <= {T}", actual=f"{int(lengths[i])} at sample {i}")
+    return lengths
+
+
+def require_keys(d: Any, keys: Sequence[str], *, file: str, split: str | None, what: str) -> None:
+    if not isinstance(d, dict):
+        raise DataError(f"{what} must be a dict", file=file, split=split, expected="dict",
+                        actual=type(d).__name__)
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise DataError(f"missing {what} key", file=file, split=split, key=missing[0],
+                        expected=f"keys {list(keys)}", actual=f"keys {sorted(map(str, d))}")
+
+
+def count_empty(split: SplitData, name: str, report: LoadReport) -> None:
+    for m, lengths in split.lengths.items():
+        report.empty[f"{name}/{m}"] = int((lengths == 0).sum())
+
+
+class FusionDataset(torch.utils.data.Dataset):
+    """Index dataset over a :class:`SplitData`; batching is done in :meth:`collate` by fancy indexing."""
+
+    def __init__(self, split: SplitData) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def collate(self, indices: Sequence[int]) -> Batch:
+        """Stack samples into a :class:`Batch`, trimming each modality to the longest sample in the batch."""
+        idx = np.asarray(indices)
+        features, masks = {}, {}
+        for m in self.split.modalities:
+            lengths = self.split.lengths[m][idx]
+            T = max(int(lengths.max()), 1)
+            features[m] = torch.from_numpy(np.ascontiguousarray(self.split.features[m][idx, :T]))
+            masks[m] = torch.arange(T)[None, :] < torch.from_numpy(lengths)[:, None]
+        labels = torch.from_numpy(self.split.labels[idx])
+        return Batch(features, masks, labels, [self.split.ids[i] for i in idx])

@@ -1,0 +1,97 @@
+"""Reader and writer for the MMSA layout (``unaligned_50.pkl`` / ``aligned_50.pkl``), spec §2.
+
+One pickle ``{"train"|"valid"|"test": {...}}`` with BERT ``text`` (N, L_t, 768), right-padded ``audio`` and
+``vision`` with ``audio_lengths`` / ``vision_lengths``, ``regression_labels`` (N,) and ``id``. The text length comes
+from the attention-mask row of ``text_bert`` when present, else from the last not-all-zero frame.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from mmfusion.data.dataset import (
+    SPLITS,
+    DatasetBundle,
+    LoadReport,
+    SplitData,
+    check_lengths,
+    clean_features,
+    count_empty,
+    lengths_from_right_padding,
+    require_keys,
+)
+from mmfusion.data.mult import ids_from
+from mmfusion.data.safe_pickle import safe_load
+from mmfusion.errors import DataError
+from mmfusion.io import atomic_write_bytes
+
+REQUIRED = ("text", "audio", "vision", "audio_lengths", "vision_lengths", "regression_labels")
+
+
+def read_mmsa(path: str | Path) -> DatasetBundle:
+    """Read an MMSA-layout pickle. Errors name the file, split, key, expected and actual value."""
+    file = str(path)
+    raw = safe_load(path)
+    require_keys(raw, SPLITS, file=file, split=None, what="split")
+    report = LoadReport()
+    splits = {}
+    for split in SPLITS:
+        d = raw[split]
+        require_keys(d, REQUIRED, file=file, split=split, what="split")
+        labels = np.asarray(d["regression_labels"], dtype=np.float64).reshape(-1)
+        n = labels.shape[0]
+        if not np.isfinite(labels).all():
+            raise DataError("labels contain NaN or inf", file=file, split=split, key="regression_labels",
+                            expected="finite values", actual="non-finite")
+        features, lengths = {}, {}
+        for m in ("text", "vision", "audio"):
+            x = clean_features(d[m], file=file, split=split, key=m, report=report, expected_n=n)
+            T = x.shape[1]
+            if m == "text":
+                if "text_bert" in d:
+                    tb = np.asarray(d["text_bert"])
+                    if tb.ndim != 3 or tb.shape[0] != n or tb.shape[1] != 3 or tb.shape[2] != T:
+                        raise DataError("wrong shape", file=file, split=split, key="text_bert",
+                                        expected=f"({n}, 3, {T})", actual=f"{tb.shape}")
+                    L = check_lengths(tb[:, 1].sum(-1), T, n, file=file, split=split, key="text_bert")
+                else:
+                    L = lengths_from_right_padding(x)
+            else:
+                L = check_lengths(d[f"{m}_lengths"], T, n, file=file, split=split, key=f"{m}_lengths")
+            x[np.arange(T)[None, :] >= L[:, None]] = 0.0  # frames past the length are padding
+            features[m], lengths[m] = x, L
+        ids = ids_from(d["id"], n, file=file, split=split) if "id" in d else [f"{split}_{i:05d}" for i in range(n)]
+        splits[split] = SplitData(features, lengths, labels.astype(np.float32), ids)
+        count_empty(splits[split], split, report)
+    return DatasetBundle(name=Path(file).parent.name or Path(file).stem, task="regression", splits=splits,
+                         source=f"mmsa:{file}", report=report)
+
+
+def write_mmsa(path: str | Path, splits: Mapping[str, SplitData], *,
+               lengths: Mapping[str, int] | None = None) -> Path:
+    """Write regression splits in the MMSA layout (right-padded, with length arrays and ``text_bert``)."""
+    out = {}
+    for name, s in splits.items():
+        d: dict[str, object] = {}
+        for m in ("text", "audio", "vision"):
+            x, L = s.features[m], s.lengths[m]
+            T = (lengths or {}).get(m, x.shape[1])
+            arr = np.zeros((len(s), T, x.shape[2]), dtype=np.float32)
+            n = min(T, x.shape[1])
+            arr[:, :n] = x[:, :n]
+            d[m] = arr
+            if m != "text":
+                d[f"{m}_lengths"] = np.minimum(L, T).astype(np.int64).tolist()
+        T_t = d["text"].shape[1]  # type: ignore[union-attr]
+        bert = np.zeros((len(s), 3, T_t), dtype=np.float32)
+        bert[:, 1] = np.arange(T_t)[None, :] < np.minimum(s.lengths["text"], T_t)[:, None]
+        d["text_bert"] = bert
+        d["regression_labels"] = s.labels.astype(np.float32)
+        d["id"] = np.asarray(s.ids)
+        d["raw_text"] = np.asarray(["" for _ in s.ids])
+        out[name] = d
+    return atomic_write_bytes(path, pickle.dumps(out, protocol=4))

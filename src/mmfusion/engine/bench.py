@@ -1,0 +1,108 @@
+"""``mmfusion bench``: several models x seeds on one dataset, one table (Markdown, CSV, JSON) and one plot.
+
+Each model reads ``<config_dir>/<model>/<dataset>.yaml`` when it exists (dataset = synthetic, mosi, mosei or
+iemocap, guessed from the data's name), then the shared command-line flags. Runs reuse finished seeds, so an
+interrupted bench continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmfusion.data import load_data
+from mmfusion.engine.runs import (
+    fit_one,
+    metric_keys,
+    resolve_config,
+    results_csv,
+    results_markdown,
+    summarize,
+)
+from mmfusion.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmfusion.metrics import main_metric
+
+EXTRA = ("params", "train_seconds_per_epoch", "test_ms_per_sample")
+
+
+def dataset_key(name: str) -> str:
+    low = name.lower()
+    for key in ("synthetic_emotion", "synthetic", "mosei", "mosi", "iemocap"):
+        if key in low:
+            return key
+    return low
+
+
+def default_config_dir() -> Path:
+    here = Path.cwd() / "configs"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[3] / "configs"
+
+
+def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[str], *, config_dir: str | None = None,
+              name: str | None = None, resume: bool = True, console: Any = None) -> dict[str, Any]:
+    data_spec = flags.get("data") or "synthetic"
+    probe = resolve_config(None, {**flags, "model": models[0]}, sets)
+    bundle = load_data(data_spec, probe.data_args, source="data_args")
+    cdir = Path(config_dir) if config_dir else default_config_dir()
+    rows, per_model = [], {}
+    extra_keys: list[str] = []
+    for model in models:
+        cfile = cdir / model / f"{dataset_key(bundle.name)}.yaml"
+        cfg = resolve_config(str(cfile) if cfile.exists() else None, {**flags, "model": model}, sets)
+        if console:
+            console.rule(f"{model}" + (f" [{cfile}]" if cfile.exists() else " [defaults]"))
+        results = [fit_one(cfg, bundle, s, resume=resume, console=console) for s in cfg.seeds]
+        extra_keys = [k for k in results[0] if k.startswith("capture_")]
+        keys = metric_keys(bundle) + extra_keys + list(EXTRA)
+        stats = summarize(results, keys)
+        per_model[model] = {"config": str(cfile) if cfile.exists() else None, "seeds": list(cfg.seeds),
+                            "metrics": stats}
+        rows.append((model, stats))
+    keys = metric_keys(bundle)
+    out_root = Path(probe.out)
+    stem = out_root / (name or f"bench_{bundle.name}")
+    title = f"{bundle.describe()}: test split, mean ± std over seeds {list(probe.seeds)}"
+    md = f"# {title}\n\n" + results_markdown(rows, keys + extra_keys, bundle, EXTRA)
+    if bundle.task == "regression":
+        md += ("\nAcc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative. "
+               "Checkpoints selected on validation loss.\n")
+    if extra_keys:
+        md += ("`capture_<term>`: cov(prediction, term) / var(term) on the built-in benchmark — 1 means the model "
+               "carries that label term fully, 0 that it ignores it.\n")
+    if bundle.bayes:
+        md += "Bayes-optimal: expected score of the best possible predictor for each metric on this test split.\n"
+    files = {"md": f"{stem}.md", "csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}
+    atomic_write_text(files["md"], md)
+    atomic_write_text(files["csv"], results_csv(rows, keys + extra_keys + list(EXTRA)))
+    atomic_write_json(files["json"], {"data": bundle.describe(), "task": bundle.task, "models": per_model,
+                                      "bayes": bundle.bayes})
+    _plot(files["png"], rows, bundle)
+    return {"title": title, "rows": rows, "keys": keys + extra_keys, "bayes": bundle.bayes, "files": files}
+
+
+def _plot(path: str, rows: Sequence[tuple[str, Mapping[str, Any]]], bundle: Any) -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    key, _ = main_metric(bundle.task)
+    names = [n for n, _ in rows]
+    means = [s[key]["mean"] for _, s in rows]
+    stds = [s[key]["std"] for _, s in rows]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.6))
+    ax.bar(names, means, yerr=stds, capsize=4, color="#4c72b0")
+    if bundle.bayes and key in bundle.bayes:
+        ax.axhline(bundle.bayes[key], color="#c44e52", linestyle="--", label="Bayes-optimal")
+        ax.legend(loc="lower right")
+    ax.set_ylabel(f"test {key} (mean ± std)")
+    ax.set_title(bundle.name)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,371 @@
+"""Runs: resolve a config, train one model on one dataset for several seeds, write the run directories.
+
+Each seed's directory ``<out>/<model>[-<ablation>]/<dataset>/seed_<seed>/`` holds ``config.yaml`` (fully
+resolved), ``metrics.json``, ``predictions.csv`` (id, prediction, label), ``summary.md``, ``env.json`` (package
+versions, git commit), ``data_report.json``, ``checkpoints/{best,last}.ckpt`` and CSV (or TensorBoard) logs. The
+model directory gets ``summary.{md,csv,json}`` with mean ± std over the seeds. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+
+from mmfusion.config import build_checked, load_yaml, parse_value
+from mmfusion.data import DatasetBundle, FusionDataset, load_data
+from mmfusion.errors import ConfigError
+from mmfusion.io import atomic_write_json, atomic_write_text
+from mmfusion.metrics import SENTIMENT_KEYS
+from mmfusion.models import config_class, list_models
+
+
+@dataclass
+class TrainConfig:
+    """Training-loop settings (the ``train:`` section of a config file)."""
+
+    batch_size: int = 32
+    max_epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 0.8  # gradient-norm clipping (0 disables)
+    patience: int = 10  # early stopping on validation loss, in epochs (0 disables)
+    lr_patience: int = 5  # ReduceLROnPlateau on validation loss
+    lr_factor: float = 0.5
+    loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
+    precision: str = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed
+    accelerator: str = "auto"  # cpu, gpu, auto
+    devices: int = 1
+    num_workers: int = 0
+    deterministic: bool = False
+    logger: Literal["csv", "tensorboard"] = "csv"
+    progress: bool = True
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+
+@dataclass
+class RunConfig:
+    """A whole run: which model on which data, with what settings. YAML files hold overrides of these."""
+
+    model: str = "lf_lstm"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    ablation: str | None = None
+    data: str = "synthetic"
+    data_args: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: list[int] = field(default_factory=lambda: [1111])
+    out: str = "runs"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TOP_KEYS = {f for f in RunConfig.__dataclass_fields__}
+
+
+def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = None,
+                   sets: Sequence[str] = ()) -> RunConfig:
+    """Defaults <- YAML file <- command-line flags <- ``--set section.key=value`` overrides, all checked."""
+    raw: dict[str, Any] = {"train": {}}
+    sources: list[tuple[str, dict[str, Any]]] = []
+    if file:
+        sources.append((file, load_yaml(file)))
+    if flags:
+        sources.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+    overrides: dict[str, Any] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("--set needs key=value", source="--set", key=item, expected="key=value", actual=item)
+        section, dot, sub = key.partition(".")
+        if dot:
+            overrides.setdefault(section, {})[sub] = parse_value(value)
+        else:
+            overrides[key] = parse_value(value)
+    if overrides:
+        sources.append(("--set", overrides))
+    for source, data in sources:
+        for key, value in data.items():
+            if key not in TOP_KEYS:
+                raise ConfigError("unknown config key", source=source, key=key, expected=f"one of {sorted(TOP_KEYS)}",
+                                  actual=key)
+            if key in ("train", "model_args", "data_args"):
+                if not isinstance(value, Mapping):
+                    raise ConfigError("wrong type", source=source, key=key, expected="mapping", actual=value)
+                raw.setdefault(key, {}).update(value)
+                if key == "train":  # check train keys against TrainConfig now, naming this source
+                    build_checked(TrainConfig, value, source=f"{source} [train]")
+            else:
+                raw[key] = value
+    train = build_checked(TrainConfig, raw.pop("train"), source="train")
+    cfg = build_checked(RunConfig, raw, source=file or "command line")
+    cfg.train = train
+    if cfg.model not in list_models():
+        raise ConfigError("unknown model", source=file or "command line", key="model",
+                          expected=f"one of {list_models()}", actual=cfg.model)
+    cfg.model_args = resolve_model_args(cfg.model, cfg.model_args, cfg.ablation, source=file or "command line")
+    if not cfg.seeds:
+        raise ConfigError("need at least one seed", key="seeds", expected="a list of ints", actual=cfg.seeds)
+    return cfg
+
+
+def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None, *, source: str) -> dict[str, Any]:
+    """Check model args against the model's config dataclass and apply a named ablation (its ``ABLATIONS``)."""
+    cls = config_class(model)
+    args = dict(args)
+    if ablation:
+        table = getattr(cls, "ABLATIONS", {}) if cls else {}
+        if ablation not in table:
+            raise ConfigError(f"unknown ablation for {model}", source=source, key="ablation",
+                              expected=f"one of {sorted(table)}", actual=ablation)
+        args = {**args, **table[ablation]}
+    if cls is not None:
+        build_checked(cls, args, source=f"{source} [model_args]")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def env_info() -> dict[str, Any]:
+    """Package versions, machine and git commit, stored with every run."""
+    import lightning
+    import sklearn
+
+    import mmfusion
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", False
+    return {
+        "mmfusion": mmfusion.__version__, "git_commit": commit, "git_dirty": dirty,
+        "python": sys.version.split()[0], "torch": torch.__version__, "lightning": lightning.__version__,
+        "numpy": np.__version__, "scikit_learn": sklearn.__version__, "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def run_dir_for(cfg: RunConfig, bundle: DatasetBundle, seed: int) -> Path:
+    name = cfg.model + (f"-{cfg.ablation}" if cfg.ablation else "")
+    return Path(cfg.out) / name / bundle.name / f"seed_{seed}"
+
+
+def make_loader(bundle: DatasetBundle, split: str, batch_size: int, shuffle: bool, num_workers: int = 0,
+                seed: int = 0) -> torch.utils.data.DataLoader:
+    ds = FusionDataset(bundle.splits[split])
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=ds.collate,
+                                       num_workers=num_workers, generator=gen)
+
+
+def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: np.ndarray, task: str,
+                      emotions: Sequence[str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if task == "regression":
+        w.writerow(["id", "prediction", "label"])
+        for i, p, y in zip(ids, pred.reshape(-1), labels.reshape(-1)):
+            w.writerow([i, f"{p:.6f}", f"{y:.6f}"])
+    else:
+        logits = pred.reshape(len(ids), len(emotions), 2)
+        w.writerow(["id"] + [f"prediction_{e}" for e in emotions] + [f"label_{e}" for e in emotions]
+                   + [f"p_{e}" for e in emotions])
+        probs = torch.softmax(torch.from_numpy(logits), -1)[..., 1].numpy()
+        for i, row, y, pr in zip(ids, logits.argmax(-1), labels, probs):
+            w.writerow([i, *row.tolist(), *y.tolist(), *[f"{v:.4f}" for v in pr]])
+    atomic_write_text(path, buf.getvalue())
+
+
+def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], np.ndarray, np.ndarray, float]:
+    """Run the trainer's predict loop; returns ids, predictions, labels and seconds taken."""
+    t0 = time.perf_counter()
+    outs = trainer.predict(system, dataloaders=loader)
+    seconds = time.perf_counter() - t0
+    ids = [i for o in outs for i in o["ids"]]
+    pred = torch.cat([o["pred"] for o in outs]).numpy()
+    labels = torch.cat([o["labels"] for o in outs]).numpy()
+    return ids, pred, labels, seconds
+
+
+def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = False,
+            console: Any = None) -> dict[str, Any]:
+    """Train and test one seed. With ``resume``, a finished run is read back and an interrupted one continues from
+    ``checkpoints/last.ckpt`` (epoch, optimiser, scheduler and early-stopping state restored)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from mmfusion.engine.callbacks import EpochTimer
+    from mmfusion.engine.system import FusionSystem, compute_metrics
+
+    run = run_dir_for(cfg, bundle, seed)
+    metrics_file, last = run / "metrics.json", run / "checkpoints" / "last.ckpt"
+    if run.exists() and not resume:
+        raise ConfigError("run directory already exists; pass --resume to continue or reuse it, or choose --out",
+                          source=str(run), key="out", expected="a new directory", actual=str(run))
+    if resume and metrics_file.exists():
+        if console:
+            console.print(f"[dim]{run}: finished earlier, reusing its results[/dim]")
+        return json.loads(metrics_file.read_text())
+    ckpt_path = str(last) if resume and last.exists() else None
+    resumed_from = None
+    if ckpt_path:
+        resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
+        if console:
+            console.print(f"[yellow]{run}: resuming from {last} (epoch {resumed_from} finished)[/yellow]")
+    run.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    resolved = cfg.as_dict() | {"seeds": [seed], "dataset": bundle.describe()}
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write_json(run / "env.json", env_info())
+    atomic_write_json(run / "data_report.json", bundle.report.as_dict())
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    system = FusionSystem(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim, bundle.task,
+                          bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
+                                                             "ablation": cfg.ablation})
+    ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
+                              save_top_k=1, save_last=True, enable_version_counter=False)
+    timer = EpochTimer()
+    callbacks: list[Any] = [ckpt_cb, timer]
+    if tc.patience > 0:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience))
+    if tc.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    if tc.logger == "tensorboard":
+        logger: Any = TensorBoardLogger(run, name="logs", version="")
+    else:
+        logger = CSVLogger(run, name="logs", version="")
+    trainer = L.Trainer(
+        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
+        gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=callbacks, logger=logger,
+        default_root_dir=run, enable_progress_bar=tc.progress, enable_model_summary=False,
+        log_every_n_steps=10, num_sanity_val_steps=0,
+    )
+    train_loader = make_loader(bundle, "train", tc.batch_size, True, tc.num_workers, seed)
+    val_loader = make_loader(bundle, "valid", tc.batch_size, False, tc.num_workers)
+    t0 = time.perf_counter()
+    trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    fit_seconds = time.perf_counter() - t0
+
+    best = ckpt_cb.best_model_path or str(last)
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    system.load_state_dict(state["state_dict"])
+    test_loader = make_loader(bundle, "test", tc.batch_size, False, tc.num_workers)
+    ids, pred, labels, pred_seconds = predict_arrays(trainer, system, test_loader)
+    metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
+    extra: dict[str, Any] = {}
+    if "terms" in bundle.splits["test"].extras and bundle.task == "regression":
+        from mmfusion.data.synthetic import term_capture
+
+        extra = term_capture(pred, bundle.splits["test"].extras["terms"])
+    result = {
+        **metrics, **extra,
+        "best_epoch": int(state["epoch"]), "best_val_loss": float(ckpt_cb.best_model_score or float("nan")),
+        "epochs_run": int(trainer.current_epoch), "params": int(sum(p.numel() for p in system.model.parameters())),
+        "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
+        "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
+        "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
+        "resumed_from_epoch": resumed_from,
+    }
+    write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
+    atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
+    atomic_write_json(metrics_file, result)
+    return result
+
+
+def metric_keys(bundle: DatasetBundle) -> list[str]:
+    if bundle.task == "regression":
+        return list(SENTIMENT_KEYS)
+    return [f"{p}_{e}" for e in bundle.emotions for p in ("acc", "f1")] + ["acc_mean", "f1_mean"]
+
+
+def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any]) -> str:
+    keys = metric_keys(bundle)
+    lines = [f"# {cfg.model}{' (' + cfg.ablation + ')' if cfg.ablation else ''} on {bundle.describe()}", "",
+             f"Seed {result['seed']}; best epoch {result['best_epoch']} of {result['epochs_run']} (selected on "
+             f"validation loss); {result['params']:,} parameters.", "",
+             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
+             "| " + " | ".join(f"{result[k]:.4f}" for k in keys) + " |", ""]
+    if bundle.bayes:
+        lines += ["Bayes-optimal (expected on this test split):", "",
+                  "| " + " | ".join(f"{bundle.bayes[k]:.4f}" for k in keys) + " |", ""]
+    if bundle.task == "regression":
+        lines.append("Acc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative.")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean and sample std (ddof=1; 0 for one seed) of each key over seeds."""
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in results if k in r], dtype=np.float64)
+        if len(vals):
+            out[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    return out
+
+
+def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
+    """Train ``cfg.model`` for every seed in ``cfg.seeds``; write per-seed and summary files; return the summary."""
+    bundle = load_data(cfg.data, cfg.data_args, source="data_args")
+    for line in bundle.report.lines():
+        if console:
+            console.print(f"[dim]data: {line}[/dim]")
+    results = [fit_one(cfg, bundle, seed, resume=resume, console=console) for seed in cfg.seeds]
+    keys = metric_keys(bundle) + [k for k in results[0] if k.startswith("capture_")] + [
+        "params", "train_seconds_per_epoch", "test_ms_per_sample"]
+    summary = {"model": cfg.model, "ablation": cfg.ablation, "data": bundle.describe(), "task": bundle.task,
+               "seeds": list(cfg.seeds), "metrics": summarize(results, keys), "bayes": bundle.bayes,
+               "runs": [str(run_dir_for(cfg, bundle, s)) for s in cfg.seeds]}
+    base = run_dir_for(cfg, bundle, cfg.seeds[0]).parent
+    atomic_write_json(base / "summary.json", summary)
+    rows = [(cfg.model + (f" ({cfg.ablation})" if cfg.ablation else ""), summary["metrics"])]
+    atomic_write_text(base / "summary.md", results_markdown(rows, metric_keys(bundle), bundle))
+    atomic_write_text(base / "summary.csv", results_csv(rows, keys))
+    return summary
+
+
+def fmt(stat: Mapping[str, float] | None, digits: int = 4) -> str:
+    if not stat:
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def results_markdown(rows: Sequence[tuple[str, Mapping[str, Any]]], keys: Sequence[str], bundle: DatasetBundle,
+                     extra_cols: Sequence[str] = ()) -> str:
+    cols = list(keys) + list(extra_cols)
+    out = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, stats in rows:
+        out.append(f"| {name} | " + " | ".join(fmt(stats.get(k)) for k in cols) + " |")
+    if bundle.bayes:
+        out.append("| **Bayes-optimal** | " + " | ".join(
+            f"{bundle.bayes[k]:.4f}" if k in bundle.bayes else "–" for k in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def results_csv(rows: Sequence[tuple[str, Mapping[str, Any]]], keys: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")])
+    for name, stats in rows:
+        w.writerow([name] + [f"{stats[k][s]:.6g}" if k in stats else "" for k in keys for s in ("mean", "std")])
+    return buf.getvalue()

@@ -1,0 +1,102 @@
+"""The LightningModule: a registered model plus the task loss, optimiser, scheduler and metrics.
+
+It is built from plain data only (model name, model args, feature sizes, task), saved as hyper-parameters, so every
+checkpoint rebuilds its model by itself and loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmfusion.batch import Batch
+from mmfusion.metrics import emotion_metrics, sentiment_metrics
+from mmfusion.models import build
+
+
+def task_loss(pred: Tensor, labels: Tensor, task: str, loss: str = "mse") -> Tensor:
+    """MSE (or L1) on scores for regression; mean cross-entropy over the E binary emotions for emotion tasks.
+
+    pred: (B, 1) or (B, 2E); labels: (B,) float or (B, E) long.
+    """
+    if task == "regression":
+        p = pred.reshape(-1)
+        return F.mse_loss(p, labels.float()) if loss == "mse" else F.l1_loss(p, labels.float())
+    E = labels.shape[1]
+    return F.cross_entropy(pred.reshape(-1, E, 2).reshape(-1, 2), labels.reshape(-1))
+
+
+def compute_metrics(pred: np.ndarray, labels: np.ndarray, task: str, emotions: Sequence[str]) -> dict[str, float]:
+    if task == "regression":
+        return sentiment_metrics(pred.reshape(-1), labels)
+    return emotion_metrics(pred, labels, emotions)
+
+
+class FusionSystem(L.LightningModule):
+    """Training/validation/prediction around any registered model (see :mod:`mmfusion.models.registry`)."""
+
+    def __init__(self, model_name: str, model_args: Mapping[str, Any], feature_dims: Mapping[str, int],
+                 output_dim: int, task: str, emotions: Sequence[str] = (), train: Mapping[str, Any] | None = None,
+                 meta: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build(model_name, feature_dims, output_dim, **dict(model_args))
+        self.task = task
+        self.emotions = tuple(emotions)
+        self.train_cfg = dict(train or {})
+        self._val_outputs: list[tuple[Tensor, Tensor]] = []
+        self.val_history: list[dict[str, float]] = []
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        return self.model(batch.features, batch.masks)
+
+    def _step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
+        out = self(batch)
+        loss = task_loss(out["pred"], batch.labels, self.task, self.train_cfg.get("loss", "mse"))
+        total = loss
+        for name, value in out.get("losses", {}).items():
+            total = total + value
+            self.log(f"{stage}_{name}", value.detach(), batch_size=len(batch), on_epoch=True, on_step=False)
+        self.log(f"{stage}_task_loss", loss.detach(), batch_size=len(batch), on_epoch=True, on_step=False)
+        self.log(f"{stage}_loss", (loss if stage == "val" else total).detach(), batch_size=len(batch),
+                 on_epoch=True, on_step=False, prog_bar=True)
+        return total, out["pred"]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        _, pred = self._step(batch, "val")
+        self._val_outputs.append((pred.detach().float().cpu(), batch.labels.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        pred = torch.cat([p for p, _ in self._val_outputs]).numpy()
+        labels = torch.cat([y for _, y in self._val_outputs]).numpy()
+        self._val_outputs.clear()
+        metrics = compute_metrics(pred, labels, self.task, self.emotions)
+        key = "corr" if self.task == "regression" else "f1_mean"
+        self.log(f"val_{key}", metrics[key], prog_bar=True)
+        for k in ("mae", "acc2_non0") if self.task == "regression" else ("acc_mean",):
+            self.log(f"val_{k}", metrics[k])
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        out = self(batch)
+        return {"ids": batch.ids, "pred": out["pred"].detach().float().cpu(), "labels": batch.labels.cpu()}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.train_cfg
+        opt = torch.optim.Adam(self.parameters(), lr=cfg.get("lr", 1e-3), weight_decay=cfg.get("weight_decay", 0.0))
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.get("lr_factor", 0.5),
+                                                           patience=cfg.get("lr_patience", 5))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        return batch.to(device)

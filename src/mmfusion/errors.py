@@ -1,0 +1,56 @@
+"""User-facing errors. The CLI prints these as one line and exits with status 2; nothing else is caught."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MMFusionError(ValueError):
+    """Base class for errors caused by the user's input (files, configs, flags)."""
+
+
+def _describe(**parts: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in parts.items() if v is not None)
+
+
+class DataError(MMFusionError):
+    """A data file is missing, malformed or unsafe.
+
+    The message names the file, split and key, and the expected and actual value.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        file: Any = None,
+        split: str | None = None,
+        key: str | None = None,
+        expected: Any = None,
+        actual: Any = None,
+    ) -> None:
+        where = _describe(split=repr(split) if split else None, key=repr(key) if key else None)
+        what = _describe(expected=expected, got=actual) if expected is not None or actual is not None else ""
+        msg = f"{file}: " if file is not None else ""
+        msg += problem
+        if where:
+            msg += f" ({where})"
+        if what:
+            msg += f": {what}"
+        super().__init__(msg)
+        self.file, self.split, self.key, self.expected, self.actual = file, split, key, expected, actual
+
+
+class ConfigError(MMFusionError):
+    """An unknown configuration key, or a value of the wrong type."""
+
+    def __init__(self, problem: str, *, source: str | None = None, key: str | None = None,
+                 expected: Any = None, actual: Any = None) -> None:
+        msg = f"{source}: " if source else ""
+        msg += problem
+        if key is not None:
+            msg += f" (key {key!r})"
+        if expected is not None or actual is not None:
+            msg += f": expected {expected}, got {actual!r}"
+        super().__init__(msg)
+        self.source, self.key, self.expected, self.actual = source, key, expected, actual

@@ -1,0 +1,71 @@
+"""Evaluation metrics exactly as the field reports them (spec: data-formats §5). Pure functions on arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+SENTIMENT_KEYS: tuple[str, ...] = ("mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0")
+
+
+def pearson(p: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; 0 when either side is constant (where it is undefined)."""
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    sp, sy = p.std(), y.std()
+    if sp < 1e-12 or sy < 1e-12:
+        return 0.0
+    return float(np.mean((p - p.mean()) * (y - y.mean())) / (sp * sy))
+
+
+def sentiment_metrics(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """MAE, Corr, Acc7, Acc5 and Acc2/weighted F1 in both conventions, for scores in [-3, 3].
+
+    - Acc7: ``round(clip(p, -3, 3)) == round(clip(y, -3, 3))``; Acc5 the same with clip to [-2, 2].
+    - ``*_non0`` (MulT, MEA, most papers): samples with ``y == 0`` dropped, ``p > 0`` against ``y > 0``.
+    - ``*_has0`` (MMSA's Has0): ``p >= 0`` against ``y >= 0`` over all samples.
+    F1 is scikit-learn's weighted F1. Accuracies are fractions in [0, 1].
+    """
+    p = np.asarray(pred, dtype=np.float64).reshape(-1)
+    y = np.asarray(label, dtype=np.float64).reshape(-1)
+    if p.shape != y.shape:
+        raise ValueError(f"predictions and labels differ in length: {p.shape[0]} vs {y.shape[0]}")
+    out = {
+        "mae": float(np.mean(np.abs(p - y))),
+        "corr": pearson(p, y),
+        "acc7": float(np.mean(np.round(np.clip(p, -3, 3)) == np.round(np.clip(y, -3, 3)))),
+        "acc5": float(np.mean(np.round(np.clip(p, -2, 2)) == np.round(np.clip(y, -2, 2)))),
+    }
+    nz = y != 0
+    if nz.any():
+        out["acc2_non0"] = float(accuracy_score(y[nz] > 0, p[nz] > 0))
+        out["f1_non0"] = float(f1_score(y[nz] > 0, p[nz] > 0, average="weighted", zero_division=0))
+    else:
+        out["acc2_non0"] = out["f1_non0"] = float("nan")
+    out["acc2_has0"] = float(accuracy_score(y >= 0, p >= 0))
+    out["f1_has0"] = float(f1_score(y >= 0, p >= 0, average="weighted", zero_division=0))
+    return out
+
+
+def emotion_metrics(logits: np.ndarray, labels: np.ndarray, emotions: Sequence[str]) -> dict[str, float]:
+    """Per-emotion binary accuracy and weighted F1 (IEMOCAP protocol), plus their means.
+
+    ``logits``: (N, E, 2) or (N, 2E) scores for (not-present, present); ``labels``: (N, E) in {0, 1}.
+    """
+    y = np.asarray(labels).astype(np.int64)
+    E = len(emotions)
+    z = np.asarray(logits, dtype=np.float64).reshape(y.shape[0], E, 2)
+    pred = z.argmax(-1)
+    out: dict[str, float] = {}
+    for e, name in enumerate(emotions):
+        out[f"acc_{name}"] = float(accuracy_score(y[:, e], pred[:, e]))
+        out[f"f1_{name}"] = float(f1_score(y[:, e], pred[:, e], average="weighted", zero_division=0))
+    out["acc_mean"] = float(np.mean([out[f"acc_{n}"] for n in emotions]))
+    out["f1_mean"] = float(np.mean([out[f"f1_{n}"] for n in emotions]))
+    return out
+
+
+def main_metric(task: str) -> tuple[str, str]:
+    """The metric a table sorts by and whether higher is better: ("corr", "max") or ("f1_mean", "max")."""
+    return ("corr", "max") if task == "regression" else ("f1_mean", "max")

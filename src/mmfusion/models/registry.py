@@ -1,0 +1,64 @@
+"""Model registry: builders decorated with :func:`register_model`, named after the function (timm style).
+
+``build(name, feature_dims, output_dim, **overrides)`` returns an ``nn.Module`` whose forward takes
+``(features, masks)`` — name-keyed dicts of (B, T_m, d_m) floats and (B, T_m) bools — and returns a dict with at
+least ``"pred"`` (B, output_dim); optionally ``"losses"`` (named auxiliary losses, already weighted) and
+``"inspect"`` (tensors for plots).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from mmfusion.errors import ConfigError
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+_CONFIGS: dict[str, type] = {}
+
+
+def register_model(config_class: type | None = None) -> Callable[[Builder], Builder]:
+    """Register a builder under its function name; ``config_class`` is the dataclass its overrides update."""
+
+    def wrap(fn: Builder) -> Builder:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"model {fn.__name__!r} registered twice")
+        _REGISTRY[fn.__name__] = fn
+        if config_class is not None:
+            _CONFIGS[fn.__name__] = config_class
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    import mmfusion.models  # noqa: F401  (imports every model family, which registers its builders)
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def config_class(name: str) -> type | None:
+    _ensure_loaded()
+    return _CONFIGS.get(name)
+
+
+def build(name: str, feature_dims: Mapping[str, int], output_dim: int, **overrides: Any) -> nn.Module:
+    """Build model ``name`` for the given feature sizes and output size; ``overrides`` update its config."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ConfigError("unknown model", key="model", expected=f"one of {sorted(_REGISTRY)}", actual=name)
+    return _REGISTRY[name](dict(feature_dims), int(output_dim), **overrides)
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """The resolved config of a built model as plain data (stored in run directories and checkpoints)."""
+    cfg = getattr(model, "config", None)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
