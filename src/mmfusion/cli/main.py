@@ -135,8 +135,11 @@ def _quiet() -> None:
     import logging
     import warnings
 
+    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; ours must come after)
+
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|litlogger).*")
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|exists and is not empty|"
+                            "smaller than the logging interval).*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

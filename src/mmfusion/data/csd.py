@@ -68,8 +68,9 @@ def read_sequence(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) bool: interval a_i overlaps interval b_j (open ends)."""
-    return (b[None, :, 0] < a[:, None, 1]) & (b[None, :, 1] > a[:, None, 0])
+    """(len(a), len(b)) bool: interval a_i and interval b_j share more than 1 µs (touching ends do not count)."""
+    inter = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    return inter > 1e-6
 
 
 def _find_files(root: Path) -> dict[str, Any]:

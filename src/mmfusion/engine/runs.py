@@ -244,17 +244,21 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
                           bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
                                                              "ablation": cfg.ablation})
     ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
-                              save_top_k=1, save_last=True, enable_version_counter=False)
+                              save_top_k=1, enable_version_counter=False)
+    # Lightning's save_last only writes when a best checkpoint is written; resuming needs every epoch's state.
+    last_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                              every_n_epochs=1, enable_version_counter=False)
     timer = EpochTimer()
-    callbacks: list[Any] = [ckpt_cb, timer]
+    callbacks: list[Any] = [ckpt_cb, last_cb, timer]
     if tc.patience > 0:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience))
     if tc.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
+    # one log version per (re)start, so resuming never overwrites the logs of the interrupted part
     if tc.logger == "tensorboard":
-        logger: Any = TensorBoardLogger(run, name="logs", version="")
+        logger: Any = TensorBoardLogger(run, name="logs")
     else:
-        logger = CSVLogger(run, name="logs", version="")
+        logger = CSVLogger(run, name="logs")
     trainer = L.Trainer(
         max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
         gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=callbacks, logger=logger,

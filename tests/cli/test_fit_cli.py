@@ -1,0 +1,79 @@
+import csv
+import json
+
+import pytest
+
+from mmfusion.cli.main import main
+from tests.helpers import write_iemocap_mult, write_mosi_mmsa, write_mosi_mult
+
+FAST = ["--max-epochs", "1", "--batch-size", "8", "--no-progress", "--set", "model_args.hidden=8"]
+
+
+@pytest.mark.parametrize("layout", ["mult", "mmsa", "iemocap"])
+def test_fit_runs_on_published_shapes(tmp_path, layout, capsys):
+    if layout == "mult":
+        path = tmp_path / "mosi_data_noalign.pkl"
+        write_mosi_mult(path)
+        spec = f"mult:{path}"
+    elif layout == "mmsa":
+        path = tmp_path / "MOSI" / "unaligned_50.pkl"
+        path.parent.mkdir()
+        write_mosi_mmsa(path)
+        spec = f"mmsa:{path}"
+    else:
+        path = tmp_path / "iemocap_data_noalign.pkl"
+        write_iemocap_mult(path)
+        spec = f"mult:{path}"
+    out = tmp_path / "runs"
+    assert main(["fit", "--model", "lf_lstm", "--data", spec, "--out", str(out), *FAST]) == 0
+    run = next(out.glob("lf_lstm/*/seed_1111"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    if layout == "iemocap":
+        for e in ("neutral", "happy", "sad", "angry"):
+            assert 0 <= metrics[f"acc_{e}"] <= 1 and f"f1_{e}" in metrics
+    else:
+        for k in ("mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0"):
+            assert k in metrics
+    rows = list(csv.reader((run / "predictions.csv").open()))
+    assert len(rows) == 1 + 8 and rows[0][0] == "id"
+    for f in ("config.yaml", "summary.md", "env.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (run / f).exists(), f
+    env = json.loads((run / "env.json").read_text())
+    assert "torch" in env and "git_commit" in env
+    assert "Bayes-optimal" not in capsys.readouterr().out  # only the built-in benchmark knows its ceiling
+
+    # test / predict from the checkpoint
+    ckpt = run / "checkpoints" / "best.ckpt"
+    assert main(["test", "--ckpt", str(ckpt), "--data", spec, "--out", str(tmp_path / "t.json")]) == 0
+    tested = json.loads((tmp_path / "t.json").read_text())
+    assert tested["split"] == "test"
+    assert main(["predict", "--ckpt", str(ckpt), "--data", spec, "--split", "valid",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(list(csv.reader((tmp_path / "p.csv").open()))) == 1 + 8
+
+
+def test_several_seeds_give_mean_and_std_with_bayes_row(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["fit", "--model", "lf_lstm_tiny", "--data", "synthetic", "--seeds", "1", "2", "--out", str(out),
+            "--set", "data_args.n_train=64", "--set", "data_args.n_valid=16", "--set", "data_args.n_test=32", *FAST]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Bayes-optimal" in printed and "±" in printed
+    summary = json.loads((out / "lf_lstm_tiny" / "synthetic" / "summary.json").read_text())
+    assert summary["seeds"] == [1, 2] and summary["metrics"]["corr"]["std"] >= 0
+    assert summary["bayes"]["corr"] > 0.9
+    # rerunning without --resume refuses to overwrite; with --resume it reuses the finished runs
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    assert main(["fit", "--data", f"mult:{tmp_path / 'missing.pkl'}", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing.pkl: file not found" in err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trian: {}\n")
+    assert main(["fit", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "c.yaml" in err and "'trian'" in err
