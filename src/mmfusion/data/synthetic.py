@@ -56,9 +56,9 @@ class SyntheticConfig:
     n_train: int = 2000
     n_valid: int = 400
     n_test: int = 800
-    text_len: int = 20  # max frames; vision and audio run at 2x and 3x the text rate
-    vision_len: int = 40
-    audio_len: int = 60
+    text_len: int = 16  # max frames; vision and audio run at 2x and 3x the text rate
+    vision_len: int = 32
+    audio_len: int = 48
     text_dim: int = 16
     vision_dim: int = 12
     audio_dim: int = 8

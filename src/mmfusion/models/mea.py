@@ -1,0 +1,269 @@
+"""MEA: modality-exclusive and -agnostic representations for asynchronous multimodal sequences.
+
+Yang, Li, Qu, Yang, Zhai, Wang, Zhang, "Asynchronous Multimodal Video Sequence Fusion via Learning
+Modality-Exclusive and -Agnostic Representations", arXiv 2407.04955 (IEEE TCSVT). No official code exists; this
+follows our reading in ``shared/spec/mea.md`` ("spec" below).
+
+Figure 1, box by box (shape legend: B batch, T_m frames of modality m, D = ``dim``, d_h = ``rep_dim``, M = 3):
+
+    X_m (B, T_m, d_m)
+     └─ front end: Conv1d → positions → Bi-LSTM      ModalityFrontEnd              Z_m (B, T_m, D)        spec §1
+         ├─ exclusive branch: M PSA layers,          PredictiveSelfAttentionLayer  Z^e_m (B, T_m, D)      spec §2
+         │    each followed by WAL                   WeightedAttentionLayer        ψ (B, M) per layer
+         └─ agnostic branch: N HCA layers of MRUs    HierarchicalCrossModalAttention Z^a_m (B, T_m, D)    spec §3
+     pool (masked mean) → exclusive encoders E_m / shared agnostic encoder E_a      h^e_m, h^a_m (B, d_h)   spec §4
+     L_dis = mean_m HSIC(h^e_m, h^a_m)                                                                      spec §4
+     double discriminator: D_m on h^e_m (L_exc) and on GRL(h^a_m) weighted by ω from D_i (L_agn)           spec §4
+     Decoupled Graph Fusion over {h^e_m} and over {h^a_m} → concat → head                                  spec §4
+     L = L_task + α·L_dis + β·(L_agn + L_exc)                                                               spec §5
+
+Deviations (all from the spec): WAL scores masked-mean-pooled sequences instead of a flattened (T·D)² matrix
+(§2); PSA mixes logits by default, Eq. 2's literal form is ``mixing="literal"`` (§2); sources of every HCA layer
+are the front-end outputs (§3); dropouts and clipping take MulT's values (§6). Everything is masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmfusion.batch import MODALITIES, check_modalities
+from mmfusion.config import build_checked
+from mmfusion.models.registry import register_model
+from mmfusion.modules.discriminators import ImportanceDiscriminator, ModalityDiscriminator, grad_reverse
+from mmfusion.modules.frontend import ModalityFrontEnd
+from mmfusion.modules.graph_fusion import DecoupledGraphFusion
+from mmfusion.modules.hca import HierarchicalCrossModalAttention
+from mmfusion.modules.losses import hsic, orthogonality
+from mmfusion.modules.pooling import MaskedPooling
+from mmfusion.modules.psa import PredictiveSelfAttentionLayer
+from mmfusion.modules.wal import WeightedAttentionLayer
+
+
+@dataclass
+class MEAConfig:
+    """Defaults are the paper's Table I (MOSI column); the rest follows spec §6."""
+
+    dim: int = 40  # d: front-end and attention width
+    rep_dim: int = 64  # d_h: width of the decoupled codes
+    num_heads: int = 8  # K
+    psa_layers: int = 3  # M
+    hca_layers: int = 2  # N
+    kernels: dict[str, int] = field(default_factory=lambda: {"text": 3, "vision": 3, "audio": 3})
+    mu: float = 0.25  # weight of the predicted map in PSA
+    mixing: Literal["logits", "literal"] = "logits"  # spec §2: default mixes logits; "literal" is Eq. 2
+    alpha: float = 0.02  # weight of L_dis
+    beta: float = 0.03  # weight of L_agn + L_exc
+    grl_lambda: float = 1.0  # gradient-reversal coefficient λ
+    pooling: Literal["mean", "last", "attention"] = "mean"
+    hsic_normalize: bool = False  # L2-normalise codes before HSIC
+    embed_dropout: float = 0.25  # after the front-end conv + positions (MulT's embedding dropout)
+    attn_dropout: float = 0.0  # on attention maps; MulT uses 0.1-0.25, but maps are the largest tensors and a CPU
+    # spends more time drawing their random masks than attending (32x8x500x500 at MOSI shapes), so it is opt-in
+    res_dropout: float = 0.1
+    out_dropout: float = 0.1
+    # --- Table V ablations, each one switch (see ABLATIONS) ---
+    use_exclusive: bool = True  # w/o exclusive branch
+    use_agnostic: bool = True  # w/o agnostic branch
+    use_psa: bool = True  # w/o PSA: exclusive encoders read Z_m directly
+    use_prediction: bool = True  # w/o prediction chain: µ = 0, plain self-attention
+    use_wal: bool = True  # w/o WAL
+    use_hca: bool = True  # w/o HCA: the agnostic encoder reads Z_m directly
+    use_mixed: bool = True  # w/o mixed-grained MRU
+    use_coarse: bool = True  # w/o coarse-grained MRU
+    use_fine: bool = True  # w/o fine-grained MRUs
+    disparity: Literal["hsic", "orthogonal", "none"] = "hsic"  # w/o L_dis; L_dis -> orthogonality loss
+    adversarial: bool = True  # w/o adversarial losses (both discriminators, L_agn and L_exc)
+    use_omega: bool = True  # w/o ω: L_agn unweighted, no importance discriminator
+    fusion: Literal["graph", "concat", "add", "multiply"] = "graph"  # DGF -> concatenation / addition / product
+
+    ABLATIONS: ClassVar[dict[str, dict[str, Any]]] = {
+        "no_dis": {"disparity": "none"},
+        "dis_orthogonal": {"disparity": "orthogonal"},
+        "no_adversarial": {"adversarial": False},
+        "no_omega": {"use_omega": False},
+        "no_exclusive": {"use_exclusive": False},
+        "no_agnostic": {"use_agnostic": False},
+        "no_psa": {"use_psa": False},
+        "no_prediction": {"use_prediction": False},
+        "no_wal": {"use_wal": False},
+        "no_hca": {"use_hca": False},
+        "no_mixed": {"use_mixed": False},
+        "no_coarse": {"use_coarse": False},
+        "no_fine": {"use_fine": False},
+        "dgf_concat": {"fusion": "concat"},
+        "dgf_add": {"fusion": "add"},
+        "dgf_multiply": {"fusion": "multiply"},
+    }
+
+    def validate(self, source: str | None = None) -> None:
+        from mmfusion.errors import ConfigError
+
+        if self.dim % self.num_heads or self.dim % 2:
+            raise ConfigError("dim must be even and divisible by num_heads", source=source, key="dim",
+                              expected=f"a multiple of {self.num_heads} and of 2", actual=self.dim)
+        if not (self.use_exclusive or self.use_agnostic):
+            raise ConfigError("at least one branch must stay on", source=source, key="use_exclusive",
+                              expected="use_exclusive or use_agnostic true", actual=False)
+        if not 0.0 <= self.mu <= 1.0:
+            raise ConfigError("out of range", source=source, key="mu", expected="0 <= mu <= 1", actual=self.mu)
+
+
+class MEA(nn.Module):
+    """MEA (see the module docstring). forward(features {m: (B, T_m, d_m)}, masks {m: (B, T_m)}) ->
+    {"pred": (B, output_dim), "losses": {name: weighted scalar}, "inspect": {...}}."""
+
+    def __init__(self, feature_dims: Mapping[str, int], output_dim: int, config: MEAConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.modalities = [m for m in MODALITIES if m in feature_dims]
+        M = len(self.modalities)
+        self.frontends = nn.ModuleDict({
+            m: ModalityFrontEnd(feature_dims[m], c.dim, c.kernels.get(m, 3), c.embed_dropout) for m in self.modalities
+        })
+        drop = {"attn_dropout": c.attn_dropout, "res_dropout": c.res_dropout}
+        if c.use_exclusive and c.use_psa:
+            self.psa = nn.ModuleDict({m: nn.ModuleList([
+                PredictiveSelfAttentionLayer(c.dim, c.num_heads, predict=c.use_prediction and l > 0,
+                                             mu=c.mu if c.use_prediction else 0.0, mixing=c.mixing, **drop)
+                for l in range(c.psa_layers)]) for m in self.modalities})
+            self.psa_norms = nn.ModuleDict({m: nn.LayerNorm(c.dim) for m in self.modalities})
+            if c.use_wal:
+                self.wal = nn.ModuleList([WeightedAttentionLayer(self.modalities, c.dim, c.rep_dim)
+                                          for _ in range(c.psa_layers)])
+        if c.use_agnostic and c.use_hca:
+            self.hca = HierarchicalCrossModalAttention(self.modalities, c.dim, c.num_heads, c.hca_layers,
+                                                       mixed=c.use_mixed, coarse=c.use_coarse, fine=c.use_fine,
+                                                       **drop)
+        self.pool = MaskedPooling(c.dim, c.pooling)
+
+        def mlp() -> nn.Sequential:
+            return nn.Sequential(nn.Linear(c.dim, c.rep_dim), nn.GELU(), nn.Linear(c.rep_dim, c.rep_dim))
+
+        branches = []
+        if c.use_exclusive:
+            self.exclusive_encoders = nn.ModuleDict({m: mlp() for m in self.modalities})
+            branches.append("exclusive")
+        if c.use_agnostic:
+            self.agnostic_encoder = mlp()
+            branches.append("agnostic")
+        if c.adversarial:
+            self.modality_discriminator = ModalityDiscriminator(c.rep_dim, M)
+            if c.use_agnostic and c.use_omega:
+                self.importance_discriminator = ImportanceDiscriminator(c.rep_dim, M)
+        self.dgf = DecoupledGraphFusion(c.rep_dim, branches, c.fusion)
+        fused = self.dgf.out_dim(c.rep_dim, M)
+        self.head = nn.Sequential(nn.Linear(fused, c.rep_dim), nn.GELU(), nn.Dropout(c.out_dropout),
+                                  nn.Linear(c.rep_dim, output_dim))
+
+    # ---------------------------------------------------------------------------------------------------------
+    def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[str, Any]:
+        return self._forward(features, masks, inspect=False)
+
+    @torch.no_grad()
+    def explain(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[str, Any]:
+        """Forward pass that also returns every attention map (HCA through the eager path)."""
+        return self._forward(features, masks, inspect=True)
+
+    def _forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor], inspect: bool) -> dict[str, Any]:
+        check_modalities(features, self.modalities, "mea")
+        masks = {m: masks[m] for m in self.modalities}
+        z = {m: self.frontends[m](features[m], masks[m]) for m in self.modalities}  # Z_m (B, T_m, D)
+        info: dict[str, Any] = {}
+        codes: dict[str, Tensor] = {}
+        if self.config.use_exclusive:
+            ze = self.exclusive_branch(z, masks, info)  # Z^e_m
+            codes["exclusive"] = torch.stack(
+                [self.exclusive_encoders[m](self.pool(ze[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
+        if self.config.use_agnostic:
+            za = self.agnostic_branch(z, masks, info, inspect)  # Z^a_m
+            codes["agnostic"] = torch.stack(
+                [self.agnostic_encoder(self.pool(za[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
+        losses = self.decoupling_losses(codes)
+        fused, xi = self.dgf(codes)  # (B, branches·d_h)
+        info["dgf"] = xi
+        info["codes"] = codes
+        return {"pred": self.head(fused), "losses": losses, "inspect": info}
+
+    # ---------------------------------------------------------------------------------------------------------
+    def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any]
+                         ) -> dict[str, Tensor]:
+        """M layers of PSA per modality, each followed by WAL across modalities (spec §2)."""
+        if not self.config.use_psa:
+            return z
+        h, prev = dict(z), {m: None for m in self.modalities}
+        maps: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
+        vanilla: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
+        psis = []
+        for l in range(self.config.psa_layers):
+            for m in self.modalities:
+                h[m], prev[m], layer_maps = self.psa[m][l](h[m], masks[m], prev[m])
+                maps[m].append(layer_maps["psa"])
+                vanilla[m].append(layer_maps["vanilla"])
+            if self.config.use_wal:
+                h, psi = self.wal[l](h, masks)
+                psis.append(psi)
+        info["psa"], info["psa_vanilla"] = maps, vanilla
+        if psis:
+            info["wal"] = torch.stack(psis, 1)  # (B, layers, M)
+        return {m: self.psa_norms[m](h[m]) * masks[m][..., None].to(h[m].dtype) for m in self.modalities}
+
+    def agnostic_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
+                        inspect: bool) -> dict[str, Tensor]:
+        """N layers of hierarchical cross-modal attention (spec §3)."""
+        if not self.config.use_hca:
+            return z
+        za, maps = self.hca(z, masks, need_weights=inspect)
+        if inspect:
+            info["hca"] = maps
+        return za
+
+    def decoupling_losses(self, codes: dict[str, Tensor]) -> dict[str, Tensor]:
+        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (spec §4-5)."""
+        c = self.config
+        losses: dict[str, Tensor] = {}
+        he, ha = codes.get("exclusive"), codes.get("agnostic")
+        M = len(self.modalities)
+        if he is not None and ha is not None and c.disparity != "none":
+            fn = (lambda x, y: hsic(x, y, c.hsic_normalize)) if c.disparity == "hsic" else orthogonality
+            losses["dis"] = c.alpha * sum(fn(he[:, i], ha[:, i]) for i in range(M)) / M
+        if not c.adversarial:
+            return losses
+        B = next(iter(codes.values())).shape[0]
+        target = torch.arange(M, device=next(iter(codes.values())).device).repeat(B)  # (B·M,) labels L=0, V=1, A=2
+        if he is not None:
+            losses["exc"] = c.beta * M * F.cross_entropy(self.modality_discriminator(he.reshape(B * M, -1)), target)
+        if ha is not None:
+            flat = ha.reshape(B * M, -1)
+            ce = F.cross_entropy(self.modality_discriminator(grad_reverse(flat, c.grl_lambda)), target,
+                                 reduction="none")
+            if c.use_omega:
+                imp_logits = self.importance_discriminator(flat.detach())
+                losses["importance"] = F.cross_entropy(imp_logits, target)
+                omega = 1.0 - imp_logits.softmax(-1).gather(1, target[:, None]).squeeze(1)  # ω_m, detached input
+                ce = ce * omega.detach()
+            losses["agn"] = c.beta * M * ce.mean()  # Σ over modalities of the per-modality mean
+        return losses
+
+
+def _build(name: str, feature_dims: dict[str, int], output_dim: int, defaults: dict[str, Any],
+           overrides: dict[str, Any]) -> MEA:
+    return MEA(feature_dims, output_dim, build_checked(MEAConfig, {**defaults, **overrides}, source=name))
+
+
+@register_model(MEAConfig)
+def mea(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MEA:
+    """MEA with the paper's Table I MOSI values (configs/mea/*.yaml hold the other datasets')."""
+    return _build("mea", feature_dims, output_dim, {}, overrides)
+
+
+@register_model(MEAConfig)
+def mea_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MEA:
+    """A small MEA for tests: every module present, narrow widths."""
+    return _build("mea_tiny", feature_dims, output_dim,
+                  {"dim": 8, "rep_dim": 8, "num_heads": 2, "psa_layers": 2, "hca_layers": 1}, overrides)

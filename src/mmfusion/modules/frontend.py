@@ -1,0 +1,55 @@
+"""MEA's per-modality front end (spec §1): Conv1d -> sinusoidal positions -> packed Bi-LSTM."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from mmfusion.modules.masking import positions_from_mask
+from mmfusion.modules.rnn import MaskedLSTM
+
+
+def sinusoidal_table(length: int, dim: int) -> Tensor:
+    """(length, dim) sine/cosine position table (Vaswani et al.)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds sinusoidal embeddings indexed by the position *among real frames*, so padding side does not matter."""
+
+    def __init__(self, dim: int, max_len: int = 4096) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        pos = positions_from_mask(mask)  # (B, T)
+        if x.shape[1] > self.table.shape[0]:  # positions never exceed T - 1
+            self.table = sinusoidal_table(2 * x.shape[1], x.shape[-1]).to(x.device)
+        return x + self.table[pos].to(x.dtype) * mask[..., None].to(x.dtype)
+
+
+class ModalityFrontEnd(nn.Module):
+    """X_m (B, T, d_m) -> Z_m (B, T, D): Conv1d (kernel k, same padding) over the real frames, positions,
+    Bi-LSTM with D/2 units per direction on packed sequences. Padded frames of Z_m are zero."""
+
+    def __init__(self, input_dim: int, dim: int, kernel_size: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.conv = nn.Conv1d(input_dim, dim, kernel_size, padding=kernel_size // 2, bias=False)
+        self.positions = SinusoidalPositions(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = MaskedLSTM(dim, dim // 2, bidirectional=True)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = x * mask[..., None].to(x.dtype)  # padding must not reach real frames through the kernel
+        h = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        h = self.dropout(self.positions(h, mask))
+        return self.lstm(h, mask)[0]

@@ -1,0 +1,31 @@
+"""Weighted Attention Layer (MEA spec §2): one softmax weight per modality and sample, ψ_m = softmax_m(γ_m),
+γ_m = pᵀ tanh(W · pool(Z_m) + b), pool = masked mean over time, W: D -> d_h.
+
+(The paper scores a flattened (T·D)x(T·D) matrix, infeasible for long streams and undefined for variable lengths;
+the pooled additive scorer is our documented deviation, spec §2.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mmfusion.modules.masking import masked_mean
+
+
+class WeightedAttentionLayer(nn.Module):
+    """{m: (B, T_m, D)}, masks -> ({m: ψ_m · Z_m}, ψ (B, M) in the order of ``modalities``; rows sum to 1)."""
+
+    def __init__(self, modalities: Sequence[str], dim: int, hidden: int) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.proj = nn.Linear(dim, hidden)
+        self.p = nn.Linear(hidden, 1, bias=False)
+
+    def forward(self, z: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        pooled = torch.stack([masked_mean(z[m], masks[m]) for m in self.modalities], 1)  # (B, M, D)
+        gamma = self.p(torch.tanh(self.proj(pooled))).squeeze(-1)  # (B, M)
+        psi = gamma.softmax(-1)
+        return {m: z[m] * psi[:, i, None, None] for i, m in enumerate(self.modalities)}, psi

@@ -1,0 +1,119 @@
+"""MEA: ablation switches, the adversarial gradients, inspection, and learning."""
+
+import pytest
+import torch
+
+from mmfusion.models import build
+from mmfusion.models.mea import MEAConfig
+
+DIMS = {"text": 13, "vision": 5, "audio": 20}
+
+
+def _batch(B=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lens = {"text": 7, "vision": 11, "audio": 5}
+    feats = {m: torch.randn(B, lens[m], d, generator=g) for m, d in DIMS.items()}
+    masks = {m: torch.ones(B, lens[m], dtype=torch.bool) for m in DIMS}
+    masks["vision"][1, 6:] = False
+    feats["vision"][1, 6:] = 0
+    return feats, masks
+
+
+def _names(model):
+    return {n for n, _ in model.named_parameters()}
+
+
+# which parameter-name prefixes each ablation removes (nothing else may change)
+REMOVES = {
+    "no_dis": set(), "dis_orthogonal": set(), "no_adversarial": {"modality_discriminator", "importance_discriminator"},
+    "no_omega": {"importance_discriminator"},
+    "no_exclusive": {"psa", "psa_norms", "wal", "exclusive_encoders", "dgf.graphs.exclusive"},
+    "no_agnostic": {"hca", "agnostic_encoder", "importance_discriminator", "dgf.graphs.agnostic"},
+    "no_psa": {"psa", "psa_norms", "wal"}, "no_prediction": {"predictor"}, "no_wal": {"wal"}, "no_hca": {"hca"},
+    "no_mixed": {"mixed"}, "no_coarse": {"coarse"}, "no_fine": {"fine"},
+    "dgf_concat": {"dgf"}, "dgf_add": {"dgf"}, "dgf_multiply": {"dgf"},
+}
+LOSSES = {"no_dis": {"exc", "agn", "importance"}, "no_adversarial": {"dis"}, "no_omega": {"dis", "exc", "agn"},
+          "no_exclusive": {"agn", "importance"}, "no_agnostic": {"exc"}}
+
+
+def test_every_ablation_is_listed():
+    assert set(REMOVES) == set(MEAConfig.ABLATIONS)
+
+
+@pytest.mark.parametrize("ablation", sorted(MEAConfig.ABLATIONS))
+def test_ablation_builds_trains_and_removes_exactly_its_parts(ablation):
+    full = build("mea_tiny", DIMS, 1)
+    model = build("mea_tiny", DIMS, 1, **MEAConfig.ABLATIONS[ablation])
+    gone = _names(full) - _names(model)
+    added = _names(model) - _names(full)
+    parts = REMOVES[ablation]
+
+    def hit(name):
+        return any(p in name.split(".") or name.startswith(p + ".") for p in parts)
+
+    assert gone == {n for n in _names(full) if hit(n)}, sorted(gone ^ {n for n in _names(full) if hit(n)})
+    if parts:
+        assert gone, "the ablation removed nothing"
+    assert not added
+    if ablation in ("dgf_concat",):
+        assert model.head[0].in_features == 3 * full.head[0].in_features
+    feats, masks = _batch()
+    out = model(feats, masks)
+    assert set(out["losses"]) == LOSSES.get(ablation, {"dis", "exc", "agn", "importance"})
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    (out["pred"].square().mean() + sum(out["losses"].values())).backward()
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_agnostic_encoder_gets_reversed_scaled_discriminator_gradient():
+    feats, masks = _batch()
+    grads = {}
+    for lam in (1.0, 2.5):
+        torch.manual_seed(0)
+        model = build("mea_tiny", DIMS, 1, grl_lambda=lam, use_omega=False).eval()
+        model(feats, masks)["losses"]["agn"].backward()
+        grads[lam] = torch.cat([p.grad.flatten() for p in model.agnostic_encoder.parameters()])
+        disc = torch.cat([p.grad.flatten() for p in model.modality_discriminator.parameters()])
+        if lam == 1.0:
+            disc_1 = disc
+    torch.testing.assert_close(grads[2.5], 2.5 * grads[1.0])
+    torch.testing.assert_close(disc, disc_1)  # the discriminator itself is trained normally, whatever λ
+    # sign: the reversed gradient is the negative of the plain one
+    torch.manual_seed(0)
+    model = build("mea_tiny", DIMS, 1, use_omega=False).eval()
+    out = model(feats, masks)
+    codes = out["inspect"]["codes"]["agnostic"]
+    B, M, _ = codes.shape
+    target = torch.arange(M).repeat(B)
+    plain = torch.nn.functional.cross_entropy(model.modality_discriminator(codes.reshape(B * M, -1)), target)
+    plain_grad = torch.autograd.grad(model.config.beta * M * plain, list(model.agnostic_encoder.parameters()))
+    torch.testing.assert_close(torch.cat([g.flatten() for g in plain_grad]), -grads[1.0])
+
+
+def test_importance_discriminator_trains_on_its_own_loss_and_omega_is_detached():
+    feats, masks = _batch()
+    model = build("mea_tiny", DIMS, 1)
+    losses = model(feats, masks)["losses"]
+    losses["importance"].backward(retain_graph=True)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.importance_discriminator.parameters())
+    assert all(p.grad is None for p in model.agnostic_encoder.parameters())  # its input is detached
+    model.zero_grad()
+    losses["agn"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.importance_discriminator.parameters())
+
+
+def test_explain_returns_every_map():
+    feats, masks = _batch()
+    model = build("mea_tiny", DIMS, 1).eval()
+    info = model.explain(feats, masks)["inspect"]
+    assert len(info["psa"]["vision"]) == 2 and info["psa"]["vision"][0].shape == (4, 2, 11, 11)
+    assert info["wal"].shape == (4, 2, 3)
+    hca = info["hca"]["text"][0]
+    assert set(hca) == {"mixed", "coarse", "fine_vision", "fine_audio"}
+    assert hca["mixed"].shape == (4, 2, 7, 7 + 11 + 5)
+    assert (hca["mixed"][1, :, :, 7 + 6:7 + 11] == 0).all()  # padded vision frames get no attention
+    assert info["dgf"]["exclusive"].shape == (4, 3, 3)
+    # the maps do not change the prediction
+    torch.testing.assert_close(model.explain(feats, masks)["pred"], model(feats, masks)["pred"])
