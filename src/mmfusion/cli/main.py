@@ -88,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="output file (.json for test, .csv for predict; default beside the checkpoint)")
         p.add_argument("--batch-size", type=int, default=64)
 
+    p = sub.add_parser("explain", help="save attention maps, WAL and DGF weights of one sample, and a code embedding",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  mmfusion explain --ckpt runs/mea/synthetic/seed_1111/checkpoints/best.ckpt "
+                              "--data synthetic --index 0")
+    p.add_argument("--ckpt", required=True, help="checkpoint of a model with attention maps (mea)")
+    p.add_argument("--data", required=True, help="data SPEC")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--index", type=int, default=0, help="sample index within the split (default 0)")
+    p.add_argument("--out", help="output directory (default: beside the checkpoint, explain/<split>_<index>)")
+    p.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
+                   help="2-D plot of exclusive vs agnostic codes of the split (default tsne)")
+    p.add_argument("--max-samples", type=int, default=300, help="samples in the embedding plot")
+
     p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
     p.add_argument("data", help="data SPEC to read")
     p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout")
@@ -210,6 +223,25 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mmfusion.data import load_data
+    from mmfusion.engine.checkpoints import check_compatible, load_system
+    from mmfusion.engine.explain import embed_codes, explain_sample
+
+    system = load_system(args.ckpt)
+    bundle = load_data(args.data)
+    check_compatible(system, bundle, args.ckpt)
+    out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "explain" / (
+        f"{args.split}_{args.index}")
+    meta = explain_sample(system.model, bundle, args.split, args.index, out)
+    print(f"sample {meta['id']}: prediction {meta['prediction']}, label {meta['label']}")
+    print(f"wrote {len(meta['files'])} plots and arrays.npz to {out}")
+    if args.embedding != "none":
+        path = embed_codes(system.model, bundle, args.split, out, args.embedding, args.max_samples)
+        print(f"embedding of the codes: {path}")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from mmfusion.config import parse_value
     from mmfusion.data import load_data
@@ -284,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(args)
         if args.command in ("test", "predict"):
             return cmd_eval(args, args.command == "predict")
+        if args.command == "explain":
+            return cmd_explain(args)
         if args.command == "convert":
             return cmd_convert(args)
         if args.command == "data":

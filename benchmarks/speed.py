@@ -1,0 +1,139 @@
+"""Training-step time, inference latency, peak memory and FLOPs of a model at the real MOSI / MOSEI shapes.
+
+    .venv/bin/python benchmarks/speed.py --model mea --shape mosi [--batch 32] [--repeat 3] [--set key=value]
+
+Writes ``benchmarks/out/speed_<model>_<shape>.json`` and prints a Markdown table. FLOPs come from
+``torch.utils.flop_counter`` (matmuls, convolutions and attention; elementwise work is not counted), and the
+achieved FLOP/s is compared with this machine's measured float32 matmul peak. Peak memory on a CPU is the growth of
+the process's resident set during the measured step (``ru_maxrss``), on a GPU ``torch.cuda.max_memory_allocated``.
+A torch.profiler summary of one training step (top operators by self time) shows where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mmfusion.config import parse_value
+from mmfusion.models import build
+
+SHAPES = {
+    "mosi": ({"text": 300, "vision": 20, "audio": 5}, {"text": 50, "vision": 500, "audio": 375}),
+    "mosei": ({"text": 300, "vision": 35, "audio": 74}, {"text": 50, "vision": 500, "audio": 500}),
+}
+
+
+def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n**3 * repeat / (time.perf_counter() - t)
+
+
+def inputs(shape: str, batch: int, device: str) -> tuple[dict, dict]:
+    dims, lens = SHAPES[shape]
+    g = torch.Generator().manual_seed(0)
+    feats = {m: torch.randn(batch, lens[m], d, generator=g).to(device) for m, d in dims.items()}
+    masks = {m: torch.ones(batch, lens[m], dtype=torch.bool, device=device) for m in dims}
+    return feats, masks
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mea")
+    ap.add_argument("--shape", default="mosi", choices=sorted(SHAPES))
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--profile", action="store_true", help="print the operator profile of one training step")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model overrides")
+    args = ap.parse_args()
+    overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
+    dims, lens = SHAPES[args.shape]
+    model = build(args.model, dims, 1, **overrides).to(args.device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    feats, masks = inputs(args.shape, args.batch, args.device)
+
+    def train_step() -> None:
+        out = model(feats, masks)
+        loss = out["pred"].square().mean() + sum(out.get("losses", {}).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    train_step()  # warm-up
+    sync(args.device)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        train_step()
+        sync(args.device)
+        times.append(time.perf_counter() - t)
+    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
+               else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+    with FlopCounterMode(display=False) as fc:
+        train_step()
+    train_flops = fc.get_total_flops()
+
+    model.eval()
+    one = ({m: x[:1] for m, x in feats.items()}, {m: x[:1] for m, x in masks.items()})
+    latency = {}
+    with torch.inference_mode():
+        for name, (f, k) in (("one_clip", one), ("batch", (feats, masks))):
+            model(f, k)
+            sync(args.device)
+            ts = []
+            for _ in range(max(args.repeat, 5) if name == "one_clip" else args.repeat):
+                t = time.perf_counter()
+                model(f, k)
+                sync(args.device)
+                ts.append(time.perf_counter() - t)
+            latency[name] = min(ts)
+    peak = matmul_peak() if args.device == "cpu" else float("nan")
+    step = min(times)
+    result = {
+        "model": args.model, "shape": args.shape, "batch": args.batch, "device": args.device,
+        "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "params": sum(p.numel() for p in model.parameters()), "overrides": overrides,
+        "train_step_s": step, "train_step_all_s": times, "infer_one_clip_ms": 1000 * latency["one_clip"],
+        "infer_batch_ms": 1000 * latency["batch"], "peak_memory_mb": peak_mb, "train_gflop": train_flops / 1e9,
+        "achieved_gflops": train_flops / step / 1e9, "matmul_peak_gflops": peak / 1e9,
+        "lengths": lens, "feature_dims": dims, "torch": torch.__version__,
+    }
+    out = Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"| model | shape | params | train step (B={args.batch}) | 1-clip inference | batch inference | peak mem | "
+          "GFLOP/step | achieved GFLOP/s | matmul peak GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.model} | {args.shape} | {result['params']:,} | {step:.2f} s | {result['infer_one_clip_ms']:.1f} ms "
+          f"| {result['infer_batch_ms']:.0f} ms | {peak_mb:.0f} MB | {result['train_gflop']:.1f} | "
+          f"{result['achieved_gflops']:.1f} | {result['matmul_peak_gflops']:.0f} |")
+    if args.profile:
+        model.train()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            train_step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""``mmfusion explain``: every inspectable quantity of one sample as arrays (``arrays.npz``) and PNG heatmaps, plus
+an embedding plot of the exclusive vs agnostic codes of the split (MEA's Figures 5 and 6)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfusion.data import DatasetBundle, FusionDataset
+from mmfusion.errors import ConfigError, DataError
+from mmfusion.inspect import plots
+from mmfusion.io import atomic_write_bytes, atomic_write_json
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def explain_sample(model: Any, bundle: DatasetBundle, split: str, index: int, out: Path) -> dict[str, Any]:
+    """Run ``model.explain`` on one sample (alone: predictions do not depend on batch company) and save."""
+    if not hasattr(model, "explain"):
+        raise ConfigError("this model has no attention maps to explain", key="model", expected="mea",
+                          actual=type(model).__name__)
+    data = bundle.splits[split]
+    if not 0 <= index < len(data):
+        raise DataError("sample index out of range", file=bundle.source, split=split, key="index",
+                        expected=f"0 <= index < {len(data)}", actual=index)
+    batch = FusionDataset(data).collate([index])
+    model.eval()
+    res = model.explain(batch.features, batch.masks)
+    info, mods = res["inspect"], model.modalities
+    out.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"prediction": _np(res["pred"][0])}
+    files = []
+    for key, title in (("psa", "PSA"), ("psa_vanilla", "vanilla self-attention")):
+        for m, layers in info.get(key, {}).items():
+            for l, a in enumerate(layers):
+                arr = _np(a[0])  # (H, T, T)
+                arrays[f"{key}/{m}/layer{l}"] = arr
+                files.append(plots.heatmap(out / f"{key}_{m}_layer{l}.png", arr.mean(0),
+                                           f"{title}, {m}, layer {l + 1} (mean over heads)", "key frame",
+                                           "query frame"))
+    for t, layers in info.get("hca", {}).items():
+        for l, maps in enumerate(layers):
+            for kind, a in maps.items():
+                if a is None:
+                    continue
+                arr = _np(a[0])  # (H, T_t, S)
+                arrays[f"hca/{t}/layer{l}/{kind}"] = arr
+                files.append(plots.heatmap(out / f"hca_{t}_layer{l}_{kind}.png", arr.mean(0),
+                                           f"HCA {kind} MRU, target {t}, layer {l + 1}", "source frame",
+                                           f"{t} frame"))
+    if "wal" in info:
+        psi = _np(info["wal"][0])  # (layers, M)
+        arrays["wal"] = psi
+        files.append(plots.bars(out / "wal.png", psi, [f"layer {i + 1}" for i in range(len(psi))], mods,
+                                "WAL weights ψ per PSA layer"))
+    for branch, xi in info.get("dgf", {}).items():
+        arr = _np(xi[0])
+        arrays[f"dgf/{branch}"] = arr
+        files.append(plots.heatmap(out / f"dgf_{branch}.png", arr, f"DGF ξ ({branch} graph)", "neighbour j",
+                                   "node i", mods, mods))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k.replace("/", "__"): v for k, v in arrays.items()})
+    atomic_write_bytes(out / "arrays.npz", buf.getvalue())
+    meta = {"id": data.ids[index], "split": split, "index": index, "prediction": arrays["prediction"].tolist(),
+            "label": np.asarray(data.labels[index]).tolist(), "files": [str(f) for f in files],
+            "arrays": sorted(arrays), "lengths": {m: int(data.lengths[m][index]) for m in mods}}
+    atomic_write_json(out / "explain.json", meta)
+    return meta
+
+
+def embed_codes(model: Any, bundle: DatasetBundle, split: str, out: Path, method: str = "tsne",
+                max_samples: int = 300, batch_size: int = 64) -> Path:
+    """Plot the exclusive and agnostic codes of up to ``max_samples`` samples in 2-D (t-SNE or PCA)."""
+    data = bundle.splits[split]
+    ds = FusionDataset(data)
+    n = min(max_samples, len(data))
+    codes: dict[str, list[np.ndarray]] = {}
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            b = ds.collate(range(start, min(n, start + batch_size)))
+            for branch, c in model(b.features, b.masks)["inspect"]["codes"].items():
+                codes.setdefault(branch, []).append(_np(c))
+    stacked = {k: np.concatenate(v) for k, v in codes.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **stacked)
+    atomic_write_bytes(out / "codes.npz", buf.getvalue())
+    return plots.embedding(out / f"codes_{method}.png", stacked, model.modalities, method)

@@ -1,0 +1,1 @@
+"""Plots for inspecting trained models: attention maps, WAL weights, DGF edge weights, code embeddings."""

@@ -1,0 +1,28 @@
+import json
+
+import numpy as np
+
+from mmfusion.cli.main import main
+
+SMALL = ["--set", "data_args.n_train=48", "--set", "data_args.n_valid=16", "--set", "data_args.n_test=24"]
+
+
+def test_explain_writes_maps_weights_and_embedding(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["fit", "--model", "mea_tiny", "--data", "synthetic", "--max-epochs", "1", "--batch-size", "16",
+                 "--no-progress", "--out", str(out), *SMALL]) == 0
+    ckpt = out / "mea_tiny" / "synthetic" / "seed_1111" / "checkpoints" / "best.ckpt"
+    exp = tmp_path / "exp"
+    assert main(["explain", "--ckpt", str(ckpt), "--data", "synthetic", "--index", "3", "--out", str(exp),
+                 "--embedding", "pca"]) == 0
+    assert "prediction" in capsys.readouterr().out
+    meta = json.loads((exp / "explain.json").read_text())
+    arrays = np.load(exp / "arrays.npz")
+    L = meta["lengths"]
+    assert arrays["psa__vision__layer1"].shape == (2, L["vision"], L["vision"])
+    assert arrays["hca__audio__layer0__mixed"].shape == (2, L["audio"], sum(L.values()))
+    np.testing.assert_allclose(arrays["wal"].sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(arrays["dgf__agnostic"].sum(-1), 1.0, rtol=1e-5)
+    for f in ("psa_text_layer0.png", "psa_vanilla_vision_layer1.png", "hca_text_layer0_coarse.png", "wal.png",
+              "dgf_exclusive.png", "codes_pca.png"):
+        assert (exp / f).stat().st_size > 1000, f
