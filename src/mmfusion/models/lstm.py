@@ -59,3 +59,59 @@ def lf_lstm_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any
     overrides = {"hidden": 8, "head_hidden": 8, **overrides}
     return LateFusionLSTM(feature_dims, output_dim, build_checked(LateFusionLSTMConfig, overrides,
                                                                   source="lf_lstm_tiny"))
+
+
+@dataclass
+class EarlyFusionLSTMConfig:
+    steps: int = 32  # common length every modality is resampled to
+    hidden: int = 64
+    num_layers: int = 1
+    dropout: float = 0.1
+
+
+def resample(x: Tensor, mask: Tensor, steps: int) -> Tensor:
+    """Average each sample's real frames into ``steps`` equal bins of its own length: (B, T, d) -> (B, steps, d).
+
+    Bins are defined on the real frames only (their order among real frames), so padding never enters; a sample
+    shorter than ``steps`` repeats frames. A sample with no real frame gives zeros.
+    """
+    B, T, _ = x.shape
+    pos = (mask.long().cumsum(1) - 1).float()  # (B, T) index among real frames
+    length = mask.sum(1, keepdim=True).float().clamp_min(1.0)  # (B, 1)
+    t = torch.arange(steps, device=x.device, dtype=torch.float32)[None, :, None]  # (1, steps, 1)
+    start = torch.floor(t * length[:, None] / steps)  # (B, steps, 1)
+    end = torch.maximum(torch.ceil((t + 1) * length[:, None] / steps), start + 1)
+    inside = (pos[:, None, :] >= start) & (pos[:, None, :] < end) & mask[:, None, :]  # (B, steps, T)
+    w = inside.to(x.dtype)
+    return (w @ x) / w.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+class EarlyFusionLSTM(nn.Module):
+    """Early fusion: every modality resampled to a common length, concatenated per step, one LSTM, linear head."""
+
+    def __init__(self, feature_dims: Mapping[str, int], output_dim: int, config: EarlyFusionLSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.modalities = [m for m in MODALITIES if m in feature_dims]
+        total = sum(feature_dims[m] for m in self.modalities)
+        self.norm = nn.LayerNorm(total)
+        self.lstm = MaskedLSTM(total, config.hidden, config.num_layers)
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.hidden, output_dim))
+
+    def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[str, Any]:
+        check_modalities(features, self.modalities, "ef_lstm")
+        x = torch.cat([resample(features[m], masks[m], self.config.steps) for m in self.modalities], -1)
+        steps = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        return {"pred": self.head(self.lstm(self.norm(x), steps)[1])}
+
+
+@register_model(EarlyFusionLSTMConfig)
+def ef_lstm(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> EarlyFusionLSTM:
+    return EarlyFusionLSTM(feature_dims, output_dim, build_checked(EarlyFusionLSTMConfig, overrides, source="ef_lstm"))
+
+
+@register_model(EarlyFusionLSTMConfig)
+def ef_lstm_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> EarlyFusionLSTM:
+    overrides = {"steps": 6, "hidden": 8, **overrides}
+    return EarlyFusionLSTM(feature_dims, output_dim, build_checked(EarlyFusionLSTMConfig, overrides,
+                                                                   source="ef_lstm_tiny"))

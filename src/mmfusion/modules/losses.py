@@ -32,3 +32,20 @@ def hsic_trace(x: Tensor, y: Tensor) -> Tensor:
 def orthogonality(x: Tensor, y: Tensor) -> Tensor:
     """DSN's soft orthogonality ‖Xᵀ Y‖²_F on the batch (the ablation alternative to HSIC)."""
     return (x.transpose(0, 1) @ y).square().sum()
+
+
+def soft_orthogonality(x: Tensor, y: Tensor) -> Tensor:
+    """MISA's difference loss: mean of (X̂ᵀ Ŷ)² with rows centred and L2-normalised. x (n, d), y (n, d)."""
+    x = F.normalize(x - x.mean(0, keepdim=True), dim=1)
+    y = F.normalize(y - y.mean(0, keepdim=True), dim=1)
+    return (x.transpose(0, 1) @ y).square().mean()
+
+
+def cmd(x: Tensor, y: Tensor, moments: int = 5) -> Tensor:
+    """Central moment discrepancy (Zellinger et al.) between the rows of x (n, d) and y (n, d), MISA's similarity."""
+    mx, my = x.mean(0), y.mean(0)
+    cx, cy = x - mx, y - my
+    total = (mx - my).norm()
+    for k in range(2, moments + 1):
+        total = total + (cx.pow(k).mean(0) - cy.pow(k).mean(0)).norm()
+    return total
