@@ -56,6 +56,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mea")
     ap.add_argument("--shape", default="mosi", choices=sorted(SHAPES))
+    ap.add_argument("--frames", type=int, help="override the vision and audio lengths (complexity sweeps)")
+    ap.add_argument("--out", help="JSON output (default benchmarks/out/speed_<model>_<shape>.json)")
+    ap.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -64,6 +67,9 @@ def main() -> None:
     args = ap.parse_args()
     overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     dims, lens = SHAPES[args.shape]
+    if args.frames:
+        lens = {**lens, "vision": args.frames, "audio": args.frames}
+        SHAPES[args.shape] = (dims, lens)
     model = build(args.model, dims, 1, **overrides).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     feats, masks = inputs(args.shape, args.batch, args.device)
@@ -107,7 +113,7 @@ def main() -> None:
                 sync(args.device)
                 ts.append(time.perf_counter() - t)
             latency[name] = min(ts)
-    peak = matmul_peak() if args.device == "cpu" else float("nan")
+    peak = matmul_peak() if args.device == "cpu" and not args.no_peak else float("nan")
     step = min(times)
     result = {
         "model": args.model, "shape": args.shape, "batch": args.batch, "device": args.device,
@@ -119,8 +125,8 @@ def main() -> None:
         "achieved_gflops": train_flops / step / 1e9, "matmul_peak_gflops": peak / 1e9,
         "lengths": lens, "feature_dims": dims, "torch": torch.__version__,
     }
-    out = Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.out) if args.out else Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"| model | shape | params | train step (B={args.batch}) | 1-clip inference | batch inference | peak mem | "
           "GFLOP/step | achieved GFLOP/s | matmul peak GFLOP/s |")

@@ -101,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2-D plot of exclusive vs agnostic codes of the split (default tsne)")
     p.add_argument("--max-samples", type=int, default=300, help="samples in the embedding plot")
 
+    p = sub.add_parser("robustness", help="evaluate a bench's trained models with a modality missing, noise, "
+                                          "frame drops", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  mmfusion robustness --runs runs/demo --data synthetic")
+    p.add_argument("--runs", default="runs", help="output root of `mmfusion bench`/`fit` (default: runs)")
+    p.add_argument("--data", default="synthetic", help="data SPEC the models were trained on")
+    p.add_argument("--models", help="comma-separated subset of models (default: all found)")
+    p.add_argument("--out", help="output stem (default: <runs>/robustness_<dataset>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader options (data_args), the same as in training")
+
     p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
     p.add_argument("data", help="data SPEC to read")
     p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout")
@@ -242,6 +252,30 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from mmfusion.config import parse_value
+    from mmfusion.data import load_data
+    from mmfusion.engine.robustness import run_robustness
+
+    console = _console()
+    bundle = load_data(args.data, {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)},
+                       source="--set")
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    res = run_robustness(Path(args.runs), bundle, models, Path(args.out) if args.out else None, console)
+    rows = [(m, per) for m, per in res["table"].items()]
+    from rich.table import Table
+
+    table = Table(title=f"test {res['metric']} under perturbation (mean ± std over seeds)", title_justify="left")
+    table.add_column("condition")
+    for m, _ in rows:
+        table.add_column(m, justify="right")
+    for c in res["conditions"]:
+        table.add_row(c, *[f"{per[c]['mean']:.3f} ± {per[c]['std']:.3f}" for _, per in rows])
+    console.print(table)
+    console.print(f"table: {res['files'][0]} (+ .csv, .json, .png)")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from mmfusion.config import parse_value
     from mmfusion.data import load_data
@@ -318,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(args, args.command == "predict")
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "robustness":
+            return cmd_robustness(args)
         if args.command == "convert":
             return cmd_convert(args)
         if args.command == "data":

@@ -53,12 +53,12 @@ class SyntheticConfig:
 
     seed: int = 0
     task: Literal["regression", "emotion"] = "regression"
-    n_train: int = 2000
-    n_valid: int = 400
-    n_test: int = 800
-    text_len: int = 16  # max frames; vision and audio run at 2x and 3x the text rate
-    vision_len: int = 32
-    audio_len: int = 48
+    n_train: int = 1500
+    n_valid: int = 300
+    n_test: int = 600
+    text_len: int = 12  # max frames; vision and audio run at 2x and 3x the text rate
+    vision_len: int = 24
+    audio_len: int = 36
     text_dim: int = 16
     vision_dim: int = 12
     audio_dim: int = 8

@@ -54,7 +54,7 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
         cfile = cdir / model / f"{dataset_key(bundle.name)}.yaml"
         cfg = resolve_config(str(cfile) if cfile.exists() else None, {**flags, "model": model}, sets)
         if console:
-            console.rule(f"{model}" + (f" [{cfile}]" if cfile.exists() else " [defaults]"))
+            console.rule(f"{model} ({cfile if cfile.exists() else 'default config'})", characters="-")
         results = [fit_one(cfg, bundle, s, resume=resume, console=console) for s in cfg.seeds]
         extra_keys = [k for k in results[0] if k.startswith("capture_")]
         keys = metric_keys(bundle) + extra_keys + list(EXTRA)

@@ -222,14 +222,14 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
                           source=str(run), key="out", expected="a new directory", actual=str(run))
     if resume and metrics_file.exists():
         if console:
-            console.print(f"[dim]{run}: finished earlier, reusing its results[/dim]")
+            console.print(f"{run}: finished earlier, reusing its results", style="dim", markup=False)
         return json.loads(metrics_file.read_text())
     ckpt_path = str(last) if resume and last.exists() else None
     resumed_from = None
     if ckpt_path:
         resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
         if console:
-            console.print(f"[yellow]{run}: resuming from {last} (epoch {resumed_from} finished)[/yellow]")
+            console.print(f"{run}: resuming from {last} (epoch {resumed_from} finished)", style="yellow", markup=False)
     run.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     if tc.threads:
@@ -333,7 +333,7 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
     bundle = load_data(cfg.data, cfg.data_args, source="data_args")
     for line in bundle.report.lines():
         if console:
-            console.print(f"[dim]data: {line}[/dim]")
+            console.print(f"data: {line}", style="dim", markup=False)
     results = [fit_one(cfg, bundle, seed, resume=resume, console=console) for seed in cfg.seeds]
     keys = metric_keys(bundle) + [k for k in results[0] if k.startswith("capture_")] + [
         "params", "train_seconds_per_epoch", "test_ms_per_sample"]

@@ -44,12 +44,13 @@ class ModalityFrontEnd(nn.Module):
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
         self.conv = nn.Conv1d(input_dim, dim, kernel_size, padding=kernel_size // 2, bias=False)
+        self.scale = math.sqrt(dim)  # embeddings scaled by sqrt(D) before positions are added (Vaswani; MulT)
         self.positions = SinusoidalPositions(dim)
         self.dropout = nn.Dropout(dropout)
         self.lstm = MaskedLSTM(dim, dim // 2, bidirectional=True)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x * mask[..., None].to(x.dtype)  # padding must not reach real frames through the kernel
-        h = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        h = self.conv(x.transpose(1, 2)).transpose(1, 2) * self.scale  # (B, T, D)
         h = self.dropout(self.positions(h, mask))
         return self.lstm(h, mask)[0]

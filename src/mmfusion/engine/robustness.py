@@ -1,0 +1,153 @@
+"""Robustness of trained models: test metrics with one modality missing, Gaussian noise on one modality at
+increasing levels, and random frame drops. ``mmfusion robustness`` runs it over the best checkpoints of a bench.
+
+Perturbations act on the batch the model sees, through the masks where frames disappear, so every model meets
+exactly the same corrupted inputs:
+
+- ``missing:<m>``: every frame of modality m masked out (and zeroed);
+- ``noise:<m>:<s>``: Gaussian noise with s times the per-feature standard deviation of m's real training frames;
+- ``drop:<p>``: each real frame of every modality masked out with probability p (at least one kept).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfusion.batch import Batch
+from mmfusion.data import DatasetBundle, FusionDataset
+from mmfusion.engine.checkpoints import check_compatible, load_system
+from mmfusion.engine.system import compute_metrics
+from mmfusion.errors import DataError
+from mmfusion.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmfusion.metrics import main_metric
+
+NOISE_LEVELS = (0.5, 1.0, 2.0)
+DROP_RATES = (0.25, 0.5, 0.75)
+
+
+def conditions(modalities: Sequence[str]) -> list[str]:
+    out = ["clean"] + [f"missing:{m}" for m in modalities]
+    out += [f"noise:{m}:{s:g}" for m in modalities for s in NOISE_LEVELS]
+    return out + [f"drop:{p:g}" for p in DROP_RATES]
+
+
+def perturb(batch: Batch, condition: str, feature_std: Mapping[str, torch.Tensor], gen: torch.Generator) -> Batch:
+    """Apply one condition to a batch (a new Batch; the input is unchanged)."""
+    feats, masks = dict(batch.features), dict(batch.masks)
+    kind, _, arg = condition.partition(":")
+    if kind == "missing":
+        masks[arg] = torch.zeros_like(masks[arg])
+        feats[arg] = torch.zeros_like(feats[arg])
+    elif kind == "noise":
+        m, _, level = arg.partition(":")
+        noise = torch.randn(feats[m].shape, generator=gen) * feature_std[m] * float(level)
+        feats[m] = (feats[m] + noise) * masks[m][..., None].to(feats[m].dtype)
+    elif kind == "drop":
+        p = float(arg)
+        for m in masks:
+            keep = (torch.rand(masks[m].shape, generator=gen) >= p) & masks[m]
+            first = masks[m].float().argmax(1)  # keep one real frame so a present stream stays present
+            keep[torch.arange(len(keep)), first] |= masks[m].any(1)
+            masks[m] = keep
+            feats[m] = feats[m] * keep[..., None].to(feats[m].dtype)
+    elif kind != "clean":
+        raise DataError("unknown perturbation", key="condition", expected="clean, missing, noise or drop",
+                        actual=condition)
+    return Batch(feats, masks, batch.labels, batch.ids)
+
+
+def feature_std(bundle: DatasetBundle) -> dict[str, torch.Tensor]:
+    """Per-feature standard deviation of the real training frames of each modality: {m: (d_m,)}."""
+    out = {}
+    s = bundle.splits["train"]
+    for m in s.modalities:
+        real = s.features[m][np.arange(s.features[m].shape[1])[None, :] < s.lengths[m][:, None]]
+        out[m] = torch.from_numpy(real.std(0).astype(np.float32) if len(real) else np.ones(real.shape[-1], "f4"))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, bundle: DatasetBundle, condition: str, *, split: str = "test",
+             batch_size: int = 64, seed: int = 0, std: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+    model.eval()
+    ds = FusionDataset(bundle.splits[split])
+    gen = torch.Generator().manual_seed(seed)
+    std = std if std is not None else feature_std(bundle)
+    preds, labels = [], []
+    for start in range(0, len(ds), batch_size):
+        batch = perturb(ds.collate(range(start, min(len(ds), start + batch_size))), condition, std, gen)
+        preds.append(model(batch.features, batch.masks)["pred"].float())
+        labels.append(batch.labels)
+    return compute_metrics(torch.cat(preds).numpy(), torch.cat(labels).numpy(), bundle.task, bundle.emotions)
+
+
+def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | None = None,
+                   out: Path | None = None, console: Any = None) -> dict[str, Any]:
+    """Evaluate every ``<root>/<model>/<dataset>/seed_*/checkpoints/best.ckpt`` under every condition."""
+    key, _ = main_metric(bundle.task)
+    found = sorted(root.glob(f"*/{bundle.name}/seed_*/checkpoints/best.ckpt"))
+    if models:
+        found = [p for p in found if p.parts[-5] in models]
+    if not found:
+        raise DataError("no trained checkpoints found", file=root,
+                        expected=f"<model>/{bundle.name}/seed_*/checkpoints/best.ckpt (run mmfusion bench first)",
+                        actual="none")
+    conds = conditions(bundle.modalities)
+    std = feature_std(bundle)
+    scores: dict[str, dict[str, list[float]]] = {}
+    for ckpt in found:
+        model_name = ckpt.parts[-5]
+        system = load_system(ckpt)
+        check_compatible(system, bundle, ckpt)
+        if console:
+            console.print(f"{model_name} {ckpt.parts[-3]}", style="dim", markup=False)
+        for cond in conds:
+            value = evaluate(system.model, bundle, cond, std=std)[key]
+            scores.setdefault(model_name, {}).setdefault(cond, []).append(value)
+    table = {m: {c: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                     "seeds": len(v)} for c, v in per.items()} for m, per in scores.items()}
+    out = out or root / f"robustness_{bundle.name}"
+    lines = [f"# Robustness on {bundle.describe()}: test {key}, mean ± std over seeds", "",
+             "| condition | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+    for c in conds:
+        lines.append(f"| {c} | " + " | ".join(f"{table[m][c]['mean']:.3f} ± {table[m][c]['std']:.3f}"
+                                              for m in table) + " |")
+    lines += ["", "missing:m — modality m masked out; noise:m:s — Gaussian noise of s x the feature std on m; "
+                  "drop:p — each frame of every modality dropped with probability p."]
+    atomic_write_text(f"{out}.md", "\n".join(lines) + "\n")
+    csv_lines = ["condition," + ",".join(f"{m}_mean,{m}_std" for m in table)]
+    csv_lines += [c + "," + ",".join(f"{table[m][c]['mean']:.6g},{table[m][c]['std']:.6g}" for m in table)
+                  for c in conds]
+    atomic_write_text(f"{out}.csv", "\n".join(csv_lines) + "\n")
+    atomic_write_json(f"{out}.json", {"data": bundle.describe(), "metric": key, "conditions": conds,
+                                      "models": table})
+    _plot(Path(f"{out}.png"), table, conds, key, bundle.name)
+    return {"table": table, "conditions": conds, "metric": key, "files": [f"{out}.{e}" for e in
+                                                                        ("md", "csv", "json", "png")]}
+
+
+def _plot(path: Path, table: Mapping[str, Any], conds: Sequence[str], key: str, name: str) -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(conds)), 3.8))
+    x = np.arange(len(conds))
+    for model, per in table.items():
+        ax.errorbar(x, [per[c]["mean"] for c in conds], yerr=[per[c]["std"] for c in conds], marker="o", ms=3,
+                    capsize=2, label=model)
+    ax.set_xticks(x, conds, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(f"test {key}")
+    ax.set_title(f"Robustness on {name}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

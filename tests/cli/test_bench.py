@@ -1,0 +1,53 @@
+import json
+
+import torch
+
+from mmfusion.cli.main import main
+from mmfusion.data import FusionDataset, load_data
+from mmfusion.engine.robustness import conditions, feature_std, perturb
+
+SMALL = ["--set", "data_args.n_train=48", "--set", "data_args.n_valid=16", "--set", "data_args.n_test=24",
+         "--max-epochs", "1", "--batch-size", "16", "--no-progress"]
+
+
+def test_bench_table_then_robustness(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["bench", "--models", "lf_lstm_tiny,ef_lstm_tiny", "--data", "synthetic", "--seeds", "1", "2",
+            "--out", str(out), *SMALL]
+    assert main(args) == 0
+    table = json.loads((out / "bench_synthetic.json").read_text())
+    assert set(table["models"]) == {"lf_lstm_tiny", "ef_lstm_tiny"} and table["bayes"]["corr"] > 0.9
+    for model in table["models"].values():
+        assert model["seeds"] == [1, 2] and "params" in model["metrics"] and "corr" in model["metrics"]
+    md = (out / "bench_synthetic.md").read_text()
+    assert "Bayes-optimal" in md and "lf_lstm_tiny" in md
+    assert (out / "bench_synthetic.png").stat().st_size > 1000
+    capsys.readouterr()
+    # a second call reuses the finished runs
+    assert main(args) == 0
+    assert "finished earlier" in capsys.readouterr().out
+
+    assert main(["robustness", "--runs", str(out), "--data", "synthetic", "--set", "n_train=48", "--set",
+                 "n_valid=16", "--set", "n_test=24"]) == 0
+    rob = json.loads((out / "robustness_synthetic.json").read_text())
+    assert set(rob["models"]) == {"lf_lstm_tiny", "ef_lstm_tiny"}
+    per = rob["models"]["lf_lstm_tiny"]
+    assert per["clean"]["seeds"] == 2 and per["missing:text"]["mean"] != per["clean"]["mean"]
+    assert (out / "robustness_synthetic.png").stat().st_size > 1000
+
+
+def test_robustness_conditions_change_inputs_as_described():
+    bundle = load_data("synthetic", {"n_train": 40, "n_valid": 8, "n_test": 8})
+    batch = FusionDataset(bundle.splits["test"]).collate(range(8))
+    std = feature_std(bundle)
+    gen = torch.Generator().manual_seed(0)
+    miss = perturb(batch, "missing:audio", std, gen)
+    assert not miss.masks["audio"].any() and torch.equal(miss.masks["text"], batch.masks["text"])
+    noisy = perturb(batch, "noise:vision:1", std, gen)
+    assert not torch.equal(noisy.features["vision"], batch.features["vision"])
+    assert (noisy.features["vision"][~batch.masks["vision"]] == 0).all()  # padding stays padding
+    dropped = perturb(batch, "drop:0.5", std, gen)
+    for m in batch.masks:
+        assert (dropped.masks[m] <= batch.masks[m]).all() and dropped.masks[m].any(1).all()
+        assert dropped.masks[m].sum() < batch.masks[m].sum()
+    assert len(conditions(bundle.modalities)) == 1 + 3 + 9 + 3
