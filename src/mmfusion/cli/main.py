@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="train several models x seeds on one dataset and write one comparison table",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  mmfusion bench --models mea,lf_lstm --data synthetic --seeds 1111 1112 1113")
-    p.add_argument("--models", default="lf_lstm", help="comma-separated model names (default: lf_lstm)")
+    p.add_argument("--models", default="mea,lf_lstm",
+                   help="comma-separated model names; NAME:ABLATION adds an ablation (e.g. mea:no_hca)")
     p.add_argument("--config-dir", default=None,
                    help="directory with <model>/<dataset>.yaml configs (default: ./configs)")
     p.add_argument("--name", default=None, help="name of the table files (default: bench_<dataset>)")

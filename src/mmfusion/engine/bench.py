@@ -45,23 +45,25 @@ def default_config_dir() -> Path:
 def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[str], *, config_dir: str | None = None,
               name: str | None = None, resume: bool = True, console: Any = None) -> dict[str, Any]:
     data_spec = flags.get("data") or "synthetic"
-    probe = resolve_config(None, {**flags, "model": models[0]}, sets)
+    probe = resolve_config(None, {**flags, "model": models[0].partition(":")[0]}, sets)
     bundle = load_data(data_spec, probe.data_args, source="data_args")
     cdir = Path(config_dir) if config_dir else default_config_dir()
     rows, per_model = [], {}
     extra_keys: list[str] = []
-    for model in models:
+    for spec in models:
+        model, _, ablation = spec.partition(":")  # "mea:no_hca" is MEA with that ablation
         cfile = cdir / model / f"{dataset_key(bundle.name)}.yaml"
-        cfg = resolve_config(str(cfile) if cfile.exists() else None, {**flags, "model": model}, sets)
+        extra = {"model": model, **({"ablation": ablation} if ablation else {})}
+        cfg = resolve_config(str(cfile) if cfile.exists() else None, {**flags, **extra}, sets)
         if console:
-            console.rule(f"{model} ({cfile if cfile.exists() else 'default config'})", characters="-")
+            console.rule(f"{spec} ({cfile if cfile.exists() else 'default config'})", characters="-")
         results = [fit_one(cfg, bundle, s, resume=resume, console=console) for s in cfg.seeds]
         extra_keys = [k for k in results[0] if k.startswith("capture_")]
         keys = metric_keys(bundle) + extra_keys + list(EXTRA)
         stats = summarize(results, keys)
-        per_model[model] = {"config": str(cfile) if cfile.exists() else None, "seeds": list(cfg.seeds),
-                            "metrics": stats}
-        rows.append((model, stats))
+        per_model[spec] = {"config": str(cfile) if cfile.exists() else None, "seeds": list(cfg.seeds),
+                           "metrics": stats}
+        rows.append((spec, stats))
     keys = metric_keys(bundle)
     out_root = Path(probe.out)
     stem = out_root / (name or f"bench_{bundle.name}")
