@@ -10,7 +10,7 @@ LENS = {"text": 7, "vision": 11, "audio": 5}
 
 
 def _names():
-    names = list_models()
+    names = list_models(inputs="sequences")
     return [n for n in names if n.endswith("_tiny") or f"{n}_tiny" not in names]
 
 

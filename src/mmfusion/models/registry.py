@@ -19,15 +19,18 @@ from mmfusion.errors import ConfigError
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
 _CONFIGS: dict[str, type] = {}
+_INPUTS: dict[str, str] = {}
 
 
-def register_model(config_class: type | None = None) -> Callable[[Builder], Builder]:
-    """Register a builder under its function name; ``config_class`` is the dataclass its overrides update."""
+def register_model(config_class: type | None = None, inputs: str = "sequences") -> Callable[[Builder], Builder]:
+    """Register a builder under its function name; ``config_class`` is the dataclass its overrides update;
+    ``inputs`` is "sequences" (text/vision/audio feature sequences with masks) or "clips" (raw video/audio)."""
 
     def wrap(fn: Builder) -> Builder:
         if fn.__name__ in _REGISTRY:
             raise ValueError(f"model {fn.__name__!r} registered twice")
         _REGISTRY[fn.__name__] = fn
+        _INPUTS[fn.__name__] = inputs
         if config_class is not None:
             _CONFIGS[fn.__name__] = config_class
         return fn
@@ -39,10 +42,10 @@ def _ensure_loaded() -> None:
     import mmfusion.models  # noqa: F401  (imports every model family, which registers its builders)
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
+def list_models(inputs: str | None = None) -> list[str]:
+    """Names of all registered models, sorted; ``inputs`` keeps only "sequences" or "clips" models."""
     _ensure_loaded()
-    return sorted(_REGISTRY)
+    return sorted(n for n in _REGISTRY if inputs is None or _INPUTS[n] == inputs)
 
 
 def config_class(name: str) -> type | None:
