@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["h5", "mult", "mmsa"], default="h5")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader options (data_args)")
 
+    p = sub.add_parser("prepare", help="decode raw clips (ravdess:DIR, ntu:DIR) once into the dataset's cache")
+    p.add_argument("data", help="data SPEC, e.g. ravdess:data/RAVDESS")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader options, e.g. frames=30 size=224 (ravdess) or skeleton_frames=32 (ntu)")
+
     p = sub.add_parser("data", help="load a dataset and print what is in it (shapes, lengths, load report)")
     p.add_argument("data", help="data SPEC")
     p.add_argument("--json", help="also write the description to this JSON file")
@@ -304,6 +309,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from mmfusion.config import parse_value
+    from mmfusion.data import load_data
+
+    bundle = load_data(args.data, {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)},
+                       source="--set")
+    print(f"ready: {bundle.describe()}")
+    for line in bundle.report.lines():
+        print(f"  note: {line}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -357,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_robustness(args)
         if args.command == "convert":
             return cmd_convert(args)
+        if args.command == "prepare":
+            return cmd_prepare(args)
         if args.command == "data":
             return cmd_data(args)
         if args.command == "models":

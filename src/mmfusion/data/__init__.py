@@ -1,7 +1,8 @@
 """Data readers. :func:`load_data` turns a data SPEC into a :class:`DatasetBundle`.
 
 SPEC is ``synthetic`` (the built-in benchmark; ``synthetic:emotion`` for its 4-emotion variant), ``mult:PATH``,
-``mmsa:PATH``, ``csd:DIR`` or ``h5:PATH`` (mmfusion's own format). A bare path is recognised by its form.
+``mmsa:PATH``, ``csd:DIR`` or ``h5:PATH`` (mmfusion's own format); raw clips for MSAF's networks are
+``ravdess:DIR`` and ``ntu:DIR``. A bare path is recognised by its form.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from mmfusion.errors import ConfigError, DataError
 
 __all__ = ["DatasetBundle", "FusionDataset", "LoadReport", "SplitData", "load_data", "DATA_KINDS"]
 
-DATA_KINDS = ("synthetic", "mult", "mmsa", "csd", "h5")
+DATA_KINDS = ("synthetic", "mult", "mmsa", "csd", "h5", "ravdess", "ntu")
 
 
 def _kind_of(spec: str) -> tuple[str, str]:
@@ -49,7 +50,8 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
             raise DataError("unknown synthetic variant", file=spec, expected="synthetic or synthetic:emotion",
                             actual=rest)
         return make_synthetic(build_checked(SyntheticConfig, args, source=source or "data_args"))
-    allowed = {"csd": {"align", "max_len"}}.get(kind, set())
+    allowed = {"csd": {"align", "max_len"}, "ravdess": {"fold", "frames", "size", "speech_only"},
+               "ntu": {"frames", "size", "skeleton_frames", "num_classes"}}.get(kind, set())
     unknown = set(args) - allowed
     if unknown:
         raise ConfigError(f"unknown option for {kind} data", source=source or "data_args", key=sorted(unknown)[0],
@@ -66,6 +68,10 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
         from mmfusion.data.csd import read_csd
 
         return read_csd(rest, **args)
+    if kind in ("ravdess", "ntu"):
+        from mmfusion.data.clips import read_ntu, read_ravdess
+
+        return (read_ravdess if kind == "ravdess" else read_ntu)(rest, **args)
     from mmfusion.data.custom import read_custom
 
     return read_custom(rest)

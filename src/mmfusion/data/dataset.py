@@ -18,27 +18,31 @@ from mmfusion.batch import MODALITIES, Batch
 from mmfusion.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-Task = Literal["regression", "emotion"]
+Task = Literal["regression", "emotion", "classification"]
 
 
 @dataclass
 class SplitData:
     """One split. ``features[m]``: (N, T_m, d_m) float32 with real frames first; ``lengths[m]``: (N,) int64;
     ``labels``: (N,) float32 (regression) or (N, E) int64 (E binary emotions); ``ids``: N strings;
-    ``extras``: optional per-sample arrays (N, ...) such as the built-in benchmark's term values."""
+    ``extras``: optional per-sample arrays (N, ...) such as the built-in benchmark's term values.
+
+    Clip datasets (raw video/audio for MSAF's networks) have fixed-size arrays and no ``lengths``; their splits may
+    share one (memory-mapped) array and select their samples with ``rows``."""
 
     features: dict[str, np.ndarray]
     lengths: dict[str, np.ndarray]
     labels: np.ndarray
     ids: list[str]
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     @property
     def modalities(self) -> list[str]:
-        return [m for m in MODALITIES if m in self.features]
+        return [m for m in MODALITIES if m in self.features] + [m for m in self.features if m not in MODALITIES]
 
     def subset(self, index: np.ndarray) -> SplitData:
         return SplitData(
@@ -90,13 +94,14 @@ class DatasetBundle:
 
     @property
     def output_dim(self) -> int:
-        return 1 if self.task == "regression" else 2 * len(self.emotions)
+        """1 score (regression), 2 logits per emotion (emotion), one logit per class (classification)."""
+        return {"regression": 1, "emotion": 2 * len(self.emotions), "classification": len(self.emotions)}[self.task]
 
     def describe(self) -> str:
         sizes = "/".join(str(len(self.splits[s])) for s in SPLITS if s in self.splits)
-        dims = ", ".join(
-            f"{m} {self.splits['train'].features[m].shape[1]}x{d}" for m, d in self.feature_dims.items()
-        )
+        tr = self.splits["train"]
+        dims = ", ".join(f"{m} {tr.features[m].shape[1]}x{d}" if m in tr.lengths else
+                         f"{m} {'x'.join(map(str, tr.features[m].shape[1:]))}" for m, d in self.feature_dims.items())
         return f"{self.name} ({self.task}; train/valid/test {sizes}; {dims})"
 
 
@@ -213,6 +218,11 @@ class FusionDataset(torch.utils.data.Dataset):
         idx = np.asarray(indices)
         features, masks = {}, {}
         for m in self.split.modalities:
+            if m not in self.split.lengths:  # fixed-size clip arrays: no mask; uint8 video becomes [0, 1] floats
+                rows = self.split.rows[idx] if self.split.rows is not None else idx
+                x = torch.from_numpy(np.ascontiguousarray(self.split.features[m][rows]))
+                features[m] = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+                continue
             lengths = self.split.lengths[m][idx]
             T = max(int(lengths.max()), 1)
             features[m] = torch.from_numpy(np.ascontiguousarray(self.split.features[m][idx, :T]))

@@ -183,6 +183,10 @@ def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: 
         w.writerow(["id", "prediction", "label"])
         for i, p, y in zip(ids, pred.reshape(-1), labels.reshape(-1)):
             w.writerow([i, f"{p:.6f}", f"{y:.6f}"])
+    elif task == "classification":
+        w.writerow(["id", "prediction", "label", "prediction_name", "label_name"])
+        for i, p, y in zip(ids, pred.argmax(-1), labels.reshape(-1)):
+            w.writerow([i, int(p), int(y), emotions[int(p)], emotions[int(y)]])
     else:
         logits = pred.reshape(len(ids), len(emotions), 2)
         w.writerow(["id"] + [f"prediction_{e}" for e in emotions] + [f"label_{e}" for e in emotions]
@@ -300,6 +304,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
 def metric_keys(bundle: DatasetBundle) -> list[str]:
     if bundle.task == "regression":
         return list(SENTIMENT_KEYS)
+    if bundle.task == "classification":
+        return ["acc", "f1"]
     return [f"{p}_{e}" for e in bundle.emotions for p in ("acc", "f1")] + ["acc_mean", "f1_mean"]
 
 

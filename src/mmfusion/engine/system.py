@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmfusion.batch import Batch
-from mmfusion.metrics import emotion_metrics, sentiment_metrics
+from mmfusion.metrics import classification_metrics, emotion_metrics, main_metric, sentiment_metrics
 from mmfusion.models import build
 
 
@@ -28,6 +28,8 @@ def task_loss(pred: Tensor, labels: Tensor, task: str, loss: str = "mse") -> Ten
     if task == "regression":
         p = pred.reshape(-1)
         return F.mse_loss(p, labels.float()) if loss == "mse" else F.l1_loss(p, labels.float())
+    if task == "classification":
+        return F.cross_entropy(pred, labels.long())
     E = labels.shape[1]
     return F.cross_entropy(pred.reshape(-1, E, 2).reshape(-1, 2), labels.reshape(-1))
 
@@ -35,6 +37,8 @@ def task_loss(pred: Tensor, labels: Tensor, task: str, loss: str = "mse") -> Ten
 def compute_metrics(pred: np.ndarray, labels: np.ndarray, task: str, emotions: Sequence[str]) -> dict[str, float]:
     if task == "regression":
         return sentiment_metrics(pred.reshape(-1), labels)
+    if task == "classification":
+        return classification_metrics(pred, labels)
     return emotion_metrics(pred, labels, emotions)
 
 
@@ -82,9 +86,9 @@ class FusionSystem(L.LightningModule):
         labels = torch.cat([y for _, y in self._val_outputs]).numpy()
         self._val_outputs.clear()
         metrics = compute_metrics(pred, labels, self.task, self.emotions)
-        key = "corr" if self.task == "regression" else "f1_mean"
+        key = main_metric(self.task)[0]
         self.log(f"val_{key}", metrics[key], prog_bar=True)
-        for k in ("mae", "acc2_non0") if self.task == "regression" else ("acc_mean",):
+        for k in {"regression": ("mae", "acc2_non0"), "emotion": ("acc_mean",), "classification": ("f1",)}[self.task]:
             self.log(f"val_{k}", metrics[k])
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:

@@ -66,6 +66,13 @@ def emotion_metrics(logits: np.ndarray, labels: np.ndarray, emotions: Sequence[s
     return out
 
 
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and weighted F1 of the arg-max class. logits (N, C), labels (N,)."""
+    pred = np.asarray(logits).argmax(-1)
+    y = np.asarray(labels).astype(np.int64)
+    return {"acc": float(accuracy_score(y, pred)), "f1": float(f1_score(y, pred, average="weighted", zero_division=0))}
+
+
 def main_metric(task: str) -> tuple[str, str]:
-    """The metric a table sorts by and whether higher is better: ("corr", "max") or ("f1_mean", "max")."""
-    return ("corr", "max") if task == "regression" else ("f1_mean", "max")
+    """The metric a table sorts by and whether higher is better."""
+    return {"regression": ("corr", "max"), "emotion": ("f1_mean", "max"), "classification": ("acc", "max")}[task]
