@@ -12,7 +12,6 @@ from mmfusion.data.clips import read_skeleton
 from mmfusion.errors import DataError
 
 
-
 def write_clip(path, frames=12, size=(48, 64), audio_seconds=0.0, container="mp4", seed=0):
     rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as box:
