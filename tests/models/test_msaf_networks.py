@@ -41,3 +41,22 @@ def test_ntu_tiny_trains():
     feats = {"rgb": torch.randn(2, 3, 8, 32, 32), "skeleton": torch.randn(2, 2, 3, 16, 25)}
     out = _train_steps(model, feats, torch.tensor([0, 59]))
     assert out.shape == (2, 60) and torch.isfinite(out).all()
+
+
+def test_pretrained_branch_weights_load_from_a_local_file(tmp_path):
+    import pytest
+
+    from mmfusion.errors import ConfigError, DataError
+    from mmfusion.models import load_pretrained
+
+    donor = build("msaf_ravdess_tiny", {}, 8)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in donor.video.state_dict().items()}}, tmp_path / "v.pth")
+    model = build("msaf_ravdess_tiny", {}, 8)
+    report = load_pretrained(model, {"video": str(tmp_path / "v.pth")})
+    assert report["video"]["loaded"] == len(donor.video.state_dict()) and report["video"]["kept"] == 0
+    for (k, a), b in zip(model.video.state_dict().items(), donor.video.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ConfigError, match="unknown branch"):
+        load_pretrained(model, {"vision": str(tmp_path / "v.pth")})
+    with pytest.raises(DataError, match="no tensor of the file fits"):
+        load_pretrained(model, {"audio": str(tmp_path / "v.pth")})

@@ -37,6 +37,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="reuse finished runs and continue interrupted ones from their last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--pretrained", action="append", default=[], metavar="BRANCH=PATH",
+                   help="local weights for a model branch, e.g. --pretrained video=resnext50.pth (state dict)")
 
 
 def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
@@ -45,6 +47,8 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         flags["model"] = args.model
     if getattr(args, "ablation", None):
         flags["ablation"] = args.ablation
+    if args.pretrained:
+        flags["pretrained"] = dict(p.partition("=")[::2] for p in args.pretrained)
     train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
              "precision": args.precision, "accelerator": args.accelerator, "devices": args.devices,
              "threads": args.threads}

@@ -30,7 +30,7 @@ from mmfusion.data import DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import SENTIMENT_KEYS
-from mmfusion.models import config_class, list_models
+from mmfusion.models import config_class, list_models, load_pretrained
 
 
 @dataclass
@@ -68,6 +68,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: list[int] = field(default_factory=lambda: [1111])
     out: str = "runs"
+    pretrained: dict[str, str] = field(default_factory=dict)  # branch -> local state-dict file
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,6 +248,10 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     system = FusionSystem(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim, bundle.task,
                           bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
                                                              "ablation": cfg.ablation})
+    if cfg.pretrained and not ckpt_path:
+        loaded = load_pretrained(system.model, cfg.pretrained)
+        if console:
+            console.print(f"pretrained weights: {loaded}", style="dim", markup=False)
     ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
                               save_top_k=1, enable_version_counter=False)
     # Lightning's save_last only writes when a best checkpoint is written; resuming needs every epoch's state.

@@ -1,6 +1,13 @@
 """Full models, one file per family, all registered by name. Use :func:`build` and :func:`list_models`."""
 
 from mmfusion.models import lstm, mea, misa, msaf_nets, mult, tfn  # noqa: F401  (importing a family registers its builders)
-from mmfusion.models.registry import build, config_class, list_models, model_config, register_model
+from mmfusion.models.registry import (
+    build,
+    config_class,
+    list_models,
+    load_pretrained,
+    model_config,
+    register_model,
+)
 
-__all__ = ["build", "config_class", "list_models", "model_config", "register_model"]
+__all__ = ["build", "config_class", "list_models", "load_pretrained", "model_config", "register_model"]

@@ -65,3 +65,40 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     """The resolved config of a built model as plain data (stored in run directories and checkpoints)."""
     cfg = getattr(model, "config", None)
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
+
+
+def load_pretrained(model: nn.Module, files: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """Load local weights into named branches of a model, e.g. ``{"video": "resnext50.pth"}``.
+
+    Each file is a state dict (or a checkpoint holding one under ``state_dict``), read with
+    ``torch.load(weights_only=True)``; ``module.`` prefixes from DataParallel are dropped. Returns, per branch, how
+    many tensors were loaded and how many of the branch's were left as they were.
+    """
+    import torch
+
+    from mmfusion.errors import DataError
+
+    report = {}
+    for branch, path in files.items():
+        target = getattr(model, branch, None)
+        if not isinstance(target, nn.Module):
+            names = [n for n, m in model.named_children()]
+            raise ConfigError("unknown branch for pretrained weights", key=branch, expected=f"one of {names}",
+                              actual=branch)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise DataError("pretrained weights not found", file=path) from None
+        except Exception as exc:
+            raise DataError(f"not a loadable state dict ({type(exc).__name__})", file=path) from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        own = target.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise DataError("no tensor of the file fits the branch", file=path, key=branch,
+                            expected=f"keys like {list(own)[:3]}", actual=list(state)[:3])
+        target.load_state_dict(usable, strict=False)
+        report[branch] = {"loaded": len(usable), "kept": len(own) - len(usable)}
+    return report
