@@ -287,14 +287,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from mmfusion.config import parse_value
     from mmfusion.data import load_data
 
-    data_args = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        data_args[k] = parse_value(v)
-    bundle = load_data(args.data, data_args, source="--set")
+    bundle = load_data(args.data, _data_args(args.set), source="--set")
     if args.layout == "h5":
         from mmfusion.data.custom import write_custom
 
@@ -313,12 +308,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
+def _data_args(sets: Sequence[str]) -> dict[str, Any]:
+    """Reader options from repeated ``--set key=value`` flags."""
     from mmfusion.config import parse_value
+
+    return {k: parse_value(v) for k, _, v in (s.partition("=") for s in sets)}
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
     from mmfusion.data import load_data
 
-    bundle = load_data(args.data, {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)},
-                       source="--set")
+    bundle = load_data(args.data, _data_args(args.set), source="--set")
     print(f"ready: {bundle.describe()}")
     for line in bundle.report.lines():
         print(f"  note: {line}")

@@ -148,6 +148,16 @@ def _cache_dir(root: Path, settings: dict[str, Any]) -> Path:
     return root / ".mmfusion_cache" / key
 
 
+def _splits(which: np.ndarray, features: dict[str, np.ndarray], labels: np.ndarray, ids: list[str]
+            ) -> dict[str, SplitData]:
+    """Splits sharing the (memory-mapped) arrays; ``which`` holds 0/1/2 for train/valid/test per sample."""
+    out = {}
+    for k, name in enumerate(("train", "valid", "test")):
+        idx = np.flatnonzero(which == k)
+        out[name] = SplitData(features, {}, labels[idx], [ids[i] for i in idx], rows=idx)
+    return out
+
+
 def _progress(items: Sequence[Any], what: str) -> Any:
     from rich.progress import track
 
@@ -204,11 +214,7 @@ def read_ravdess(root: str | Path, *, fold: int = 0, frames: int = 30, size: int
     test_actors = set(range(4 * fold + 1, 4 * fold + 5))
     valid_actors = set(range(4 * ((fold + 1) % 6) + 1, 4 * ((fold + 1) % 6) + 5))
     which = np.where(np.isin(actors, list(test_actors)), 2, np.where(np.isin(actors, list(valid_actors)), 1, 0))
-    splits = {}
-    for k, name in enumerate(("train", "valid", "test")):
-        idx = np.flatnonzero(which == k)
-        splits[name] = SplitData({"video": video, "audio": audio}, {}, labels[idx], [ids[i] for i in idx],
-                                 rows=idx)
+    splits = _splits(which, {"video": video, "audio": audio}, labels, ids)
     report = LoadReport(notes=[f"fold {fold}: test actors {sorted(test_actors)}, validation actors "
                                f"{sorted(valid_actors)} (model selection), 16 training actors"])
     return DatasetBundle(name=f"ravdess_fold{fold}", task="classification", splits=splits, source=f"ravdess:{root}",
@@ -285,10 +291,7 @@ def read_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton_fr
     skel, labels = np.load(cache / "skeleton.npy"), np.load(cache / "labels.npy")
     subjects, ids = np.load(cache / "subjects.npy"), json.loads((cache / "ids.json").read_text())
     which = np.where(np.isin(subjects, NTU_VALID_SUBJECTS), 1, np.where(np.isin(subjects, NTU_TRAIN_SUBJECTS), 0, 2))
-    splits = {}
-    for k, name in enumerate(("train", "valid", "test")):
-        idx = np.flatnonzero(which == k)
-        splits[name] = SplitData({"rgb": rgb, "skeleton": skel}, {}, labels[idx], [ids[i] for i in idx], rows=idx)
+    splits = _splits(which, {"rgb": rgb, "skeleton": skel}, labels, ids)
     classes = tuple(f"A{i + 1:03d}" for i in range(num_classes))
     report = LoadReport(notes=["cross-subject split; subjects 35 and 38 of the training subjects validate"])
     return DatasetBundle(name="ntu_xsub", task="classification", splits=splits, source=f"ntu:{root}",
