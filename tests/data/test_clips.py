@@ -62,6 +62,16 @@ def ravdess_dir(tmp_path_factory):
     return root
 
 
+def test_landmark_crop_follows_the_face(ravdess_dir):
+    from mmfusion.data.clips import crop_box, read_landmarks
+
+    frames = [np.zeros((48, 64, 3), np.uint8)]
+    lm = read_landmarks(ravdess_dir / "Actor_01" / "01-01-02-01-01-01-01.csv", np.array([0]))
+    top, left, h, w = crop_box(frames, lm)
+    assert (top, left) == (3, 3) and h == w == 22  # the 19x19 landmark box with a 20 % margin
+    assert crop_box(frames, None) == (0, 8, 48, 48)  # centred square otherwise
+
+
 def test_ravdess_reader_folds_crops_and_mfccs(ravdess_dir):
     bundle = load_data(f"ravdess:{ravdess_dir}", {"frames": 6, "size": 32, "fold": 1})
     assert bundle.task == "classification" and bundle.output_dim == 8
@@ -76,12 +86,14 @@ def test_ravdess_reader_folds_crops_and_mfccs(ravdess_dir):
     assert float(batch.features["audio"].abs().sum()) > 0
 
 
-def test_msaf_ravdess_fits_end_to_end(ravdess_dir, tmp_path):
+@pytest.mark.parametrize("model", ["msaf_ravdess_tiny", "msaf_ravdess"])
+def test_msaf_ravdess_fits_end_to_end(ravdess_dir, tmp_path, model):
+    """The full-size network (25.94 M parameters) too, on small frames so that it fits a CPU test."""
     out = tmp_path / "runs"
-    assert main(["fit", "--model", "msaf_ravdess_tiny", "--data", f"ravdess:{ravdess_dir}", "--set",
+    assert main(["fit", "--model", model, "--data", f"ravdess:{ravdess_dir}", "--set",
                  "data_args.frames=6", "--set", "data_args.size=32", "--set", "model_args.mfcc_frames=212",
                  "--max-epochs", "1", "--batch-size", "4", "--no-progress", "--out", str(out)]) == 0
-    metrics = json.loads(next(out.glob("msaf_ravdess_tiny/*/seed_1111/metrics.json")).read_text())
+    metrics = json.loads(next(out.glob(f"{model}/*/seed_1111/metrics.json")).read_text())
     assert 0 <= metrics["acc"] <= 1 and "f1" in metrics
 
 
@@ -118,10 +130,11 @@ def test_skeleton_parser(ntu_dir, tmp_path):
         read_skeleton(bad)
 
 
-def test_msaf_ntu_fits_end_to_end(ntu_dir, tmp_path):
+@pytest.mark.parametrize("model", ["msaf_ntu_tiny", "msaf_ntu"])
+def test_msaf_ntu_fits_end_to_end(ntu_dir, tmp_path, model):
     bundle = load_data(f"ntu:{ntu_dir}", {"frames": 8, "size": 32, "skeleton_frames": 16})
     assert [len(bundle.splits[s]) for s in ("train", "valid", "test")] == [2, 1, 2]
     out = tmp_path / "runs"
-    assert main(["fit", "--model", "msaf_ntu_tiny", "--data", f"ntu:{ntu_dir}", "--set", "data_args.frames=8",
+    assert main(["fit", "--model", model, "--data", f"ntu:{ntu_dir}", "--set", "data_args.frames=8",
                  "--set", "data_args.size=32", "--set", "data_args.skeleton_frames=16", "--max-epochs", "1",
                  "--batch-size", "2", "--no-progress", "--out", str(out)]) == 0

@@ -1,0 +1,21 @@
+import pytest
+
+from mmfusion.cli.main import build_parser, main
+
+COMMANDS = ["fit", "bench", "test", "predict", "explain", "robustness", "convert", "prepare", "data", "models"]
+
+
+def test_every_command_is_listed_and_has_help(capsys):
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+    for cmd in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([cmd, "--help"])
+        assert done.value.code == 0
+        assert f"usage: mmfusion {cmd}" in capsys.readouterr().out
+
+
+def test_models_lists_every_registered_model_and_ablations(capsys):
+    assert main(["models", "--ablations"]) == 0
+    out = capsys.readouterr().out
+    assert "mea   ablations:" in out and "no_hca" in out and "msaf_ravdess" in out and "mult" in out
