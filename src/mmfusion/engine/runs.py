@@ -359,9 +359,14 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
     return summary
 
 
-def fmt(stat: Mapping[str, float] | None, digits: int = 4) -> str:
+def fmt(stat: Mapping[str, float] | None, digits: int = 4, key: str = "") -> str:
+    """``mean ± std``; counts (parameters) as plain integers, times with two decimals."""
     if not stat:
         return "–"
+    if key == "params":
+        return f"{stat['mean']:,.0f}"
+    if key.endswith(("_seconds_per_epoch", "_ms_per_sample")):
+        return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
@@ -370,7 +375,7 @@ def results_markdown(rows: Sequence[tuple[str, Mapping[str, Any]]], keys: Sequen
     cols = list(keys) + list(extra_cols)
     out = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, stats in rows:
-        out.append(f"| {name} | " + " | ".join(fmt(stats.get(k)) for k in cols) + " |")
+        out.append(f"| {name} | " + " | ".join(fmt(stats.get(k), key=k) for k in cols) + " |")
     if bundle.bayes:
         out.append("| **Bayes-optimal** | " + " | ".join(
             f"{bundle.bayes[k]:.4f}" if k in bundle.bayes else "–" for k in cols) + " |")
