@@ -256,15 +256,15 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
     cache = _cache_dir(root, settings)
     if (cache / "done.json").exists():
         return cache
+    videos = {p.name.removesuffix("_rgb.avi"): p for p in root.rglob("*_rgb.avi")}  # one walk, not one per sample
     samples = []
     for sk in sorted(root.rglob("*.skeleton")):
         m = NTU_NAME.match(sk.stem)
         if not m:
             continue
-        videos = list(root.rglob(f"{sk.stem}_rgb.avi"))
-        if not videos:
+        if sk.stem not in videos:
             raise DataError("no RGB video for skeleton file", file=sk, expected=f"{sk.stem}_rgb.avi", actual="none")
-        samples.append((sk, videos[0], int(m.group(3)), int(m.group(5)) - 1))
+        samples.append((sk, videos[sk.stem], int(m.group(3)), int(m.group(5)) - 1))
     if not samples:
         raise DataError("no NTU samples found", file=root, expected="SsssCcccPpppRrrrAaaa.skeleton", actual="none")
     cache.mkdir(parents=True, exist_ok=True)
