@@ -177,7 +177,7 @@ class MEA(nn.Module):
         info: dict[str, Any] = {}
         codes: dict[str, Tensor] = {}
         if self.config.use_exclusive:
-            ze = self.exclusive_branch(z, masks, info)  # Z^e_m
+            ze = self.exclusive_branch(z, masks, info, inspect)  # Z^e_m
             codes["exclusive"] = torch.stack(
                 [self.exclusive_encoders[m](self.pool(ze[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
         if self.config.use_agnostic:
@@ -191,8 +191,8 @@ class MEA(nn.Module):
         return {"pred": self.head(fused), "losses": losses, "inspect": info}
 
     # ---------------------------------------------------------------------------------------------------------
-    def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any]
-                         ) -> dict[str, Tensor]:
+    def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
+                         inspect: bool = False) -> dict[str, Tensor]:
         """M layers of PSA per modality, each followed by WAL across modalities (spec §2)."""
         if not self.config.use_psa:
             return z
@@ -202,13 +202,16 @@ class MEA(nn.Module):
         psis = []
         for l in range(self.config.psa_layers):
             for m in self.modalities:
-                h[m], prev[m], layer_maps = self.psa[m][l](h[m], masks[m], prev[m])
+                h[m], prev[m], layer_maps = self.psa[m][l](h[m], masks[m], prev[m], need_vanilla=inspect)
                 maps[m].append(layer_maps["psa"])
-                vanilla[m].append(layer_maps["vanilla"])
+                if "vanilla" in layer_maps:
+                    vanilla[m].append(layer_maps["vanilla"])
             if self.config.use_wal:
                 h, psi = self.wal[l](h, masks)
                 psis.append(psi)
-        info["psa"], info["psa_vanilla"] = maps, vanilla
+        info["psa"] = maps
+        if inspect:
+            info["psa_vanilla"] = vanilla
         if psis:
             info["wal"] = torch.stack(psis, 1)  # (B, layers, M)
         return {m: self.psa_norms[m](h[m]) * masks[m][..., None].to(h[m].dtype) for m in self.modalities}

@@ -25,8 +25,9 @@ from mmfusion.modules.attention import FeedForward, masked_softmax, merge_heads,
 class PredictiveSelfAttentionLayer(nn.Module):
     """One pre-LN PSA layer: residual (predictive) self-attention, then a residual FFN (width 4D, GELU).
 
-    forward(x (B, T, D), mask (B, T), prev_logits (B, H, T, T) or None)
-      -> (x (B, T, D), logits S_l (B, H, T, T) masked to 0, maps {"psa": A_l, "vanilla": softmax(S_l)})
+    forward(x (B, T, D), mask (B, T), prev_logits (B, H, T, T) or None, need_vanilla)
+      -> (x (B, T, D), logits S_l (B, H, T, T) masked to 0, maps {"psa": A_l[, "vanilla": softmax(S_l)]});
+    the plain map is computed in training only where the layer needs it, or with ``need_vanilla``.
     """
 
     def __init__(self, dim: int, num_heads: int, *, predict: bool, mu: float,
@@ -45,14 +46,17 @@ class PredictiveSelfAttentionLayer(nn.Module):
         self.res_dropout = nn.Dropout(res_dropout)
         self.ffn = FeedForward(dim, 4, res_dropout)
 
-    def forward(self, x: Tensor, mask: Tensor, prev_logits: Tensor | None = None
+    def forward(self, x: Tensor, mask: Tensor, prev_logits: Tensor | None = None, need_vanilla: bool = False
                 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(self.norm_attn(x)).chunk(3, -1))  # (B, H, T, D_h)
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # S_l (B, H, T, T)
         pair = (mask[:, None, :, None] & mask[:, None, None, :]).to(logits.dtype)  # real (query, key) cells
         logits = logits * pair
-        vanilla = masked_softmax(logits, mask)
-        if self.predictor is not None and prev_logits is not None and self.mu > 0:
+        predictive = self.predictor is not None and prev_logits is not None and self.mu > 0
+        # plain softmax(S_l): the map itself without prediction, Eq. 2's inner term, or asked for comparison
+        vanilla = masked_softmax(logits, mask) if (need_vanilla or not predictive or self.mixing == "literal") \
+            else None
+        if predictive:
             pred = F.gelu(self.predictor(prev_logits)) * pair  # P_l (B, H, T, T)
             base = logits if self.mixing == "logits" else vanilla
             attn = masked_softmax(self.mu * pred + (1.0 - self.mu) * base, mask)
@@ -63,4 +67,5 @@ class PredictiveSelfAttentionLayer(nn.Module):
         x = x + self.res_dropout(self.out_proj(out))
         x = x + self.ffn(self.norm_ffn(x))
         x = x * mask[..., None].to(x.dtype)
-        return x, logits, {"psa": attn, "vanilla": vanilla}
+        maps = {"psa": attn} if vanilla is None else {"psa": attn, "vanilla": vanilla}
+        return x, logits, maps
