@@ -209,7 +209,7 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
 
     from mmfusion.data import load_data
     from mmfusion.engine.checkpoints import check_compatible, load_system
-    from mmfusion.engine.runs import make_loader, write_predictions
+    from mmfusion.engine.runs import make_loader, predict_arrays, write_predictions
     from mmfusion.engine.system import compute_metrics
     from mmfusion.io import atomic_write_json
 
@@ -220,12 +220,7 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     loader = make_loader(bundle, args.split, args.batch_size, False)
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=True,
                         enable_model_summary=False)
-    outs = trainer.predict(system, dataloaders=loader)
-    import torch
-
-    ids = [i for o in outs for i in o["ids"]]
-    pred = torch.cat([o["pred"] for o in outs]).numpy()
-    labels = torch.cat([o["labels"] for o in outs]).numpy()
+    ids, pred, labels, _ = predict_arrays(trainer, system, loader)
     stem = Path(args.ckpt).resolve().parent.parent / f"{args.split}_{bundle.name}"
     if write_predictions_only:
         out = Path(args.out) if args.out else stem.with_suffix(".predictions.csv")

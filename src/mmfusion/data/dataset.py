@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mmfusion.batch import MODALITIES, Batch
+from mmfusion.batch import MODALITIES, Batch, lengths_to_mask
 from mmfusion.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -44,14 +44,6 @@ class SplitData:
     def modalities(self) -> list[str]:
         return [m for m in MODALITIES if m in self.features] + [m for m in self.features if m not in MODALITIES]
 
-    def subset(self, index: np.ndarray) -> SplitData:
-        return SplitData(
-            {m: x[index] for m, x in self.features.items()},
-            {m: x[index] for m, x in self.lengths.items()},
-            self.labels[index],
-            [self.ids[i] for i in index],
-            {k: v[index] for k, v in self.extras.items()},
-        )
 
 
 @dataclass
@@ -226,6 +218,6 @@ class FusionDataset(torch.utils.data.Dataset):
             lengths = self.split.lengths[m][idx]
             T = max(int(lengths.max()), 1)
             features[m] = torch.from_numpy(np.ascontiguousarray(self.split.features[m][idx, :T]))
-            masks[m] = torch.arange(T)[None, :] < torch.from_numpy(lengths)[:, None]
+            masks[m] = lengths_to_mask(torch.from_numpy(lengths), T)
         labels = torch.from_numpy(self.split.labels[idx])
         return Batch(features, masks, labels, [self.split.ids[i] for i in idx])

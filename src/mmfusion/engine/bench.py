@@ -7,7 +7,6 @@ interrupted bench continues where it stopped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from mmfusion.engine.runs import (
     results_markdown,
     summarize,
 )
-from mmfusion.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmfusion.inspect.plots import pyplot, save_figure
+from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import main_metric
 
 EXTRA = ("params", "train_seconds_per_epoch", "test_ms_per_sample")
@@ -87,10 +87,7 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
 
 
 def _plot(path: str, rows: Sequence[tuple[str, Mapping[str, Any]]], bundle: Any) -> None:
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import io
-
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     key, _ = main_metric(bundle.task)
     names = [n for n, _ in rows]
@@ -103,8 +100,4 @@ def _plot(path: str, rows: Sequence[tuple[str, Mapping[str, Any]]], bundle: Any)
         ax.legend(loc="lower right")
     ax.set_ylabel(f"test {key} (mean ± std)")
     ax.set_title(bundle.name)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

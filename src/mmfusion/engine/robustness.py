@@ -11,8 +11,6 @@ exactly the same corrupted inputs:
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,8 @@ from mmfusion.data import DatasetBundle, FusionDataset
 from mmfusion.engine.checkpoints import check_compatible, load_system
 from mmfusion.engine.system import compute_metrics
 from mmfusion.errors import DataError
-from mmfusion.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmfusion.inspect.plots import pyplot, save_figure
+from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import main_metric
 
 NOISE_LEVELS = (0.5, 1.0, 2.0)
@@ -134,8 +133,7 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
 
 
 def _plot(path: Path, table: Mapping[str, Any], conds: Sequence[str], key: str, name: str) -> None:
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(conds)), 3.8))
     x = np.arange(len(conds))
@@ -146,8 +144,4 @@ def _plot(path: Path, table: Mapping[str, Any], conds: Sequence[str], key: str, 
     ax.set_ylabel(f"test {key}")
     ax.set_title(f"Robustness on {name}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

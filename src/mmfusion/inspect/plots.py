@@ -13,7 +13,7 @@ import numpy as np
 from mmfusion.io import atomic_write_bytes
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib
 
@@ -23,8 +23,9 @@ def _plt() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
-    plt = _plt()
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
+    plt = pyplot()
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
@@ -34,7 +35,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def heatmap(path: Path, matrix: np.ndarray, title: str, xlabel: str, ylabel: str,
             xticks: Sequence[str] | None = None, yticks: Sequence[str] | None = None) -> Path:
-    plt = _plt()
+    plt = pyplot()
     h, w = matrix.shape
     fig, ax = plt.subplots(figsize=(min(2 + w * 0.12, 10) if not xticks else 3.6,
                                     min(1.6 + h * 0.12, 8) if not yticks else 3.2))
@@ -47,12 +48,12 @@ def heatmap(path: Path, matrix: np.ndarray, title: str, xlabel: str, ylabel: str
         ax.set_xticks(range(len(xticks)), xticks)
     if yticks:
         ax.set_yticks(range(len(yticks)), yticks)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bars(path: Path, values: np.ndarray, groups: Sequence[str], series: Sequence[str], title: str) -> Path:
     """values (len(groups), len(series)) as grouped bars."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(groups), 3.2))
     width = 0.8 / len(series)
     for j, name in enumerate(series):
@@ -61,7 +62,7 @@ def bars(path: Path, values: np.ndarray, groups: Sequence[str], series: Sequence
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def embedding(path: Path, codes: Mapping[str, np.ndarray], modalities: Sequence[str], method: str = "tsne",
@@ -70,7 +71,7 @@ def embedding(path: Path, codes: Mapping[str, np.ndarray], modalities: Sequence[
 
     codes: {"exclusive": (N, M, d), "agnostic": (N, M, d)}; colour = modality, marker = branch.
     """
-    plt = _plt()
+    plt = pyplot()
     points, labels, kinds = [], [], []
     for branch, arr in codes.items():
         for i, m in enumerate(modalities):
@@ -97,4 +98,4 @@ def embedding(path: Path, codes: Mapping[str, np.ndarray], modalities: Sequence[
                        label=f"{branch} {m}", alpha=0.7)
     ax.legend(fontsize=7, markerscale=1.5)
     ax.set_title(f"{method.upper()} of the decoupled codes", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -6,8 +6,7 @@ from mmfusion.models.registry import (
     config_class,
     list_models,
     load_pretrained,
-    model_config,
     register_model,
 )
 
-__all__ = ["build", "config_class", "list_models", "load_pretrained", "model_config", "register_model"]
+__all__ = ["build", "config_class", "list_models", "load_pretrained", "register_model"]

@@ -8,7 +8,6 @@ least ``"pred"`` (B, output_dim); optionally ``"losses"`` (named auxiliary losse
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -59,12 +58,6 @@ def build(name: str, feature_dims: Mapping[str, int], output_dim: int, **overrid
     if name not in _REGISTRY:
         raise ConfigError("unknown model", key="model", expected=f"one of {sorted(_REGISTRY)}", actual=name)
     return _REGISTRY[name](dict(feature_dims), int(output_dim), **overrides)
-
-
-def model_config(model: nn.Module) -> dict[str, Any]:
-    """The resolved config of a built model as plain data (stored in run directories and checkpoints)."""
-    cfg = getattr(model, "config", None)
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
 
 
 def load_pretrained(model: nn.Module, files: Mapping[str, str]) -> dict[str, dict[str, int]]:

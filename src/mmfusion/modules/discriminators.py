@@ -24,15 +24,6 @@ def grad_reverse(x: Tensor, coeff: float = 1.0) -> Tensor:
     return _GradReverse.apply(x, coeff)
 
 
-class GradientReversal(nn.Module):
-    def __init__(self, coeff: float = 1.0) -> None:
-        super().__init__()
-        self.coeff = coeff
-
-    def forward(self, x: Tensor) -> Tensor:
-        return grad_reverse(x, self.coeff)
-
-
 class ModalityDiscriminator(nn.Sequential):
     """D_m: MLP d_h -> d_h -> M classifying which modality a code came from (labels L=0, V=1, A=2)."""
 
