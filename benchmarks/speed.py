@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmfusion.config import parse_value
 from mmfusion.models import build
+from mmfusion.runtime import keep_freed_memory
 
 SHAPES = {
     "mosi": ({"text": 300, "vision": 20, "audio": 5}, {"text": 50, "vision": 500, "audio": 375}),
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print the operator profile of one training step")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model overrides")
     args = ap.parse_args()
+    allocator = "glibc, freed memory kept" if keep_freed_memory() else "default"
     overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     dims, lens = SHAPES[args.shape]
     if args.frames:
@@ -123,7 +125,7 @@ def main() -> None:
         "train_step_s": step, "train_step_all_s": times, "infer_one_clip_ms": 1000 * latency["one_clip"],
         "infer_batch_ms": 1000 * latency["batch"], "peak_memory_mb": peak_mb, "train_gflop": train_flops / 1e9,
         "achieved_gflops": train_flops / step / 1e9, "matmul_peak_gflops": peak / 1e9,
-        "lengths": lens, "feature_dims": dims, "torch": torch.__version__,
+        "lengths": lens, "feature_dims": dims, "torch": torch.__version__, "allocator": allocator,
     }
     out = Path(args.out) if args.out else Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

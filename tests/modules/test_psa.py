@@ -1,7 +1,14 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
 from mmfusion.modules.attention import masked_softmax
-from mmfusion.modules.psa import PredictiveSelfAttentionLayer
+from mmfusion.modules.psa import (
+    PredictiveSelfAttentionLayer,
+    logits_from_factors,
+    mixed_logits,
+    predict_from_factors,
+)
 
 
 def _layer(mu, mixing="logits", predict=True):
@@ -9,32 +16,89 @@ def _layer(mu, mixing="logits", predict=True):
     return PredictiveSelfAttentionLayer(8, 2, predict=predict, mu=mu, mixing=mixing).eval()
 
 
+def _factors(B=2, H=2, T=6, Dh=4, lengths=(6, 4)):
+    torch.manual_seed(1)
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    real = mask[:, None, :, None].float()
+    return (torch.randn(B, H, T, Dh) * real, torch.randn(B, H, T, Dh) * real), mask
+
+
 def test_mu_zero_is_exactly_plain_softmax_attention():
     x, mask = torch.randn(2, 6, 8), torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
-    prev = torch.randn(2, 2, 6, 6)
+    prev, _ = _factors()
     layer = _layer(0.0)
-    _, logits, maps = layer(x, mask, prev, need_vanilla=True)
-    expected = masked_softmax(logits, mask) * mask[:, None, :, None]
+    _, factors, maps = layer(x, mask, prev, need_maps=True)
+    expected = masked_softmax(logits_from_factors(factors), mask) * mask[:, None, :, None]
     assert torch.equal(maps["psa"], expected)
-    assert torch.equal(maps["psa"], maps["vanilla"] * mask[:, None, :, None])
+    assert torch.equal(maps["psa"], maps["vanilla"])
+    # and the output is that of plain attention: the same layer without a predictor gives the same numbers
+    plain = _layer(0.0, predict=False)
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if not k.startswith("predictor.")})
+    torch.testing.assert_close(layer(x, mask, prev)[0], plain(x, mask, None)[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("lengths", [(7, 7, 7), (7, 5, 1)])
+def test_predicted_map_equals_conv2d_on_the_logit_map(lengths):
+    """The factored prediction is exactly Conv2d(3x3, same) over S = Q'K'ᵀ, padding included."""
+    factors, _ = _factors(B=3, H=4, T=7, Dh=3, lengths=lengths)
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+    S = logits_from_factors(factors)
+    torch.testing.assert_close(predict_from_factors(conv, factors), conv(S), rtol=0, atol=1e-5)
+    # gradients too (the chain trains the previous layer's queries and keys through it)
+    q, k = (f.clone().requires_grad_() for f in factors)
+    predict_from_factors(conv, (q, k)).pow(2).sum().backward()
+    q2, k2 = (f.clone().requires_grad_() for f in factors)
+    conv(logits_from_factors((q2, k2))).pow(2).sum().backward()
+    torch.testing.assert_close(q.grad, q2.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(k.grad, k2.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_mixed_logits_mix_and_mask_keys():
+    factors, mask = _factors()
+    pred = torch.randn(2, 2, 6, 6)
+    got = mixed_logits(pred, factors, 0.3, mask)
+    want = 0.3 * pred + 0.7 * logits_from_factors(factors)
+    keep = mask[:, None, None, :].expand_as(want)
+    torch.testing.assert_close(got[keep], want[keep])
+    assert (got[~keep] < -1e3).all()  # softmax gives padded keys exactly zero weight
+    assert (got.softmax(-1)[~keep] == 0).all()
 
 
 def test_prediction_chain_changes_the_map_and_mixing_options_differ():
     x, mask = torch.randn(2, 6, 8), torch.ones(2, 6, dtype=torch.bool)
-    prev = torch.randn(2, 2, 6, 6)
-    plain = _layer(0.0)(x, mask, prev)[2]["psa"]
-    mixed = _layer(0.5)(x, mask, prev)[2]["psa"]
-    literal = _layer(0.5, "literal")(x, mask, prev)[2]["psa"]
+    prev, _ = _factors(lengths=(6, 6))
+    plain = _layer(0.0)(x, mask, prev, need_maps=True)[2]["psa"]
+    mixed = _layer(0.5)(x, mask, prev, need_maps=True)[2]["psa"]
+    literal = _layer(0.5, "literal")(x, mask, prev, need_maps=True)[2]["psa"]
     assert not torch.allclose(plain, mixed) and not torch.allclose(mixed, literal)
-    # literal Eq. 2: softmax(mu * P + (1 - mu) * softmax(S))
-    layer = _layer(0.5, "literal")
-    _, S, maps = layer(x, mask, prev)
-    assert "vanilla" in maps  # Eq. 2 needs the plain map
-    assert "vanilla" not in _layer(0.5)(x, mask, prev)[2]  # logit mixing does not compute it in training
-    P = torch.nn.functional.gelu(layer.predictor(prev))
-    torch.testing.assert_close(maps["psa"], torch.softmax(0.5 * P + 0.5 * torch.softmax(S, -1), -1))
-    for m in (mixed, literal):
+    S_prev = logits_from_factors(prev)
+    for mixing, m in (("logits", mixed), ("literal", literal)):
+        layer = _layer(0.5, mixing)
+        _, factors, maps = layer(x, mask, prev, need_maps=True)
+        S, P = logits_from_factors(factors), F.gelu(layer.predictor(S_prev))
+        inner = S if mixing == "logits" else torch.softmax(S, -1)  # literal Eq. 2: softmax(mu P + (1-mu) softmax(S))
+        torch.testing.assert_close(maps["psa"], torch.softmax(0.5 * P + 0.5 * inner, -1))
         torch.testing.assert_close(m.sum(-1), torch.ones(2, 2, 6))
+    assert _layer(0.5)(x, mask, prev)[2] == {}  # no map is built in a plain forward
+
+
+def test_padding_invariance_through_the_chain():
+    """Two PSA layers: a sample's output does not depend on how much padding follows it."""
+    torch.manual_seed(0)
+    layers = [PredictiveSelfAttentionLayer(8, 2, predict=i > 0, mu=0.4).eval() for i in range(3)]
+    x = torch.randn(1, 5, 8)
+
+    def run(x, mask):
+        prev = None
+        for layer in layers:
+            x, prev, _ = layer(x, mask, prev)
+        return x
+
+    short = run(x, torch.ones(1, 5, dtype=torch.bool))
+    padded = torch.cat([x, torch.randn(1, 4, 8)], 1)
+    long = run(padded, torch.tensor([[True] * 5 + [False] * 4]))
+    torch.testing.assert_close(long[:, :5], short, rtol=0, atol=1e-5)
+    assert (long[:, 5:] == 0).all()
 
 
 def test_first_layer_has_no_predictor():

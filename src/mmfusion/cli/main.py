@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfusion.errors import MMFusionError
+from mmfusion.runtime import keep_freed_memory
 
 EPILOG_FIT = """examples:
   mmfusion fit --model lf_lstm --data synthetic --seeds 1111 1112 1113
@@ -360,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet()
+    keep_freed_memory()  # reuse freed memory instead of page-faulting every large tensor in again (runtime.py)
     try:
         if args.command == "fit":
             return cmd_fit(args)

@@ -41,7 +41,7 @@ from mmfusion.modules.graph_fusion import DecoupledGraphFusion
 from mmfusion.modules.hca import HierarchicalCrossModalAttention
 from mmfusion.modules.losses import hsic, orthogonality
 from mmfusion.modules.pooling import MaskedPooling
-from mmfusion.modules.psa import PredictiveSelfAttentionLayer
+from mmfusion.modules.psa import Factors, PredictiveSelfAttentionLayer
 from mmfusion.modules.wal import WeightedAttentionLayer
 
 
@@ -196,22 +196,22 @@ class MEA(nn.Module):
         """M layers of PSA per modality, each followed by WAL across modalities (spec §2)."""
         if not self.config.use_psa:
             return z
-        h, prev = dict(z), {m: None for m in self.modalities}
+        h: dict[str, Tensor] = dict(z)
+        prev: dict[str, Factors | None] = {m: None for m in self.modalities}  # each layer's logits, as factors
         maps: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
         vanilla: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
         psis = []
         for l in range(self.config.psa_layers):
             for m in self.modalities:
-                h[m], prev[m], layer_maps = self.psa[m][l](h[m], masks[m], prev[m], need_vanilla=inspect)
-                maps[m].append(layer_maps["psa"])
-                if "vanilla" in layer_maps:
+                h[m], prev[m], layer_maps = self.psa[m][l](h[m], masks[m], prev[m], need_maps=inspect)
+                if inspect:
+                    maps[m].append(layer_maps["psa"])
                     vanilla[m].append(layer_maps["vanilla"])
             if self.config.use_wal:
                 h, psi = self.wal[l](h, masks)
                 psis.append(psi)
-        info["psa"] = maps
         if inspect:
-            info["psa_vanilla"] = vanilla
+            info["psa"], info["psa_vanilla"] = maps, vanilla
         if psis:
             info["wal"] = torch.stack(psis, 1)  # (B, layers, M)
         return {m: self.psa_norms[m](h[m]) * masks[m][..., None].to(h[m].dtype) for m in self.modalities}

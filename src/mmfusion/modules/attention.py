@@ -1,7 +1,13 @@
-"""Masked multi-head attention: one eager function that can return maps, and SDPA when maps are not needed.
+"""Masked multi-head attention: one eager function that can return maps, and fused paths when maps are not needed.
 
 Both paths share the mask semantics (True = real key frame) and both give exact zeros for a query row with no
 real key (a missing modality), where eager softmax would give NaN.
+
+Which kernel runs when no map is asked for (:func:`attention`): SDPA, except on a CPU with narrow heads
+(D_h <= 8; MEA and MulT use 5-dimensional heads) and no map dropout, where :class:`SoftmaxAttention` runs. There,
+PyTorch's fused CPU kernel spends ~5.3 ns per (query, key) pair on a 2-core machine, while materialising the map
+once and multiplying with the narrow operand on the *left* (``(vᵀ Aᵀ)ᵀ``: MKL is 2x slower for a 5-column right
+operand) costs ~3.3 ns — at the price of keeping the map for the backward pass (measured in benchmarks/).
 
 Shape legend: B batch, H heads, T queries, S keys, D_h head width, D model width.
 """
@@ -9,9 +15,14 @@ Shape legend: B batch, H heads, T queries, S keys, D_h head width, D model width
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+MASKED_LOGIT = -1e4
+"""Logit given to padded keys: exp() of it is exactly 0 in float32/bfloat16/float16, and it stays finite in float16."""
 
 
 def masked_softmax(logits: Tensor, key_mask: Tensor | None) -> Tensor:
@@ -26,20 +37,113 @@ def masked_softmax(logits: Tensor, key_mask: Tensor | None) -> Tensor:
     return attn.masked_fill(~keep.any(-1, keepdim=True), 0.0)  # zero the rows that had no key at all
 
 
+def _left_skinny(a: Tensor, b: Tensor) -> Tensor:
+    """a (N, T, S) @ b (N, S, D_h) computed as (bᵀ aᵀ)ᵀ (the narrow operand on the left; same numbers)."""
+    return torch.bmm(b.transpose(1, 2), a.transpose(1, 2)).transpose(1, 2)
+
+
+SAVED_MAP_LIMIT = 512 * 2**20
+"""Largest map (bytes) :class:`SoftmaxAttention` keeps for its backward pass; a larger one is recomputed there,
+which bounds memory at large batches (MOSEI, batch 64) for ~30 % more time on that call."""
+
+
+def _logits(q: Tensor, k: Tensor, extra: Tensor | None, beta: float, key_bias: Tensor | None) -> Tensor:
+    if key_bias is not None:  # the key bias as one more inner coordinate: 1 for every query, bias per key
+        q = torch.cat([q, q.new_ones(*q.shape[:-1], 1)], -1)
+        k = torch.cat([k, key_bias.to(k.dtype)[..., None]], -1)
+    if extra is None:
+        return torch.bmm(q, k.transpose(1, 2))
+    return torch.baddbmm(extra, q, k.transpose(1, 2), beta=beta)
+
+
+class SoftmaxAttention(torch.autograd.Function):
+    """out = softmax(q kᵀ + β·extra + key bias) v over flattened heads, with a hand-written backward.
+
+    q (N, T, D_h) already scaled, k/v (N, S, D_h), extra (N, T, S) or None (a map added to the logits, e.g. PSA's
+    prediction), key_bias (N, S) or None (0 for real keys, :data:`MASKED_LOGIT` for padded ones). Keeps the map A
+    for the backward pass (up to :data:`SAVED_MAP_LIMIT`, else recomputes it); every product with a D_h-wide
+    operand keeps that operand on the left.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float,
+                key_bias: Tensor | None) -> Tensor:
+        attn = _logits(q, k, extra, beta, key_bias).softmax(-1)
+        ctx.beta, ctx.has_extra = beta, extra is not None
+        ctx.saved_map = extra is not None or attn.numel() * attn.element_size() <= SAVED_MAP_LIMIT
+        if ctx.saved_map:
+            ctx.save_for_backward(q, k, v, attn)
+        else:
+            ctx.save_for_backward(q, k, v, key_bias)
+        return _left_skinny(attn, v)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.saved_map:
+            q, k, v, attn = ctx.saved_tensors
+        else:
+            q, k, v, key_bias = ctx.saved_tensors
+            attn = _logits(q, k, None, 1.0, key_bias).softmax(-1)
+        grad_out = grad_out.contiguous()
+        grad_v = torch.bmm(grad_out.transpose(1, 2), attn).transpose(1, 2)  # Aᵀ g
+        grad_attn = torch.bmm(grad_out, v.transpose(1, 2))
+        grad_logits = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)
+        del grad_attn, attn
+        grad_q = _left_skinny(grad_logits, k)
+        grad_k = torch.bmm(q.transpose(1, 2), grad_logits).transpose(1, 2)  # (g_Zᵀ q) with q on the left
+        grad_extra = None
+        if ctx.has_extra and ctx.needs_input_grad[3]:
+            grad_extra = grad_logits.mul_(ctx.beta) if ctx.beta != 1.0 else grad_logits
+        return grad_q, grad_k, grad_v, grad_extra, None, None
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, scale: float = 1.0,
+           extra: Tensor | None = None, beta: float = 1.0) -> Tensor:
+    """softmax(scale·q kᵀ + β·extra, over real keys) v without returning the map (:class:`SoftmaxAttention`).
+
+    q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) bool or None, extra (B, H, T, S) or None
+    -> (B, H, T, D_h); rows with no real key give zeros.
+    """
+    if torch.is_autocast_enabled(q.device.type):  # the hand-written backward expects one dtype throughout
+        with torch.autocast(q.device.type, enabled=False):
+            return attend(q.float(), k.float(), v.float(), key_mask, scale=scale,
+                          extra=None if extra is None else extra.float(), beta=beta)
+    B, H, T, Dh = q.shape
+    S = k.shape[2]
+    key_bias = None
+    if key_mask is not None:
+        bias = torch.zeros(B, S, dtype=q.dtype, device=q.device).masked_fill(~key_mask, MASKED_LOGIT)
+        key_bias = bias[:, None].expand(B, H, S).reshape(B * H, S)
+    out = SoftmaxAttention.apply(
+        (q * scale).reshape(B * H, T, Dh), k.reshape(B * H, S, Dh), v.reshape(B * H, S, Dh),
+        None if extra is None else extra.reshape(B * H, T, S), beta, key_bias,
+    ).view(B, H, T, Dh)
+    if key_mask is not None:
+        out = out * key_mask.any(-1)[:, None, None, None].to(out.dtype)
+    return out
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, dropout: float = 0.0,
-              need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+              need_weights: bool = False, scale: float | None = None) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention. q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) -> (B, H, T, D_h).
 
-    With ``need_weights`` the eager path runs and returns the map (B, H, T, S); otherwise SDPA runs.
+    ``scale`` multiplies the logits (default 1/sqrt(D_h)). With ``need_weights`` the eager path runs and returns
+    the map (B, H, T, S); otherwise :func:`attend` (CPU, narrow heads, no dropout) or SDPA runs.
     """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if key_mask is not None and bool(key_mask.all()):
+        key_mask = None  # nothing padded: skip the mask work
     if need_weights:
-        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+        logits = (q * scale) @ k.transpose(-1, -2)  # (B, H, T, S)
         attn = masked_softmax(logits, key_mask)
         out = F.dropout(attn, dropout, training=dropout > 0) @ v
         return out, attn
+    if q.device.type == "cpu" and q.shape[-1] <= 8 and dropout == 0.0:
+        return attend(q, k, v, key_mask, scale=scale), None
     if key_mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=dropout)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale), None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=dropout,
+                                         scale=scale)
     # rows with no real key: SDPA's result there is backend-dependent; make it exactly zero
     return out * key_mask.any(-1)[:, None, None, None].to(out.dtype), None
 

@@ -8,7 +8,14 @@ an H-channel image, predict this layer's map: P_l = GELU(Conv2d_{H->H, 3x3, same
 
 Both softmaxes run over real keys only. The logits handed to the next layer are zero outside the real
 (query, key) block, so the 3x3 convolution sees the same zero border whatever the padding side or amount.
-The attention maps are needed for the chain, so this block uses the eager path, not SDPA.
+
+How it runs fast. A layer hands the next one the *factors* of its logits, S = Q' K'ᵀ with Q' = Q·q_mask/sqrt(D_h)
+and K' = K·k_mask (B, H, T, D_h), never the T×T map. The 3×3 convolution of a product of factors is itself a
+product of factors (:func:`predict_from_factors`): shifting rows of Q' and of K' is shifting rows and columns of S,
+so Conv2d(S) = Q̃ K̃ᵀ + b with inner width 3·H·D_h = 3·D — one batched matmul instead of an 8-channel
+convolution over a 500×500 image, and exactly the same numbers (tested against ``nn.Conv2d``). The mixed logits
+µ·GELU(P) + (1-µ)·S (+ the key mask) are one ``baddbmm`` inside :func:`~mmfusion.modules.attention.attend`; a layer
+without prediction runs plain fused attention. The T×T maps are built only for inspection.
 """
 
 from __future__ import annotations
@@ -16,18 +23,76 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfusion.modules.attention import FeedForward, masked_softmax, merge_heads, split_heads
+from mmfusion.modules.attention import (
+    MASKED_LOGIT,
+    FeedForward,
+    attend,
+    attention,
+    masked_softmax,
+    merge_heads,
+    split_heads,
+)
+
+Factors = tuple[Tensor, Tensor]
+"""(Q', K'), each (B, H, T, D_h): the logits S = Q' K'ᵀ, zero outside the real (query, key) block."""
+
+
+def logits_from_factors(factors: Factors) -> Tensor:
+    """S = Q' K'ᵀ (B, H, T, T)."""
+    q, k = factors
+    return q @ k.transpose(-1, -2)
+
+
+def predict_from_factors(conv: nn.Conv2d, factors: Factors) -> Tensor:
+    """``conv(S)`` for S = Q' K'ᵀ (B, H, T, T) with a 3×3, stride-1, zero-padded ``conv`` (H -> H channels), without
+    building S.
+
+    conv(S)[o, i, j] = b_o + Σ_{h, y, x} W[o, h, y, x] S[h, i+y-1, j+x-1]
+                     = b_o + Σ_{h, x, c} (Σ_y W[o, h, y, x] Q'[h, i+y-1, c]) · K'[h, j+x-1, c]
+    with rows outside [0, T) zero (the convolution's zero padding). Returns P (B, H, T, T) before the GELU.
+    """
+    q, k = factors
+    B, H, T, Dh = q.shape
+    W, b = conv.weight, conv.bias  # (O, H, 3, 3), (O,)
+    O = W.shape[0]
+    qp, kp = F.pad(q, (0, 0, 1, 1)), F.pad(k, (0, 0, 1, 1))  # (B, H, T + 2, D_h)
+    q_rows = torch.stack([qp[:, :, y:y + T] for y in range(3)], 2)  # (B, H, 3 [y], T, D_h): Q' shifted by y - 1
+    k_rows = torch.stack([kp[:, :, x:x + T] for x in range(3)], 2)  # (B, H, 3 [x], T, D_h)
+    left = torch.einsum("ohyx,bhyic->boihxc", W, q_rows).reshape(B, O, T, H * 3 * Dh)
+    right = k_rows.permute(0, 3, 1, 2, 4).reshape(B, T, H * 3 * Dh)  # shared by every output channel
+    if b is not None:  # the bias as one more inner coordinate: left gets b_o, right gets 1
+        left = torch.cat([left, b.to(left.dtype)[None, :, None, None].expand(B, O, T, 1)], -1)
+        right = torch.cat([right, right.new_ones(B, T, 1)], -1)
+    return torch.bmm(left.reshape(B, O * T, -1), right.transpose(1, 2)).view(B, O, T, T)
+
+
+def mixed_logits(pred: Tensor, factors: Factors, mu: float, key_mask: Tensor | None) -> Tensor:
+    """µ·pred + (1-µ)·S, with padded keys (``key_mask`` False) pushed to -1e4, in one ``baddbmm``.
+
+    pred (B, H, T, T); factors (B, H, T, D_h); key_mask (B, T) or None when nothing is padded.
+    """
+    q, k = factors
+    B, H, T, Dh = q.shape
+    q = q * (1.0 - mu)
+    if key_mask is not None:  # one more inner coordinate: 1 for every query, 0 / -1e4 for real / padded keys
+        bias = torch.zeros(B, T, dtype=k.dtype, device=k.device).masked_fill(~key_mask, MASKED_LOGIT)
+        q = torch.cat([q, q.new_ones(B, H, T, 1)], -1)
+        k = torch.cat([k, bias[:, None, :, None].expand(B, H, T, 1)], -1)
+    flat = q.shape[-1]
+    return torch.baddbmm(pred.reshape(B * H, T, T), q.reshape(B * H, T, flat),
+                         k.reshape(B * H, T, flat).transpose(1, 2), beta=mu).view(B, H, T, T)
 
 
 class PredictiveSelfAttentionLayer(nn.Module):
     """One pre-LN PSA layer: residual (predictive) self-attention, then a residual FFN (width 4D, GELU).
 
-    forward(x (B, T, D), mask (B, T), prev_logits (B, H, T, T) or None, need_vanilla)
-      -> (x (B, T, D), logits S_l (B, H, T, T) masked to 0, maps {"psa": A_l[, "vanilla": softmax(S_l)]});
-    the plain map is computed in training only where the layer needs it, or with ``need_vanilla``.
+    forward(x (B, T, D), mask (B, T), prev: the previous layer's logit factors or None, need_maps)
+      -> (x (B, T, D) with zeros at padding, this layer's logit factors, maps). ``maps`` is empty unless
+    ``need_maps``: then {"psa": A_l (B, H, T, T), "vanilla": softmax(S_l) (B, H, T, T)}, padded query rows zero.
     """
 
     def __init__(self, dim: int, num_heads: int, *, predict: bool, mu: float,
@@ -42,30 +107,42 @@ class PredictiveSelfAttentionLayer(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         # the prediction chain: previous logit maps (H channels) -> this layer's (H channels)
         self.predictor = nn.Conv2d(num_heads, num_heads, 3, padding=1) if predict else None
-        self.attn_dropout = nn.Dropout(attn_dropout)
+        self.attn_dropout = attn_dropout
         self.res_dropout = nn.Dropout(res_dropout)
         self.ffn = FeedForward(dim, 4, res_dropout)
 
-    def forward(self, x: Tensor, mask: Tensor, prev_logits: Tensor | None = None, need_vanilla: bool = False
-                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, mask: Tensor, prev: Factors | None = None, need_maps: bool = False
+                ) -> tuple[Tensor, Factors, dict[str, Tensor]]:
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(self.norm_attn(x)).chunk(3, -1))  # (B, H, T, D_h)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # S_l (B, H, T, T)
-        pair = (mask[:, None, :, None] & mask[:, None, None, :]).to(logits.dtype)  # real (query, key) cells
-        logits = logits * pair
-        predictive = self.predictor is not None and prev_logits is not None and self.mu > 0
-        # plain softmax(S_l): the map itself without prediction, Eq. 2's inner term, or asked for comparison
-        vanilla = masked_softmax(logits, mask) if (need_vanilla or not predictive or self.mixing == "literal") \
+        real = mask[:, None, :, None].to(q.dtype)  # (B, 1, T, 1)
+        factors = (q * (real / math.sqrt(q.shape[-1])), k * real)  # S_l = Q' K'ᵀ, zero off the real block
+        key_mask = None if bool(mask.all()) else mask
+        dropout = self.attn_dropout if self.training else 0.0
+        maps: dict[str, Tensor] = {}
+        vanilla = masked_softmax(logits_from_factors(factors), mask) if need_maps or self.mixing == "literal" \
             else None
-        if predictive:
-            pred = F.gelu(self.predictor(prev_logits)) * pair  # P_l (B, H, T, T)
-            base = logits if self.mixing == "logits" else vanilla
-            attn = masked_softmax(self.mu * pred + (1.0 - self.mu) * base, mask)
-        else:
-            attn = vanilla
-        attn = attn * mask[:, None, :, None].to(attn.dtype)  # padded queries attend to nothing
-        out = merge_heads(self.attn_dropout(attn) @ v)  # (B, T, D)
-        x = x + self.res_dropout(self.out_proj(out))
+        if self.predictor is not None and prev is not None and self.mu > 0:
+            pred = F.gelu(predict_from_factors(self.predictor, prev))  # P_l (B, H, T, T)
+            if self.mixing == "logits" and not need_maps and dropout == 0.0:
+                # softmax(µ·P_l + (1-µ)·S_l) v in one fused step; the map is not kept beyond the backward pass
+                out = attend(factors[0], factors[1], v, key_mask, scale=1.0 - self.mu, extra=pred, beta=self.mu)
+            else:
+                if self.mixing == "logits":
+                    mixed = mixed_logits(pred, factors, self.mu, key_mask)
+                else:
+                    mixed = self.mu * pred + (1.0 - self.mu) * vanilla
+                    if key_mask is not None:
+                        mixed = mixed.masked_fill(~key_mask[:, None, None, :], MASKED_LOGIT)
+                attn = mixed.softmax(-1)  # A_l
+                out = F.dropout(attn, dropout, training=dropout > 0) @ v
+                if need_maps:
+                    maps["psa"] = attn * real
+        else:  # plain attention, no map
+            out = attention(factors[0], k, v, key_mask, dropout=dropout, scale=1.0)[0]
+            if need_maps:
+                maps["psa"] = vanilla * real
+        if need_maps:
+            maps["vanilla"] = vanilla * real
+        x = x + self.res_dropout(self.out_proj(merge_heads(out)))
         x = x + self.ffn(self.norm_ffn(x))
-        x = x * mask[..., None].to(x.dtype)
-        maps = {"psa": attn} if vanilla is None else {"psa": attn, "vanilla": vanilla}
-        return x, logits, maps
+        return x * mask[..., None].to(x.dtype), factors, maps
