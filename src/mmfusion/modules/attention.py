@@ -3,11 +3,12 @@
 Both paths share the mask semantics (True = real key frame) and both give exact zeros for a query row with no
 real key (a missing modality), where eager softmax would give NaN.
 
-Which kernel runs when no map is asked for (:func:`attention`): SDPA, except on a CPU with narrow heads
-(D_h <= 8; MEA and MulT use 5-dimensional heads) and no map dropout, where :class:`SoftmaxAttention` runs. There,
-PyTorch's fused CPU kernel spends ~5.3 ns per (query, key) pair on a 2-core machine, while materialising the map
-once and multiplying with the narrow operand on the *left* (``(vᵀ Aᵀ)ᵀ``: MKL is 2x slower for a 5-column right
-operand) costs ~3.3 ns — at the price of keeping the map for the backward pass (measured in benchmarks/).
+Which kernel runs when no map is asked for (:func:`attention`): SDPA, except when training on a CPU with narrow
+heads (D_h <= 8; MEA and MulT use 5-dimensional heads) and no map dropout, where :class:`SoftmaxAttention` runs.
+There, PyTorch's fused CPU kernel spends ~5.3 ns per (query, key) pair forward and backward on a 2-core machine,
+while materialising the map once and multiplying with the narrow operand on the *left* (``(vᵀ Aᵀ)ᵀ``: MKL is 2x
+slower for a 5-column right operand) costs ~3.3 ns — at the price of keeping the map for the backward pass.
+Without gradients SDPA's fused kernel is the faster one.
 
 Shape legend: B batch, H heads, T queries, S keys, D_h head width, D model width.
 """
@@ -138,7 +139,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *
         attn = masked_softmax(logits, key_mask)
         out = F.dropout(attn, dropout, training=dropout > 0) @ v
         return out, attn
-    if q.device.type == "cpu" and q.shape[-1] <= 8 and dropout == 0.0:
+    if q.device.type == "cpu" and q.shape[-1] <= 8 and dropout == 0.0 and torch.is_grad_enabled() \
+            and (q.requires_grad or k.requires_grad or v.requires_grad):
         return attend(q, k, v, key_mask, scale=scale), None
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale), None
