@@ -44,14 +44,26 @@ def _left_skinny(a: Tensor, b: Tensor) -> Tensor:
 
 
 SAVED_MAP_LIMIT = 512 * 2**20
-"""Largest map (bytes) :class:`SoftmaxAttention` keeps for its backward pass; a larger one is recomputed there,
-which bounds memory at large batches (MOSEI, batch 64) for ~30 % more time on that call."""
+"""Largest map (bytes) :class:`SoftmaxAttention` keeps for its backward pass; a larger one is recomputed there, to
+bound memory at large batches (an extra product and softmax: roughly 30 % more time on that call, estimated)."""
 
 
-def _logits(q: Tensor, k: Tensor, extra: Tensor | None, beta: float, key_bias: Tensor | None) -> Tensor:
-    if key_bias is not None:  # the key bias as one more inner coordinate: 1 for every query, bias per key
+def key_bias(key_mask: Tensor, heads: int, dtype: torch.dtype) -> Tensor:
+    """Additive logit per key for flattened heads: key_mask (B, S) -> (B·H, S), 0 real, :data:`MASKED_LOGIT` padded."""
+    B, S = key_mask.shape
+    bias = torch.zeros(B, S, dtype=dtype, device=key_mask.device).masked_fill(~key_mask, MASKED_LOGIT)
+    return bias[:, None].expand(B, heads, S).reshape(B * heads, S)
+
+
+def scores(q: Tensor, k: Tensor, extra: Tensor | None = None, beta: float = 1.0,
+           bias: Tensor | None = None) -> Tensor:
+    """q kᵀ + β·extra + bias (per key) over flattened heads, in one (b)addbmm.
+
+    q (N, T, D_h), k (N, S, D_h), extra (N, T, S) or None, bias (N, S) or None (:func:`key_bias`) -> (N, T, S).
+    """
+    if bias is not None:  # the key bias as one more inner coordinate: 1 for every query, bias per key
         q = torch.cat([q, q.new_ones(*q.shape[:-1], 1)], -1)
-        k = torch.cat([k, key_bias.to(k.dtype)[..., None]], -1)
+        k = torch.cat([k, bias.to(k.dtype)[..., None]], -1)
     if extra is None:
         return torch.bmm(q, k.transpose(1, 2))
     return torch.baddbmm(extra, q, k.transpose(1, 2), beta=beta)
@@ -61,21 +73,21 @@ class SoftmaxAttention(torch.autograd.Function):
     """out = softmax(q kᵀ + β·extra + key bias) v over flattened heads, with a hand-written backward.
 
     q (N, T, D_h) already scaled, k/v (N, S, D_h), extra (N, T, S) or None (a map added to the logits, e.g. PSA's
-    prediction), key_bias (N, S) or None (0 for real keys, :data:`MASKED_LOGIT` for padded ones). Keeps the map A
-    for the backward pass (up to :data:`SAVED_MAP_LIMIT`, else recomputes it); every product with a D_h-wide
-    operand keeps that operand on the left.
+    prediction), bias (N, S) or None (:func:`key_bias`). Keeps the map A for the backward pass (up to
+    :data:`SAVED_MAP_LIMIT`, else recomputes it); every product with a D_h-wide operand keeps that operand on the
+    left.
     """
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float,
-                key_bias: Tensor | None) -> Tensor:
-        attn = _logits(q, k, extra, beta, key_bias).softmax(-1)
+                bias: Tensor | None) -> Tensor:
+        attn = scores(q, k, extra, beta, bias).softmax(-1)
         ctx.beta, ctx.has_extra = beta, extra is not None
         ctx.saved_map = extra is not None or attn.numel() * attn.element_size() <= SAVED_MAP_LIMIT
         if ctx.saved_map:
             ctx.save_for_backward(q, k, v, attn)
         else:
-            ctx.save_for_backward(q, k, v, key_bias)
+            ctx.save_for_backward(q, k, v, bias)
         return _left_skinny(attn, v)
 
     @staticmethod
@@ -83,8 +95,8 @@ class SoftmaxAttention(torch.autograd.Function):
         if ctx.saved_map:
             q, k, v, attn = ctx.saved_tensors
         else:
-            q, k, v, key_bias = ctx.saved_tensors
-            attn = _logits(q, k, None, 1.0, key_bias).softmax(-1)
+            q, k, v, bias = ctx.saved_tensors
+            attn = scores(q, k, bias=bias).softmax(-1)
         grad_out = grad_out.contiguous()
         grad_v = torch.bmm(grad_out.transpose(1, 2), attn).transpose(1, 2)  # Aᵀ g
         grad_attn = torch.bmm(grad_out, v.transpose(1, 2))
@@ -111,13 +123,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, s
                           extra=None if extra is None else extra.float(), beta=beta)
     B, H, T, Dh = q.shape
     S = k.shape[2]
-    key_bias = None
-    if key_mask is not None:
-        bias = torch.zeros(B, S, dtype=q.dtype, device=q.device).masked_fill(~key_mask, MASKED_LOGIT)
-        key_bias = bias[:, None].expand(B, H, S).reshape(B * H, S)
     out = SoftmaxAttention.apply(
         (q * scale).reshape(B * H, T, Dh), k.reshape(B * H, S, Dh), v.reshape(B * H, S, Dh),
-        None if extra is None else extra.reshape(B * H, T, S), beta, key_bias,
+        None if extra is None else extra.reshape(B * H, T, S), beta,
+        None if key_mask is None else key_bias(key_mask, H, q.dtype),
     ).view(B, H, T, Dh)
     if key_mask is not None:
         out = out * key_mask.any(-1)[:, None, None, None].to(out.dtype)

@@ -32,8 +32,10 @@ from mmfusion.modules.attention import (
     FeedForward,
     attend,
     attention,
+    key_bias,
     masked_softmax,
     merge_heads,
+    scores,
     split_heads,
 )
 
@@ -71,20 +73,15 @@ def predict_from_factors(conv: nn.Conv2d, factors: Factors) -> Tensor:
 
 
 def mixed_logits(pred: Tensor, factors: Factors, mu: float, key_mask: Tensor | None) -> Tensor:
-    """µ·pred + (1-µ)·S, with padded keys (``key_mask`` False) pushed to -1e4, in one ``baddbmm``.
+    """µ·pred + (1-µ)·S, with padded keys (``key_mask`` False) pushed to :data:`MASKED_LOGIT`, in one ``baddbmm``.
 
     pred (B, H, T, T); factors (B, H, T, D_h); key_mask (B, T) or None when nothing is padded.
     """
     q, k = factors
     B, H, T, Dh = q.shape
-    q = q * (1.0 - mu)
-    if key_mask is not None:  # one more inner coordinate: 1 for every query, 0 / -1e4 for real / padded keys
-        bias = torch.zeros(B, T, dtype=k.dtype, device=k.device).masked_fill(~key_mask, MASKED_LOGIT)
-        q = torch.cat([q, q.new_ones(B, H, T, 1)], -1)
-        k = torch.cat([k, bias[:, None, :, None].expand(B, H, T, 1)], -1)
-    flat = q.shape[-1]
-    return torch.baddbmm(pred.reshape(B * H, T, T), q.reshape(B * H, T, flat),
-                         k.reshape(B * H, T, flat).transpose(1, 2), beta=mu).view(B, H, T, T)
+    bias = None if key_mask is None else key_bias(key_mask, H, q.dtype)
+    return scores((q * (1.0 - mu)).reshape(B * H, T, Dh), k.reshape(B * H, T, Dh), pred.reshape(B * H, T, T), mu,
+                  bias).view(B, H, T, T)
 
 
 class PredictiveSelfAttentionLayer(nn.Module):
