@@ -14,8 +14,10 @@ and K' = K·k_mask (B, H, T, D_h), never the T×T map. The 3×3 convolution of a
 product of factors (:func:`predict_from_factors`): shifting rows of Q' and of K' is shifting rows and columns of S,
 so Conv2d(S) = Q̃ K̃ᵀ + b with inner width 3·H·D_h = 3·D — one batched matmul instead of an 8-channel
 convolution over a 500×500 image, and exactly the same numbers (tested against ``nn.Conv2d``). The mixed logits
-µ·GELU(P) + (1-µ)·S (+ the key mask) are one ``baddbmm`` inside :func:`~mmfusion.modules.attention.attend`; a layer
-without prediction runs plain fused attention. The T×T maps are built only for inspection.
+µ·GELU(P) + (1-µ)·S (+ the key mask) are formed inside :func:`~mmfusion.modules.attention.attend`: row by row in the
+compiled kernel, GELU included (one T×T map per layer, P before its GELU, is all that is stored), or with one
+``baddbmm`` in the PyTorch fallback. A layer without prediction runs plain fused attention. The T×T attention maps
+are built only for inspection.
 """
 
 from __future__ import annotations
@@ -119,11 +121,13 @@ class PredictiveSelfAttentionLayer(nn.Module):
         vanilla = masked_softmax(logits_from_factors(factors), mask) if need_maps or self.mixing == "literal" \
             else None
         if self.predictor is not None and prev is not None and self.mu > 0:
-            pred = F.gelu(predict_from_factors(self.predictor, prev))  # P_l (B, H, T, T)
+            pre = predict_from_factors(self.predictor, prev)  # Conv2d(S_{l-1}) (B, H, T, T), before the GELU
             if self.mixing == "logits" and not need_maps and dropout == 0.0:
-                # softmax(µ·P_l + (1-µ)·S_l) v in one fused step; the map is not kept beyond the backward pass
-                out = attend(factors[0], factors[1], v, key_mask, scale=1.0 - self.mu, extra=pred, beta=self.mu)
+                # softmax(µ·GELU(pre) + (1-µ)·S_l) v in one fused step (GELU included where the kernel is built)
+                out = attend(factors[0], factors[1], v, key_mask, scale=1.0 - self.mu, extra=pre, beta=self.mu,
+                             extra_gelu=True)
             else:
+                pred = F.gelu(pre)  # P_l
                 if self.mixing == "logits":
                     mixed = mixed_logits(pred, factors, self.mu, key_mask)
                 else:

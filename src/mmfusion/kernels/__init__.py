@@ -1,0 +1,101 @@
+"""Optional compiled CPU kernels, built on first use with the machine's C++ compiler (PyTorch's JIT extension
+loader; the build is cached under ``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
+
+mmfusion never requires them: when no compiler is found, the build fails, or ``MMFUSION_KERNELS=0`` is set, the
+pure-PyTorch paths run instead (same numbers up to float rounding). The build targets the CPU it runs on
+(``-march=native``); the extension name carries a hash of the source and of the CPU's feature flags, so machines
+sharing a home directory never load each other's builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sysconfig
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+_SOURCE = Path(__file__).with_name("narrow_attention.cpp")
+_lock = threading.Lock()
+_cache: dict[str, ModuleType | None] = {}
+_errors: dict[str, str] = {}
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _put_ninja_on_path() -> None:
+    """PyTorch's extension builder runs ``ninja`` from PATH; the ``ninja`` wheel (a dependency) lives beside this
+    interpreter, which is not on PATH when the environment is not activated."""
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja  # the PyPI wheel's binary
+
+        directory = ninja.BIN_DIR
+    except (ImportError, AttributeError):
+        directory = sysconfig.get_path("scripts")
+    os.environ["PATH"] = directory + os.pathsep + os.environ.get("PATH", "")
+
+
+def kernels_enabled() -> bool:
+    """False when ``MMFUSION_KERNELS`` is set to 0/false/no/off."""
+    return os.environ.get("MMFUSION_KERNELS", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def narrow_attention() -> ModuleType | None:
+    """The compiled narrow-head attention kernel (``forward``/``backward``), or None where it is unavailable.
+
+    The first call in a fresh environment compiles it (about a minute on a 2-core machine); later calls, and
+    later processes, load the cached build. Why it is unavailable is in :func:`unavailable_reason`.
+    """
+    if not kernels_enabled():
+        return None
+    key = "narrow_attention"
+    if key in _cache:
+        return _cache[key]
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        module = None
+        if platform.system() != "Linux" or platform.machine() not in {"x86_64", "aarch64"}:
+            _errors[key] = f"built only on Linux x86_64/aarch64 (this is {platform.system()} {platform.machine()})"
+        elif shutil.which(os.environ.get("CXX", "c++")) is None:
+            _errors[key] = "no C++ compiler on PATH (set CXX or install g++)"
+        else:
+            digest = hashlib.sha256(_SOURCE.read_bytes() + _cpu_flags().encode()).hexdigest()[:12]
+            try:
+                _put_ninja_on_path()
+                from torch.utils.cpp_extension import load
+
+                module = load(
+                    name=f"mmfusion_narrow_attention_{digest}",
+                    sources=[str(_SOURCE)],
+                    extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"],
+                    verbose=False,
+                )
+            except Exception as err:  # noqa: BLE001 - any build failure means: use the PyTorch path
+                _errors[key] = f"build failed: {type(err).__name__}: {str(err).strip().splitlines()[-1:]}"
+                warnings.warn(f"mmfusion: compiled attention kernel unavailable ({_errors[key]}); "
+                              "using the PyTorch path", RuntimeWarning, stacklevel=2)
+        _cache[key] = module
+        return module
+
+
+def unavailable_reason(key: str = "narrow_attention") -> str | None:
+    """Why a kernel is not in use (None when it is loaded or was never asked for)."""
+    if not kernels_enabled():
+        return "disabled by MMFUSION_KERNELS"
+    return _errors.get(key)

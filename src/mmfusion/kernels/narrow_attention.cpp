@@ -1,0 +1,451 @@
+// Fused softmax attention for narrow heads (D_h <= 8) on the CPU, forward and backward.
+//
+// out = softmax(q kᵀ + β·act(extra) + bias) v per flattened head n, where act is the identity or the exact GELU.
+// Nothing T×S is stored: the forward keeps one row of logits in a thread-local buffer and returns the
+// log-sum-exp per query; the backward recomputes each row (FlashAttention-2's scheme) and accumulates dK, dV in
+// thread-local buffers. Keys and values are transposed to (D_h, S) and padded to whole vectors so that every loop
+// over keys runs on full 8-float vectors (GCC/Clang vector extensions: AVX2 on x86-64, NEON pairs on aarch64);
+// D_h and the number of query rows sharing one pass over the keys are template parameters, so their loops unroll.
+//
+// Shapes: q (N, T, D), k/v (N, S, D), extra (N, T, S) or empty, bias (N, S) (0 real, -1e4 padded).
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+// Flush denormal results and inputs to zero on this thread while the kernel runs (restored afterwards). Products of
+// tiny softmax weights (~1e-38) with gradients would otherwise be denormal, and arithmetic on denormals is up to
+// ~100x slower on x86; their contribution is below float32 resolution anyway.
+struct FlushDenormals {
+#if defined(__SSE__)
+  unsigned int saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+constexpr int W = 8;  // floats per vector
+typedef float vf __attribute__((vector_size(4 * W)));
+typedef int32_t vi __attribute__((vector_size(4 * W)));
+
+inline vf splat(float x) { return vf{} + x; }
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+// the first n (< W) floats at p, zeros after; and the matching partial store (row tails of extra / its gradient)
+inline vf load_part(const float* p, int64_t n) {
+  float t[W] = {};
+  std::memcpy(t, p, sizeof(float) * n);
+  return load(t);
+}
+inline void store_part(float* p, vf v, int64_t n) {
+  float t[W];
+  store(t, v);
+  std::memcpy(p, t, sizeof(float) * n);
+}
+inline float hsum(vf v) {
+  float s = 0.0f;
+  for (int i = 0; i < W; ++i) s += v[i];
+  return s;
+}
+inline float hmax(vf v) {
+  float m = v[0];
+  for (int i = 1; i < W; ++i) m = std::max(m, v[i]);
+  return m;
+}
+#if defined(__AVX__)
+inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
+inline vf vfloor(vf x) { return _mm256_floor_ps(x); }
+#else
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+inline vf vfloor(vf x) {  // truncation, then one down where that rounded up (true is -1)
+  const vf n = __builtin_convertvector(__builtin_convertvector(x, vi), vf);
+  return n + __builtin_convertvector(n > x, vf);
+}
+#endif
+
+// exp(x) with Cephes' single-precision polynomial (~1 ulp); exactly 0 below -87, so -1e4 logits vanish as in torch.
+inline vf vexp(vf x) {
+  const vf n = vfloor(x * 1.44269504088896341f + 0.5f);
+  vf r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const vf nc = vmax(n, splat(-126.0f));
+  const vi bits = (__builtin_convertvector(nc, vi) + 127) << 23;
+  const vf res = p * reinterpret_cast<const vf&>(bits);
+  return x < -87.0f ? vf{} : res;
+}
+
+// a / b to ~1 ulp: the hardware reciprocal estimate plus one Newton step where there is one (a division costs
+// several times more on many x86 cores), else a division.
+inline vf vdiv(vf a, vf b) {
+#if defined(__AVX__)
+  vf r = _mm256_rcp_ps(b);
+  r = r * (2.0f - b * r);
+  return a * r;
+#else
+  return a / b;
+#endif
+}
+
+// erf(x): the single-precision rational approximation also used by Eigen and XLA, exact ±1 beyond |x| = 4.
+inline vf verf(vf x) {
+  const vf xc = vmin(vmax(x, splat(-4.0f)), splat(4.0f));
+  const vf x2 = xc * xc;
+  vf p = splat(-2.72614225801306e-10f);
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 + -2.10102402082508e-06f;
+  p = p * x2 + -5.69250639462346e-05f;
+  p = p * x2 + -7.34990630326855e-04f;
+  p = p * x2 + -2.95459980854025e-03f;
+  p = p * x2 + -1.60960333262415e-02f;
+  p = p * xc;
+  vf q = splat(-1.45660718464996e-05f);
+  q = q * x2 + -2.13374055278905e-04f;
+  q = q * x2 + -1.68282697438203e-03f;
+  q = q * x2 + -7.37332916720468e-03f;
+  q = q * x2 + -1.42647390514189e-02f;
+  return vdiv(p, q);
+}
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+constexpr float kPadLogit = -1e30f;  // logit of the padding lanes past S: exp() gives exactly 0
+
+// β·act(e) added to the logits and, with grad, act'(e) (GELU(e) = e·Φ(e), GELU'(e) = Φ(e) + e·φ(e): one erf).
+template <bool GELU>
+inline vf act(vf e, vf* grad) {
+  if constexpr (GELU) {
+    const vf cdf = 0.5f * (1.0f + verf(e * kInvSqrt2));
+    if (grad != nullptr) *grad = cdf + e * kInvSqrt2Pi * vexp(-0.5f * e * e);
+    return e * cdf;
+  } else {
+    if (grad != nullptr) *grad = splat(1.0f);
+    return e;
+  }
+}
+
+// Per-thread copies of one head's keys: kᵀ, vᵀ (D, SP) and the bias (SP), SP = S rounded up to whole vectors;
+// padding lanes hold zeros (keys, values) and kPadLogit (bias).
+template <int D>
+struct KeyBlock {
+  int64_t S = 0, SP = 0;
+  std::vector<float> kt, vt, bias;
+  explicit KeyBlock(int64_t S_) : S(S_), SP((S_ + W - 1) / W * W), kt(D * SP), vt(D * SP), bias(SP, kPadLogit) {}
+  void load_head(const float* k, const float* v, const float* b) {
+    for (int64_t j = 0; j < S; ++j)
+      for (int c = 0; c < D; ++c) {
+        kt[c * SP + j] = k[j * D + c];
+        vt[c * SP + j] = v[j * D + c];
+      }
+    std::copy(b, b + S, bias.begin());
+  }
+};
+
+// R query rows of one head: logits, softmax, output and log-sum-exp. q rows (R, D), ex rows (R, S) or null.
+template <int D, int R, bool EX, bool GELU>
+inline void forward_rows(const KeyBlock<D>& kb, const float* q, const float* ex, float beta, float* out, float* lse,
+                         float* buf) {
+  const int64_t S = kb.S, SP = kb.SP;
+  vf qb[R][D], mx[R];
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < D; ++c) qb[r][c] = splat(q[r * D + c]);
+    mx[r] = splat(kPadLogit);
+  }
+  const int64_t full_end = S / W * W;  // vectors wholly inside the row; the rest (if any) is the tail
+  auto step = [&](int64_t j, auto full) {
+    vf kj[D];
+    for (int c = 0; c < D; ++c) kj[c] = load(&kb.kt[c * SP + j]);
+    const vf bj = load(&kb.bias[j]);
+    for (int r = 0; r < R; ++r) {
+      vf s = bj;
+      if constexpr (EX) {
+        const float* e = ex + r * S + j;
+        s += beta * act<GELU>(decltype(full)::value ? load(e) : load_part(e, S - j), nullptr);
+      }
+      for (int c = 0; c < D; ++c) s += qb[r][c] * kj[c];
+      store(buf + r * SP + j, s);
+      mx[r] = vmax(mx[r], s);
+    }
+  };
+  for (int64_t j = 0; j < full_end; j += W) step(j, std::true_type{});
+  if (full_end < SP) step(full_end, std::false_type{});
+  vf m[R], sum[R], acc[R][D];
+  for (int r = 0; r < R; ++r) {
+    m[r] = splat(hmax(mx[r]));
+    sum[r] = vf{};
+    for (int c = 0; c < D; ++c) acc[r][c] = vf{};
+  }
+  for (int64_t j = 0; j < SP; j += W) {
+    vf vj[D];
+    for (int c = 0; c < D; ++c) vj[c] = load(&kb.vt[c * SP + j]);
+    for (int r = 0; r < R; ++r) {
+      const vf p = vexp(load(buf + r * SP + j) - m[r]);
+      sum[r] += p;
+      for (int c = 0; c < D; ++c) acc[r][c] += p * vj[c];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const float total = hsum(sum[r]);
+    for (int c = 0; c < D; ++c) out[r * D + c] = hsum(acc[r][c]) / total;
+    lse[r] = m[r][0] + std::log(total);
+  }
+}
+
+template <int D, bool EX, bool GELU>
+void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& extra,
+                  float beta, const at::Tensor& bias, at::Tensor& out, at::Tensor& lse) {
+  constexpr int R = EX ? 1 : 2;  // rows per pass over the keys (measured best at D_h = 5 on AVX2)
+  const int64_t N = q.size(0), T = q.size(1), S = k.size(1);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  const float* ep = EX ? extra.data_ptr<float>() : nullptr;
+  const float* bp = bias.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  float* lp = lse.data_ptr<float>();
+  // work items: (head, block of query rows), so that a single clip (few heads) still uses every thread
+  const int64_t rows = 64;
+  const int64_t blocks = (T + rows - 1) / rows;
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    FlushDenormals flush;
+    KeyBlock<D> kb(S);
+    std::vector<float> buf(R * kb.SP);
+    int64_t loaded = -1;
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t n = w / blocks, i1 = std::min(T, (w % blocks + 1) * rows);
+      if (n != loaded) {
+        kb.load_head(kp + n * S * D, vp + n * S * D, bp + n * S);
+        loaded = n;
+      }
+      int64_t i = (w % blocks) * rows;
+      for (; i + R <= i1; i += R) {
+        const int64_t row = n * T + i;
+        forward_rows<D, R, EX, GELU>(kb, qp + row * D, EX ? ep + row * S : nullptr, beta, op + row * D, lp + row,
+                                     buf.data());
+      }
+      for (; i < i1; ++i) {
+        const int64_t row = n * T + i;
+        forward_rows<D, 1, EX, GELU>(kb, qp + row * D, EX ? ep + row * S : nullptr, beta, op + row * D, lp + row,
+                                     buf.data());
+      }
+    }
+  });
+}
+
+// R query rows of one head against every key: dS, dQ of these rows, dex = β·dS·act' for them; dKᵀ, dVᵀ
+// accumulated (D, SP). Sharing the pass over keys between R rows shares the loads and stores of kᵀ, vᵀ, dKᵀ, dVᵀ.
+template <int D, int R, bool EX, bool GELU>
+inline void backward_rows(const KeyBlock<D>& kb, const float* q, const float* g, const float* o, const float* lse,
+                          const float* ex, float* dex, float beta, float* dkt, float* dvt, float* dq) {
+  const int64_t S = kb.S, SP = kb.SP;
+  vf qb[R][D], gb[R][D], delta[R], L[R], dqa[R][D];
+  for (int r = 0; r < R; ++r) {
+    float d = 0.0f;
+    for (int c = 0; c < D; ++c) {
+      qb[r][c] = splat(q[r * D + c]);
+      gb[r][c] = splat(g[r * D + c]);
+      d += g[r * D + c] * o[r * D + c];
+      dqa[r][c] = vf{};
+    }
+    delta[r] = splat(d);
+    L[r] = splat(lse[r]);
+  }
+  const int64_t full_end = S / W * W;  // vectors wholly inside the row; the rest (if any) is the tail
+  auto step = [&](int64_t j, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    vf kj[D], vj[D], dk[D], dv[D];
+    for (int c = 0; c < D; ++c) {
+      kj[c] = load(&kb.kt[c * SP + j]);
+      vj[c] = load(&kb.vt[c * SP + j]);
+      dk[c] = load(dkt + c * SP + j);
+      dv[c] = load(dvt + c * SP + j);
+    }
+    const vf bj = load(&kb.bias[j]);
+    for (int r = 0; r < R; ++r) {
+      vf s = bj, grad_act;
+      if constexpr (EX) {
+        const float* e = ex + r * S + j;
+        s += beta * act<GELU>(FULL ? load(e) : load_part(e, S - j), &grad_act);
+      }
+      vf dp = vf{};
+      for (int c = 0; c < D; ++c) {
+        s += qb[r][c] * kj[c];
+        dp += gb[r][c] * vj[c];
+      }
+      const vf p = vexp(s - L[r]);
+      const vf ds = p * (dp - delta[r]);
+      for (int c = 0; c < D; ++c) {
+        dqa[r][c] += ds * kj[c];
+        dk[c] += ds * qb[r][c];
+        dv[c] += p * gb[r][c];
+      }
+      if constexpr (EX) {
+        const vf de = beta * ds * grad_act;
+        if constexpr (FULL) store(dex + r * S + j, de);
+        else store_part(dex + r * S + j, de, S - j);
+      }
+    }
+    for (int c = 0; c < D; ++c) {
+      store(dkt + c * SP + j, dk[c]);
+      store(dvt + c * SP + j, dv[c]);
+    }
+  };
+  for (int64_t j = 0; j < full_end; j += W) step(j, std::true_type{});
+  if (full_end < SP) step(full_end, std::false_type{});
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < D; ++c) dq[r * D + c] = hsum(dqa[r][c]);
+}
+
+template <int D, bool EX, bool GELU>
+void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& extra,
+                   float beta, const at::Tensor& bias, const at::Tensor& out, const at::Tensor& lse,
+                   const at::Tensor& grad_out, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv, at::Tensor& dextra) {
+  constexpr int R = GELU ? 1 : 2;  // rows per pass over the keys (measured best at D_h = 5 on AVX2)
+  const int64_t N = q.size(0), T = q.size(1), S = k.size(1);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  const float* ep = EX ? extra.data_ptr<float>() : nullptr;
+  const float* bp = bias.data_ptr<float>();
+  const float* op = out.data_ptr<float>();
+  const float* lp = lse.data_ptr<float>();
+  const float* gp = grad_out.data_ptr<float>();
+  float* dqp = dq.data_ptr<float>();
+  float* dkp = dk.data_ptr<float>();
+  float* dvp = dv.data_ptr<float>();
+  float* dep = EX ? dextra.data_ptr<float>() : nullptr;
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    FlushDenormals flush;
+    KeyBlock<D> kb(S);
+    std::vector<float> dkt(D * kb.SP), dvt(D * kb.SP);
+    const int64_t SP = kb.SP;
+    for (int64_t n = begin; n < end; ++n) {
+      kb.load_head(kp + n * S * D, vp + n * S * D, bp + n * S);
+      std::fill(dkt.begin(), dkt.end(), 0.0f);
+      std::fill(dvt.begin(), dvt.end(), 0.0f);
+      int64_t i = 0;
+      for (; i + R <= T; i += R) {
+        const int64_t row = n * T + i;
+        backward_rows<D, R, EX, GELU>(kb, qp + row * D, gp + row * D, op + row * D, lp + row,
+                                      EX ? ep + row * S : nullptr, EX ? dep + row * S : nullptr, beta, dkt.data(),
+                                      dvt.data(), dqp + row * D);
+      }
+      for (; i < T; ++i) {
+        const int64_t row = n * T + i;
+        backward_rows<D, 1, EX, GELU>(kb, qp + row * D, gp + row * D, op + row * D, lp + row,
+                                      EX ? ep + row * S : nullptr, EX ? dep + row * S : nullptr, beta, dkt.data(),
+                                      dvt.data(), dqp + row * D);
+      }
+      for (int64_t j = 0; j < S; ++j)
+        for (int c = 0; c < D; ++c) {
+          dkp[(n * S + j) * D + c] = dkt[c * SP + j];
+          dvp[(n * S + j) * D + c] = dvt[c * SP + j];
+        }
+    }
+  });
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& extra,
+                  const at::Tensor& bias) {
+  TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "narrow attention: q, k, v must be (N, T|S, D)");
+  TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
+              "narrow attention: float32 only");
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous() && bias.is_contiguous(),
+              "narrow attention: contiguous inputs only");
+  TORCH_CHECK(k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(2) == k.size(2),
+              "narrow attention: shapes of q, k, v disagree");
+  TORCH_CHECK(q.size(2) >= 1 && q.size(2) <= 8, "narrow attention: head width must be 1..8");
+  TORCH_CHECK(bias.dim() == 2 && bias.size(0) == k.size(0) && bias.size(1) == k.size(1),
+              "narrow attention: bias must be (N, S)");
+  if (extra.defined()) {
+    TORCH_CHECK(extra.is_contiguous() && extra.scalar_type() == at::kFloat && extra.dim() == 3 &&
+                    extra.size(0) == q.size(0) && extra.size(1) == q.size(1) && extra.size(2) == k.size(1),
+                "narrow attention: extra must be a contiguous float32 (N, T, S)");
+  }
+}
+
+#define NARROW_DISPATCH_D(D_VAL, ...)                 \
+  switch (D_VAL) {                                    \
+    case 1: { constexpr int D = 1; __VA_ARGS__; break; } \
+    case 2: { constexpr int D = 2; __VA_ARGS__; break; } \
+    case 3: { constexpr int D = 3; __VA_ARGS__; break; } \
+    case 4: { constexpr int D = 4; __VA_ARGS__; break; } \
+    case 5: { constexpr int D = 5; __VA_ARGS__; break; } \
+    case 6: { constexpr int D = 6; __VA_ARGS__; break; } \
+    case 7: { constexpr int D = 7; __VA_ARGS__; break; } \
+    default: { constexpr int D = 8; __VA_ARGS__; break; } \
+  }
+
+std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const c10::optional<at::Tensor>& extra_opt, double beta, const at::Tensor& bias,
+                                bool gelu) {
+  const at::Tensor extra = extra_opt.has_value() ? *extra_opt : at::Tensor();
+  check_inputs(q, k, v, extra, bias);
+  auto out = at::empty_like(q);
+  auto lse = at::empty({q.size(0), q.size(1)}, q.options());
+  const float b = static_cast<float>(beta);
+  NARROW_DISPATCH_D(q.size(2), {
+    if (!extra.defined()) forward_impl<D, false, false>(q, k, v, extra, b, bias, out, lse);
+    else if (gelu) forward_impl<D, true, true>(q, k, v, extra, b, bias, out, lse);
+    else forward_impl<D, true, false>(q, k, v, extra, b, bias, out, lse);
+  });
+  return {out, lse};
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const c10::optional<at::Tensor>& extra_opt, double beta, const at::Tensor& bias,
+                                 bool gelu, const at::Tensor& out, const at::Tensor& lse, const at::Tensor& grad_out) {
+  const at::Tensor extra = extra_opt.has_value() ? *extra_opt : at::Tensor();
+  check_inputs(q, k, v, extra, bias);
+  TORCH_CHECK(grad_out.is_contiguous() && out.is_contiguous() && lse.is_contiguous(),
+              "narrow attention: contiguous gradients only");
+  auto dq = at::empty_like(q);
+  auto dk = at::empty_like(k);
+  auto dv = at::empty_like(v);
+  at::Tensor dextra;
+  if (extra.defined()) dextra = at::empty_like(extra);  // computed with the other gradients either way
+  const float b = static_cast<float>(beta);
+  NARROW_DISPATCH_D(q.size(2), {
+    if (!extra.defined()) backward_impl<D, false, false>(q, k, v, extra, b, bias, out, lse, grad_out, dq, dk, dv, dextra);
+    else if (gelu) backward_impl<D, true, true>(q, k, v, extra, b, bias, out, lse, grad_out, dq, dk, dv, dextra);
+    else backward_impl<D, true, false>(q, k, v, extra, b, bias, out, lse, grad_out, dq, dk, dv, dextra);
+  });
+  return {dq, dk, dv, dextra};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "fused narrow-head attention, forward: (out, lse)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "fused narrow-head attention, backward: (dq, dk, dv, dextra)",
+        py::call_guard<py::gil_scoped_release>());
+}

@@ -1,0 +1,111 @@
+"""The compiled narrow-head attention kernel against float64 autograd, and against the PyTorch fallback."""
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmfusion import kernels
+from mmfusion.modules import attention as attention_module
+from mmfusion.modules.attention import FusedNarrowAttention, attend, attention, key_bias, use_compiled_kernel
+
+HAVE_COMPILER = shutil.which("c++") is not None and shutil.which("g++") is not None
+
+
+@pytest.fixture(scope="module")
+def ext():
+    module = kernels.narrow_attention()
+    if module is None:
+        if HAVE_COMPILER:  # this machine can build it: not building is a failure, not a skip
+            pytest.fail(f"the kernel did not build: {kernels.unavailable_reason()}")
+        pytest.skip(f"no compiled kernel here: {kernels.unavailable_reason()}")
+    return module
+
+
+def _reference(q, k, v, extra, beta, bias, gelu):
+    logits = q @ k.transpose(1, 2) + bias[:, None, :]
+    if extra is not None:
+        logits = logits + beta * (F.gelu(extra) if gelu else extra)
+    return logits.softmax(-1) @ v
+
+
+@pytest.mark.parametrize("d", [1, 5, 8])
+@pytest.mark.parametrize("extra_kind", [None, "identity", "gelu"])
+def test_kernel_matches_float64_autograd(ext, d, extra_kind):
+    """Outputs and all four gradients, with padded keys and S off the vector width (21 keys)."""
+    g = torch.Generator().manual_seed(d)
+    N, T, S = 6, 11, 21
+    q, k, v = (torch.randn(N, n, d, generator=g) for n in (T, S, S))
+    mask = torch.rand(N, S, generator=g) > 0.3
+    mask[0, :] = False  # a head whose every key is padding
+    bias = key_bias(mask, 1, torch.float32)
+    extra = 2 * torch.randn(N, T, S, generator=g) if extra_kind else None
+    inputs = [t.double().requires_grad_() for t in (q, k, v)] + ([extra.double().requires_grad_()] if extra_kind
+                                                                 else [])
+    want = _reference(*inputs[:3], inputs[3] if extra_kind else None, 0.6, bias.double(), extra_kind == "gelu")
+    grad = torch.randn(N, T, d, generator=g)
+    want_grads = torch.autograd.grad(want, inputs, grad.double())
+
+    got_inputs = [t.detach().float().requires_grad_() for t in inputs]
+    got = FusedNarrowAttention.apply(*got_inputs[:3], got_inputs[3] if extra_kind else None, 0.6, bias,
+                                     extra_kind == "gelu")
+    got_grads = torch.autograd.grad(got, got_inputs, grad)
+    # head 0 has no real key: its logits sit at -1e4, where float32 keeps ~3 digits; attend() zeroes such rows
+    torch.testing.assert_close(got[1:].double(), want[1:], atol=2e-6, rtol=1e-5)
+    for name, a, b in zip("q k v extra".split(), got_grads, want_grads):
+        torch.testing.assert_close(a[1:].double(), b[1:], atol=2e-5, rtol=1e-4, msg=f"gradient of {name}")
+    padded = mask[1:].logical_not()  # beside real keys, padded keys get exactly no gradient
+    assert padded.any() and (got_grads[1][1:][padded] == 0).all() and (got_grads[2][1:][padded] == 0).all()
+
+
+def test_attend_agrees_with_the_pytorch_fallback(ext, monkeypatch):
+    """attend() through the kernel and through SoftmaxAttention (MMFUSION_KERNELS=0): same values and gradients,
+    including PSA's GELU-mixed logits and a sample with no real key."""
+    g = torch.Generator().manual_seed(0)
+    B, H, T, S, d = 3, 2, 9, 13, 5
+    q, k, v = (torch.randn(B, H, n, d, generator=g) for n in (T, S, S))
+    extra = torch.randn(B, H, T, S, generator=g)
+    mask = torch.ones(B, S, dtype=torch.bool)
+    mask[1, 7:] = False
+    mask[2] = False
+    results = []
+    for enabled in ("1", "0"):
+        monkeypatch.setenv("MMFUSION_KERNELS", enabled)
+        assert use_compiled_kernel(q) == (enabled == "1")
+        xs = [t.clone().requires_grad_() for t in (q, k, v, extra)]
+        out = attend(*xs[:3], mask, scale=0.4, extra=xs[3], beta=0.3, extra_gelu=True)
+        results.append((out, torch.autograd.grad(out, xs, torch.ones_like(out))))
+    (out_k, grads_k), (out_f, grads_f) = results
+    torch.testing.assert_close(out_k, out_f, atol=1e-5, rtol=1e-5)
+    assert (out_k[2] == 0).all()
+    for a, b in zip(grads_k, grads_f):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_inference_uses_the_kernel_and_matches_sdpa(ext, monkeypatch):
+    """Without gradients the kernel replaces SDPA for narrow heads; the numbers are SDPA's."""
+    calls = []
+    real = FusedNarrowAttention.apply
+    monkeypatch.setattr(FusedNarrowAttention, "apply", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, n, 5, generator=g) for n in (7, 10, 10))
+    mask = torch.tensor([[True] * 10, [True] * 4 + [False] * 6])
+    with torch.no_grad():
+        out, _ = attention(q, k, v, mask)
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    assert calls, "the compiled kernel did not run"
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_disabled_kernels_fall_back(monkeypatch):
+    monkeypatch.setenv("MMFUSION_KERNELS", "off")
+    assert kernels.narrow_attention() is None
+    assert "MMFUSION_KERNELS" in kernels.unavailable_reason()
+    assert not use_compiled_kernel(torch.zeros(1, 1, 2, 5))
+    calls = []
+    monkeypatch.setattr(attention_module.SoftmaxAttention, "apply",
+                        lambda *a, real=attention_module.SoftmaxAttention.apply: calls.append(1) or real(*a))
+    q = torch.randn(1, 1, 3, 5, requires_grad=True)
+    attend(q, q, q, None).sum().backward()
+    assert calls and q.grad is not None and torch.isfinite(q.grad).all()
