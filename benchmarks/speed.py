@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import time
@@ -103,16 +102,8 @@ def main() -> None:
                else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
     # torch's counter does not see inside the compiled attention kernel: count the same step on the PyTorch path,
     # which computes the same function (q kᵀ and A v products, as the attention FLOPs are usually counted)
-    kernel_setting = os.environ.get("MMFUSION_KERNELS")
-    os.environ["MMFUSION_KERNELS"] = "0"
-    try:
-        with FlopCounterMode(display=False) as fc:
-            train_step()
-    finally:
-        if kernel_setting is None:
-            del os.environ["MMFUSION_KERNELS"]
-        else:
-            os.environ["MMFUSION_KERNELS"] = kernel_setting
+    with kernels.disabled(), FlopCounterMode(display=False) as fc:
+        train_step()
     train_flops = fc.get_total_flops()
 
     model.eval()

@@ -16,6 +16,8 @@ import shutil
 import sysconfig
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -54,6 +56,25 @@ def kernels_enabled() -> bool:
     return os.environ.get("MMFUSION_KERNELS", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Run the PyTorch paths inside this block (sets ``MMFUSION_KERNELS=0``, restores it afterwards)."""
+    saved = os.environ.get("MMFUSION_KERNELS")
+    os.environ["MMFUSION_KERNELS"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MMFUSION_KERNELS"]
+        else:
+            os.environ["MMFUSION_KERNELS"] = saved
+
+
+def compiler() -> str | None:
+    """The C++ compiler a build would use (``$CXX``, else ``c++``), or None when it is not on PATH."""
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
 def narrow_attention() -> ModuleType | None:
     """The compiled narrow-head attention kernel (``forward``/``backward``), or None where it is unavailable.
 
@@ -71,7 +92,7 @@ def narrow_attention() -> ModuleType | None:
         module = None
         if platform.system() != "Linux" or platform.machine() not in {"x86_64", "aarch64"}:
             _errors[key] = f"built only on Linux x86_64/aarch64 (this is {platform.system()} {platform.machine()})"
-        elif shutil.which(os.environ.get("CXX", "c++")) is None:
+        elif compiler() is None:
             _errors[key] = "no C++ compiler on PATH (set CXX or install g++)"
         else:
             digest = hashlib.sha256(_SOURCE.read_bytes() + _cpu_flags().encode()).hexdigest()[:12]

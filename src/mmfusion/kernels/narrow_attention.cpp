@@ -152,6 +152,26 @@ inline vf act(vf e, vf* grad) {
   }
 }
 
+// Raw pointers to the operands (all contiguous float32; extra, grad_out and the gradients only where used).
+struct Operands {
+  int64_t N, T, S;
+  const float *q, *k, *v, *extra, *bias;
+  Operands(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& extra_,
+           const at::Tensor& bias_)
+      : N(q_.size(0)), T(q_.size(1)), S(k_.size(1)), q(q_.data_ptr<float>()), k(k_.data_ptr<float>()),
+        v(v_.data_ptr<float>()), extra(extra_.defined() ? extra_.data_ptr<float>() : nullptr),
+        bias(bias_.data_ptr<float>()) {}
+};
+
+// Calls f(i, rows) over query rows [begin, end) in groups of R rows, then single rows for the remainder; ``rows``
+// is a std::integral_constant, so f can pass it on as a template argument.
+template <int R, class F>
+inline void in_row_groups(int64_t begin, int64_t end, F&& f) {
+  int64_t i = begin;
+  for (; i + R <= end; i += R) f(i, std::integral_constant<int, R>{});
+  for (; i < end; ++i) f(i, std::integral_constant<int, 1>{});
+}
+
 // Per-thread copies of one head's keys: kᵀ, vᵀ (D, SP) and the bias (SP), SP = S rounded up to whole vectors;
 // padding lanes hold zeros (keys, values) and kPadLogit (bias).
 template <int D>
@@ -220,42 +240,30 @@ inline void forward_rows(const KeyBlock<D>& kb, const float* q, const float* ex,
 }
 
 template <int D, bool EX, bool GELU>
-void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& extra,
-                  float beta, const at::Tensor& bias, at::Tensor& out, at::Tensor& lse) {
+void forward_impl(const Operands& in, float beta, at::Tensor& out, at::Tensor& lse) {
   constexpr int R = EX ? 1 : 2;  // rows per pass over the keys (measured best at D_h = 5 on AVX2)
-  const int64_t N = q.size(0), T = q.size(1), S = k.size(1);
-  const float* qp = q.data_ptr<float>();
-  const float* kp = k.data_ptr<float>();
-  const float* vp = v.data_ptr<float>();
-  const float* ep = EX ? extra.data_ptr<float>() : nullptr;
-  const float* bp = bias.data_ptr<float>();
+  const int64_t T = in.T, S = in.S;
   float* op = out.data_ptr<float>();
   float* lp = lse.data_ptr<float>();
   // work items: (head, block of query rows), so that a single clip (few heads) still uses every thread
   const int64_t rows = 64;
   const int64_t blocks = (T + rows - 1) / rows;
-  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, in.N * blocks, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
     KeyBlock<D> kb(S);
     std::vector<float> buf(R * kb.SP);
     int64_t loaded = -1;
     for (int64_t w = begin; w < end; ++w) {
-      const int64_t n = w / blocks, i1 = std::min(T, (w % blocks + 1) * rows);
+      const int64_t n = w / blocks, block = w % blocks;
       if (n != loaded) {
-        kb.load_head(kp + n * S * D, vp + n * S * D, bp + n * S);
+        kb.load_head(in.k + n * S * D, in.v + n * S * D, in.bias + n * S);
         loaded = n;
       }
-      int64_t i = (w % blocks) * rows;
-      for (; i + R <= i1; i += R) {
+      in_row_groups<R>(block * rows, std::min(T, (block + 1) * rows), [&](int64_t i, auto group) {
         const int64_t row = n * T + i;
-        forward_rows<D, R, EX, GELU>(kb, qp + row * D, EX ? ep + row * S : nullptr, beta, op + row * D, lp + row,
-                                     buf.data());
-      }
-      for (; i < i1; ++i) {
-        const int64_t row = n * T + i;
-        forward_rows<D, 1, EX, GELU>(kb, qp + row * D, EX ? ep + row * S : nullptr, beta, op + row * D, lp + row,
-                                     buf.data());
-      }
+        forward_rows<D, decltype(group)::value, EX, GELU>(kb, in.q + row * D, EX ? in.extra + row * S : nullptr,
+                                                           beta, op + row * D, lp + row, buf.data());
+      });
     }
   });
 }
@@ -325,16 +333,10 @@ inline void backward_rows(const KeyBlock<D>& kb, const float* q, const float* g,
 }
 
 template <int D, bool EX, bool GELU>
-void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& extra,
-                   float beta, const at::Tensor& bias, const at::Tensor& out, const at::Tensor& lse,
+void backward_impl(const Operands& in, float beta, const at::Tensor& out, const at::Tensor& lse,
                    const at::Tensor& grad_out, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv, at::Tensor& dextra) {
   constexpr int R = GELU ? 1 : 2;  // rows per pass over the keys (measured best at D_h = 5 on AVX2)
-  const int64_t N = q.size(0), T = q.size(1), S = k.size(1);
-  const float* qp = q.data_ptr<float>();
-  const float* kp = k.data_ptr<float>();
-  const float* vp = v.data_ptr<float>();
-  const float* ep = EX ? extra.data_ptr<float>() : nullptr;
-  const float* bp = bias.data_ptr<float>();
+  const int64_t T = in.T, S = in.S;
   const float* op = out.data_ptr<float>();
   const float* lp = lse.data_ptr<float>();
   const float* gp = grad_out.data_ptr<float>();
@@ -342,28 +344,21 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   float* dkp = dk.data_ptr<float>();
   float* dvp = dv.data_ptr<float>();
   float* dep = EX ? dextra.data_ptr<float>() : nullptr;
-  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, in.N, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
     KeyBlock<D> kb(S);
     std::vector<float> dkt(D * kb.SP), dvt(D * kb.SP);
     const int64_t SP = kb.SP;
     for (int64_t n = begin; n < end; ++n) {
-      kb.load_head(kp + n * S * D, vp + n * S * D, bp + n * S);
+      kb.load_head(in.k + n * S * D, in.v + n * S * D, in.bias + n * S);
       std::fill(dkt.begin(), dkt.end(), 0.0f);
       std::fill(dvt.begin(), dvt.end(), 0.0f);
-      int64_t i = 0;
-      for (; i + R <= T; i += R) {
+      in_row_groups<R>(0, T, [&](int64_t i, auto group) {
         const int64_t row = n * T + i;
-        backward_rows<D, R, EX, GELU>(kb, qp + row * D, gp + row * D, op + row * D, lp + row,
-                                      EX ? ep + row * S : nullptr, EX ? dep + row * S : nullptr, beta, dkt.data(),
-                                      dvt.data(), dqp + row * D);
-      }
-      for (; i < T; ++i) {
-        const int64_t row = n * T + i;
-        backward_rows<D, 1, EX, GELU>(kb, qp + row * D, gp + row * D, op + row * D, lp + row,
-                                      EX ? ep + row * S : nullptr, EX ? dep + row * S : nullptr, beta, dkt.data(),
-                                      dvt.data(), dqp + row * D);
-      }
+        backward_rows<D, decltype(group)::value, EX, GELU>(
+            kb, in.q + row * D, gp + row * D, op + row * D, lp + row, EX ? in.extra + row * S : nullptr,
+            EX ? dep + row * S : nullptr, beta, dkt.data(), dvt.data(), dqp + row * D);
+      });
       for (int64_t j = 0; j < S; ++j)
         for (int c = 0; c < D; ++c) {
           dkp[(n * S + j) * D + c] = dkt[c * SP + j];
@@ -412,10 +407,11 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
   auto out = at::empty_like(q);
   auto lse = at::empty({q.size(0), q.size(1)}, q.options());
   const float b = static_cast<float>(beta);
+  const Operands in(q, k, v, extra, bias);
   NARROW_DISPATCH_D(q.size(2), {
-    if (!extra.defined()) forward_impl<D, false, false>(q, k, v, extra, b, bias, out, lse);
-    else if (gelu) forward_impl<D, true, true>(q, k, v, extra, b, bias, out, lse);
-    else forward_impl<D, true, false>(q, k, v, extra, b, bias, out, lse);
+    if (!extra.defined()) forward_impl<D, false, false>(in, b, out, lse);
+    else if (gelu) forward_impl<D, true, true>(in, b, out, lse);
+    else forward_impl<D, true, false>(in, b, out, lse);
   });
   return {out, lse};
 }
@@ -433,10 +429,11 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor dextra;
   if (extra.defined()) dextra = at::empty_like(extra);  // computed with the other gradients either way
   const float b = static_cast<float>(beta);
+  const Operands in(q, k, v, extra, bias);
   NARROW_DISPATCH_D(q.size(2), {
-    if (!extra.defined()) backward_impl<D, false, false>(q, k, v, extra, b, bias, out, lse, grad_out, dq, dk, dv, dextra);
-    else if (gelu) backward_impl<D, true, true>(q, k, v, extra, b, bias, out, lse, grad_out, dq, dk, dv, dextra);
-    else backward_impl<D, true, false>(q, k, v, extra, b, bias, out, lse, grad_out, dq, dk, dv, dextra);
+    if (!extra.defined()) backward_impl<D, false, false>(in, b, out, lse, grad_out, dq, dk, dv, dextra);
+    else if (gelu) backward_impl<D, true, true>(in, b, out, lse, grad_out, dq, dk, dv, dextra);
+    else backward_impl<D, true, false>(in, b, out, lse, grad_out, dq, dk, dv, dextra);
   });
   return {dq, dk, dv, dextra};
 }

@@ -172,11 +172,11 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, s
     k_flat, v_flat = k.reshape(B * H, S, Dh), v.reshape(B * H, S, Dh)
     extra_flat = None if extra is None else extra.reshape(B * H, T, S)
     if use_compiled_kernel(q):
-        bias = (key_bias(key_mask, H, q.dtype) if key_mask is not None
-                else q.new_zeros(B * H, S))
+        # (key_bias may return a stride-0 view when there is one sample: the kernel needs real rows)
+        bias = key_bias(key_mask, H, q.dtype).contiguous() if key_mask is not None else q.new_zeros(B * H, S)
         out = FusedNarrowAttention.apply(q_flat.contiguous(), k_flat.contiguous(), v_flat.contiguous(),
-                                         None if extra_flat is None else extra_flat.contiguous(), beta,
-                                         bias.contiguous(), extra_gelu)
+                                         None if extra_flat is None else extra_flat.contiguous(), beta, bias,
+                                         extra_gelu)
     else:
         if extra_flat is not None and extra_gelu:
             extra_flat = F.gelu(extra_flat)
@@ -204,9 +204,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *
         attn = masked_softmax(logits, key_mask)
         out = F.dropout(attn, dropout, training=dropout > 0) @ v
         return out, attn
-    if q.device.type == "cpu" and q.shape[-1] <= 8 and dropout == 0.0 and (
-            use_compiled_kernel(q)
-            or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))):
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if dropout == 0.0 and (use_compiled_kernel(q) or (q.device.type == "cpu" and q.shape[-1] <= 8 and training)):
         return attend(q, k, v, key_mask, scale=scale), None
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale), None
