@@ -19,39 +19,51 @@ def ext():
     return module
 
 
-def _reference(q, k, v, extra, beta, bias, gelu):
-    logits = q @ k.transpose(1, 2) + bias[:, None, :]
+def _reference(q, k, v, extra, beta, scale, mask, gelu):
+    logits = scale * q @ k.transpose(-1, -2) + key_bias(mask, 1, q.dtype).view(mask.shape)[:, None, None, :]
     if extra is not None:
         logits = logits + beta * (F.gelu(extra) if gelu else extra)
-    return logits.softmax(-1) @ v
+    return logits.softmax(-1) @ v * mask.any(-1)[:, None, None, None]
+
+
+def _split_heads_view(x):
+    """(B, H, n, d) values as the kernel usually sees them: a split-head view of (B, n, 3·H·d) projections."""
+    B, H, n, d = x.shape
+    storage = torch.randn(B, n, 3, H, d)
+    storage[:, :, 1] = x.transpose(1, 2)
+    return storage[:, :, 1].transpose(1, 2)
 
 
 @pytest.mark.parametrize("d", [1, 5, 8])
 @pytest.mark.parametrize("extra_kind", [None, "identity", "gelu"])
 def test_kernel_matches_float64_autograd(ext, d, extra_kind):
-    """Outputs and all four gradients, with padded keys and S off the vector width (21 keys)."""
+    """Outputs and all four gradients, with padded keys, a sample without any real key, strided (split-head)
+    inputs, a query scale and S off the vector width (21 keys)."""
     g = torch.Generator().manual_seed(d)
-    N, T, S = 6, 11, 21
-    q, k, v = (torch.randn(N, n, d, generator=g) for n in (T, S, S))
-    mask = torch.rand(N, S, generator=g) > 0.3
-    mask[0, :] = False  # a head whose every key is padding
-    bias = key_bias(mask, 1, torch.float32)
-    extra = 2 * torch.randn(N, T, S, generator=g) if extra_kind else None
+    B, H, T, S = 3, 2, 11, 21
+    q, k, v = (torch.randn(B, H, n, d, generator=g) for n in (T, S, S))
+    mask = torch.rand(B, S, generator=g) > 0.3
+    mask[0, :] = False  # a sample whose every key is padding: zeros out, zero gradients
+    extra = 2 * torch.randn(B, H, T, S, generator=g) if extra_kind else None
     inputs = [t.double().requires_grad_() for t in (q, k, v)] + ([extra.double().requires_grad_()] if extra_kind
                                                                  else [])
-    want = _reference(*inputs[:3], inputs[3] if extra_kind else None, 0.6, bias.double(), extra_kind == "gelu")
-    grad = torch.randn(N, T, d, generator=g)
+    want = _reference(*inputs[:3], inputs[3] if extra_kind else None, 0.6, 0.7, mask, extra_kind == "gelu")
+    grad = torch.randn(B, H, T, d, generator=g)
     want_grads = torch.autograd.grad(want, inputs, grad.double())
 
-    got_inputs = [t.detach().float().requires_grad_() for t in inputs]
-    got = FusedNarrowAttention.apply(*got_inputs[:3], got_inputs[3] if extra_kind else None, 0.6, bias,
+    got_inputs = [_split_heads_view(t.detach().float()).requires_grad_() for t in inputs[:3]]
+    got_inputs += [inputs[3].detach().float().requires_grad_()] if extra_kind else []
+    assert not got_inputs[0].is_contiguous()
+    got = FusedNarrowAttention.apply(*got_inputs[:3], got_inputs[3] if extra_kind else None, 0.6, 0.7, mask,
                                      extra_kind == "gelu")
+    assert got.transpose(1, 2).is_contiguous()  # (B, T, H, d) storage: merging heads is a view
     got_grads = torch.autograd.grad(got, got_inputs, grad)
-    # head 0 has no real key: its logits sit at -1e4, where float32 keeps ~3 digits; attend() zeroes such rows
-    torch.testing.assert_close(got[1:].double(), want[1:], atol=2e-6, rtol=1e-5)
+    assert (got[0] == 0).all()
+    torch.testing.assert_close(got.double(), want, atol=2e-6, rtol=1e-5)
     for name, a, b in zip("q k v extra".split(), got_grads, want_grads):
-        torch.testing.assert_close(a[1:].double(), b[1:], atol=2e-5, rtol=1e-4, msg=f"gradient of {name}")
-    padded = mask[1:].logical_not()  # beside real keys, padded keys get exactly no gradient
+        assert (a[0] == 0).all(), f"gradient of {name} for the sample without keys"
+        torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=1e-4, msg=f"gradient of {name}")
+    padded = mask[1:].logical_not()[:, None].expand(-1, H, -1)  # padded keys get exactly no gradient
     assert padded.any() and (got_grads[1][1:][padded] == 0).all() and (got_grads[2][1:][padded] == 0).all()
 
 

@@ -44,13 +44,25 @@ def test_predicted_map_equals_conv2d_on_the_logit_map(lengths):
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
     S = logits_from_factors(factors)
     torch.testing.assert_close(predict_from_factors(conv, factors), conv(S), rtol=0, atol=1e-5)
-    # gradients too (the chain trains the previous layer's queries and keys through it)
-    q, k = (f.clone().requires_grad_() for f in factors)
-    predict_from_factors(conv, (q, k)).pow(2).sum().backward()
-    q2, k2 = (f.clone().requires_grad_() for f in factors)
-    conv(logits_from_factors((q2, k2))).pow(2).sum().backward()
-    torch.testing.assert_close(q.grad, q2.grad, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(k.grad, k2.grad, rtol=1e-4, atol=1e-4)
+    # gradients too (the chain trains the previous layer's queries and keys through it, and its own weights)
+    conv = conv.double()
+    q, k = (f.double().requires_grad_() for f in factors)
+    weights = torch.randn(3, 4, 7, 7, dtype=torch.float64)
+    (predict_from_factors(conv, (q, k)) * weights).sum().backward()
+    mine = [q.grad, k.grad, conv.weight.grad, conv.bias.grad]
+    conv.zero_grad()
+    q2, k2 = (f.double().requires_grad_() for f in factors)
+    (conv(logits_from_factors((q2, k2))) * weights).sum().backward()
+    for got, want in zip(mine, [q2.grad, k2.grad, conv.weight.grad, conv.bias.grad]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_predicted_map_without_bias_and_rectangular_channels():
+    factors, _ = _factors(B=2, H=2, T=5, Dh=3, lengths=(5, 3))
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False).double()
+    q, k = (f.double().requires_grad_() for f in factors)
+    torch.testing.assert_close(predict_from_factors(conv, (q, k)), conv(logits_from_factors((q, k))))
+    assert torch.autograd.gradcheck(lambda a, b: predict_from_factors(conv, (a, b)), (q, k))
 
 
 def test_mixed_logits_mix_and_mask_keys():

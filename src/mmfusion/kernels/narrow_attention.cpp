@@ -1,13 +1,18 @@
 // Fused softmax attention for narrow heads (D_h <= 8) on the CPU, forward and backward.
 //
-// out = softmax(q kᵀ + β·act(extra) + bias) v per flattened head n, where act is the identity or the exact GELU.
-// Nothing T×S is stored: the forward keeps one row of logits in a thread-local buffer and returns the
-// log-sum-exp per query; the backward recomputes each row (FlashAttention-2's scheme) and accumulates dK, dV in
-// thread-local buffers. Keys and values are transposed to (D_h, S) and padded to whole vectors so that every loop
-// over keys runs on full 8-float vectors (GCC/Clang vector extensions: AVX2 on x86-64, NEON pairs on aarch64);
-// D_h and the number of query rows sharing one pass over the keys are template parameters, so their loops unroll.
+// out = softmax(scale·q kᵀ + β·act(extra) + key bias) v per (sample, head), where act is the identity or the exact
+// GELU and the key bias is 0 for real keys and -1e4 for padded ones (from a bool mask). A (sample, head) with no
+// real key gives zeros (and zero gradients). Nothing T×S is stored: the forward keeps one row of logits in a
+// thread-local buffer and returns the log-sum-exp per query; the backward recomputes each row (FlashAttention-2's
+// scheme) and accumulates dK, dV in thread-local buffers. Keys and values are transposed to (D_h, S) and padded to
+// whole vectors so that every loop over keys runs on full 8-float vectors (GCC/Clang vector extensions: AVX2 on
+// x86-64, NEON pairs on aarch64); D_h and the number of query rows sharing one pass over the keys are template
+// parameters, so their loops unroll.
 //
-// Shapes: q (N, T, D), k/v (N, S, D), extra (N, T, S) or empty, bias (N, S) (0 real, -1e4 padded).
+// Shapes: q (B, H, T, D), k/v (B, H, S, D) with any strides but a contiguous last axis (so split-head views of
+// (B, T, H·D) projections are read in place), extra (B, H, T, S) contiguous or empty, key_mask (B, S) bool or
+// empty. out and the gradients of q, k, v are returned as (B, H, ·, D) views of (B, ·, H, D) storage, so merging
+// heads afterwards is free; lse is (B, H, T).
 
 #include <torch/extension.h>
 
@@ -138,6 +143,7 @@ inline vf verf(vf x) {
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 constexpr float kPadLogit = -1e30f;  // logit of the padding lanes past S: exp() gives exactly 0
+constexpr float kMaskedLogit = -1e4f;  // logit of a masked key (mmfusion.modules.attention.MASKED_LOGIT)
 
 // β·act(e) added to the logits and, with grad, act'(e) (GELU(e) = e·Φ(e), GELU'(e) = Φ(e) + e·φ(e): one erf).
 template <bool GELU>
@@ -152,15 +158,30 @@ inline vf act(vf e, vf* grad) {
   }
 }
 
-// Raw pointers to the operands (all contiguous float32; extra, grad_out and the gradients only where used).
+// A (B, H, rows, D) float array with any strides and a contiguous last axis.
+template <class P>
+struct Strided {
+  P* p = nullptr;
+  int64_t sb = 0, sh = 0, sr = 0;  // strides of sample, head, row
+  Strided() = default;
+  explicit Strided(const at::Tensor& t)
+      : p(const_cast<P*>(t.data_ptr<float>())), sb(t.stride(0)), sh(t.stride(1)), sr(t.stride(2)) {}
+  P* row(int64_t b, int64_t h, int64_t i) const { return p + b * sb + h * sh + i * sr; }
+};
+
+// The operands (extra and the mask only where given).
 struct Operands {
-  int64_t N, T, S;
-  const float *q, *k, *v, *extra, *bias;
+  int64_t B, H, T, S;
+  float scale;
+  Strided<const float> q, k, v;
+  const float* extra;
+  const bool* mask;
   Operands(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& extra_,
-           const at::Tensor& bias_)
-      : N(q_.size(0)), T(q_.size(1)), S(k_.size(1)), q(q_.data_ptr<float>()), k(k_.data_ptr<float>()),
-        v(v_.data_ptr<float>()), extra(extra_.defined() ? extra_.data_ptr<float>() : nullptr),
-        bias(bias_.data_ptr<float>()) {}
+           const at::Tensor& mask_, double scale_)
+      : B(q_.size(0)), H(q_.size(1)), T(q_.size(2)), S(k_.size(2)), scale(static_cast<float>(scale_)), q(q_),
+        k(k_), v(v_), extra(extra_.defined() ? extra_.data_ptr<float>() : nullptr),
+        mask(mask_.defined() ? mask_.data_ptr<bool>() : nullptr) {}
+  const float* extra_row(int64_t n, int64_t i) const { return extra + (n * T + i) * S; }
 };
 
 // Calls f(i, rows) over query rows [begin, end) in groups of R rows, then single rows for the remainder; ``rows``
@@ -172,31 +193,46 @@ inline void in_row_groups(int64_t begin, int64_t end, F&& f) {
   for (; i < end; ++i) f(i, std::integral_constant<int, 1>{});
 }
 
-// Per-thread copies of one head's keys: kᵀ, vᵀ (D, SP) and the bias (SP), SP = S rounded up to whole vectors;
-// padding lanes hold zeros (keys, values) and kPadLogit (bias).
+// Per-thread copies of one head's keys: kᵀ, vᵀ (D, SP) and the key bias (SP), SP = S rounded up to whole vectors;
+// padding lanes hold zeros (keys, values) and kPadLogit (bias). ``any_real`` is false when every key is masked.
 template <int D>
 struct KeyBlock {
   int64_t S = 0, SP = 0;
+  bool any_real = true;
   std::vector<float> kt, vt, bias;
   explicit KeyBlock(int64_t S_) : S(S_), SP((S_ + W - 1) / W * W), kt(D * SP), vt(D * SP), bias(SP, kPadLogit) {}
-  void load_head(const float* k, const float* v, const float* b) {
-    for (int64_t j = 0; j < S; ++j)
+  void load_head(const Operands& in, int64_t b, int64_t h) {
+    for (int64_t j = 0; j < S; ++j) {
+      const float* kj = in.k.row(b, h, j);
+      const float* vj = in.v.row(b, h, j);
       for (int c = 0; c < D; ++c) {
-        kt[c * SP + j] = k[j * D + c];
-        vt[c * SP + j] = v[j * D + c];
+        kt[c * SP + j] = kj[c];
+        vt[c * SP + j] = vj[c];
       }
-    std::copy(b, b + S, bias.begin());
+    }
+    any_real = true;
+    if (in.mask == nullptr) {
+      std::fill(bias.begin(), bias.begin() + S, 0.0f);
+    } else {
+      const bool* m = in.mask + b * S;
+      any_real = false;
+      for (int64_t j = 0; j < S; ++j) {
+        bias[j] = m[j] ? 0.0f : kMaskedLogit;
+        any_real |= m[j];
+      }
+    }
   }
 };
 
-// R query rows of one head: logits, softmax, output and log-sum-exp. q rows (R, D), ex rows (R, S) or null.
+// R query rows of one head: logits, softmax, output and log-sum-exp. Row r of q is at q + r·qs (D floats, scaled
+// by ``scale`` here), of out at out + r·os; ex rows (R, S) contiguous or null.
 template <int D, int R, bool EX, bool GELU>
-inline void forward_rows(const KeyBlock<D>& kb, const float* q, const float* ex, float beta, float* out, float* lse,
-                         float* buf) {
+inline void forward_rows(const KeyBlock<D>& kb, const float* q, int64_t qs, float scale, const float* ex,
+                         float beta, float* out, int64_t os, float* lse, float* buf) {
   const int64_t S = kb.S, SP = kb.SP;
   vf qb[R][D], mx[R];
   for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < D; ++c) qb[r][c] = splat(q[r * D + c]);
+    for (int c = 0; c < D; ++c) qb[r][c] = splat(q[r * qs + c] * scale);
     mx[r] = splat(kPadLogit);
   }
   const int64_t full_end = S / W * W;  // vectors wholly inside the row; the rest (if any) is the tail
@@ -234,35 +270,41 @@ inline void forward_rows(const KeyBlock<D>& kb, const float* q, const float* ex,
   }
   for (int r = 0; r < R; ++r) {
     const float total = hsum(sum[r]);
-    for (int c = 0; c < D; ++c) out[r * D + c] = hsum(acc[r][c]) / total;
+    for (int c = 0; c < D; ++c) out[r * os + c] = hsum(acc[r][c]) / total;
     lse[r] = m[r][0] + std::log(total);
   }
 }
 
 template <int D, bool EX, bool GELU>
-void forward_impl(const Operands& in, float beta, at::Tensor& out, at::Tensor& lse) {
+void forward_impl(const Operands& in, float beta, Strided<float> out, float* lse) {
   constexpr int R = EX ? 1 : 2;  // rows per pass over the keys (measured best at D_h = 5 on AVX2)
-  const int64_t T = in.T, S = in.S;
-  float* op = out.data_ptr<float>();
-  float* lp = lse.data_ptr<float>();
+  const int64_t T = in.T, S = in.S, H = in.H;
   // work items: (head, block of query rows), so that a single clip (few heads) still uses every thread
   const int64_t rows = 64;
   const int64_t blocks = (T + rows - 1) / rows;
-  at::parallel_for(0, in.N * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, in.B * H * blocks, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
     KeyBlock<D> kb(S);
     std::vector<float> buf(R * kb.SP);
     int64_t loaded = -1;
     for (int64_t w = begin; w < end; ++w) {
-      const int64_t n = w / blocks, block = w % blocks;
+      const int64_t n = w / blocks, block = w % blocks, b = n / H, h = n % H;
       if (n != loaded) {
-        kb.load_head(in.k + n * S * D, in.v + n * S * D, in.bias + n * S);
+        kb.load_head(in, b, h);
         loaded = n;
       }
-      in_row_groups<R>(block * rows, std::min(T, (block + 1) * rows), [&](int64_t i, auto group) {
-        const int64_t row = n * T + i;
-        forward_rows<D, decltype(group)::value, EX, GELU>(kb, in.q + row * D, EX ? in.extra + row * S : nullptr,
-                                                           beta, op + row * D, lp + row, buf.data());
+      const int64_t first = block * rows, last = std::min(T, (block + 1) * rows);
+      if (!kb.any_real) {  // no real key: zeros (attend()'s convention for a missing modality)
+        for (int64_t i = first; i < last; ++i) {
+          std::fill(out.row(b, h, i), out.row(b, h, i) + D, 0.0f);
+          lse[n * T + i] = 0.0f;
+        }
+        continue;
+      }
+      in_row_groups<R>(first, last, [&](int64_t i, auto group) {
+        forward_rows<D, decltype(group)::value, EX, GELU>(kb, in.q.row(b, h, i), in.q.sr, in.scale,
+                                                           EX ? in.extra_row(n, i) : nullptr, beta, out.row(b, h, i),
+                                                           out.sr, lse + n * T + i, buf.data());
       });
     }
   });
@@ -270,17 +312,19 @@ void forward_impl(const Operands& in, float beta, at::Tensor& out, at::Tensor& l
 
 // R query rows of one head against every key: dS, dQ of these rows, dex = β·dS·act' for them; dKᵀ, dVᵀ
 // accumulated (D, SP). Sharing the pass over keys between R rows shares the loads and stores of kᵀ, vᵀ, dKᵀ, dVᵀ.
+// Rows r of q, g (the output's gradient), o (the output) and dq are at ptr + r·stride.
 template <int D, int R, bool EX, bool GELU>
-inline void backward_rows(const KeyBlock<D>& kb, const float* q, const float* g, const float* o, const float* lse,
-                          const float* ex, float* dex, float beta, float* dkt, float* dvt, float* dq) {
+inline void backward_rows(const KeyBlock<D>& kb, const float* q, int64_t qs, float scale, const float* g,
+                          int64_t gs, const float* o, int64_t os, const float* lse, const float* ex, float* dex,
+                          float beta, float* dkt, float* dvt, float* dq, int64_t dqs) {
   const int64_t S = kb.S, SP = kb.SP;
   vf qb[R][D], gb[R][D], delta[R], L[R], dqa[R][D];
   for (int r = 0; r < R; ++r) {
     float d = 0.0f;
     for (int c = 0; c < D; ++c) {
-      qb[r][c] = splat(q[r * D + c]);
-      gb[r][c] = splat(g[r * D + c]);
-      d += g[r * D + c] * o[r * D + c];
+      qb[r][c] = splat(q[r * qs + c] * scale);
+      gb[r][c] = splat(g[r * gs + c]);
+      d += g[r * gs + c] * o[r * os + c];
       dqa[r][c] = vf{};
     }
     delta[r] = splat(d);
@@ -329,62 +373,80 @@ inline void backward_rows(const KeyBlock<D>& kb, const float* q, const float* g,
   for (int64_t j = 0; j < full_end; j += W) step(j, std::true_type{});
   if (full_end < SP) step(full_end, std::false_type{});
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < D; ++c) dq[r * D + c] = hsum(dqa[r][c]);
+    for (int c = 0; c < D; ++c) dq[r * dqs + c] = hsum(dqa[r][c]) * scale;
 }
 
+struct Gradients {
+  Strided<const float> out, grad_out;
+  const float* lse;
+  Strided<float> dq, dk, dv;
+  float* dextra;
+};
+
 template <int D, bool EX, bool GELU>
-void backward_impl(const Operands& in, float beta, const at::Tensor& out, const at::Tensor& lse,
-                   const at::Tensor& grad_out, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv, at::Tensor& dextra) {
+void backward_impl(const Operands& in, float beta, const Gradients& gr) {
   constexpr int R = GELU ? 1 : 2;  // rows per pass over the keys (measured best at D_h = 5 on AVX2)
-  const int64_t T = in.T, S = in.S;
-  const float* op = out.data_ptr<float>();
-  const float* lp = lse.data_ptr<float>();
-  const float* gp = grad_out.data_ptr<float>();
-  float* dqp = dq.data_ptr<float>();
-  float* dkp = dk.data_ptr<float>();
-  float* dvp = dv.data_ptr<float>();
-  float* dep = EX ? dextra.data_ptr<float>() : nullptr;
-  at::parallel_for(0, in.N, 1, [&](int64_t begin, int64_t end) {
+  const int64_t T = in.T, S = in.S, H = in.H;
+  at::parallel_for(0, in.B * H, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
     KeyBlock<D> kb(S);
     std::vector<float> dkt(D * kb.SP), dvt(D * kb.SP);
     const int64_t SP = kb.SP;
     for (int64_t n = begin; n < end; ++n) {
-      kb.load_head(in.k + n * S * D, in.v + n * S * D, in.bias + n * S);
+      const int64_t b = n / H, h = n % H;
+      kb.load_head(in, b, h);
       std::fill(dkt.begin(), dkt.end(), 0.0f);
       std::fill(dvt.begin(), dvt.end(), 0.0f);
-      in_row_groups<R>(0, T, [&](int64_t i, auto group) {
-        const int64_t row = n * T + i;
-        backward_rows<D, decltype(group)::value, EX, GELU>(
-            kb, in.q + row * D, gp + row * D, op + row * D, lp + row, EX ? in.extra + row * S : nullptr,
-            EX ? dep + row * S : nullptr, beta, dkt.data(), dvt.data(), dqp + row * D);
-      });
-      for (int64_t j = 0; j < S; ++j)
+      if (kb.any_real) {
+        in_row_groups<R>(0, T, [&](int64_t i, auto group) {
+          backward_rows<D, decltype(group)::value, EX, GELU>(
+              kb, in.q.row(b, h, i), in.q.sr, in.scale, gr.grad_out.row(b, h, i), gr.grad_out.sr,
+              gr.out.row(b, h, i), gr.out.sr, gr.lse + n * T + i, EX ? in.extra_row(n, i) : nullptr,
+              EX ? gr.dextra + (n * T + i) * S : nullptr, beta, dkt.data(), dvt.data(), gr.dq.row(b, h, i),
+              gr.dq.sr);
+        });
+      } else {  // the output was constant zero: no gradient anywhere
+        for (int64_t i = 0; i < T; ++i) std::fill(gr.dq.row(b, h, i), gr.dq.row(b, h, i) + D, 0.0f);
+        if (EX) std::fill(gr.dextra + n * T * S, gr.dextra + (n + 1) * T * S, 0.0f);
+      }
+      for (int64_t j = 0; j < S; ++j) {
+        float* dk = gr.dk.row(b, h, j);
+        float* dv = gr.dv.row(b, h, j);
         for (int c = 0; c < D; ++c) {
-          dkp[(n * S + j) * D + c] = dkt[c * SP + j];
-          dvp[(n * S + j) * D + c] = dvt[c * SP + j];
+          dk[c] = dkt[c * SP + j];
+          dv[c] = dvt[c * SP + j];
         }
+      }
     }
   });
 }
 
 void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& extra,
-                  const at::Tensor& bias) {
-  TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "narrow attention: q, k, v must be (N, T|S, D)");
+                  const at::Tensor& mask) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "narrow attention: q, k, v must be (B, H, T|S, D)");
   TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
               "narrow attention: float32 only");
-  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous() && bias.is_contiguous(),
-              "narrow attention: contiguous inputs only");
-  TORCH_CHECK(k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(2) == k.size(2),
+  TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1,
+              "narrow attention: the head axis of q, k, v must be contiguous");
+  TORCH_CHECK(k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
               "narrow attention: shapes of q, k, v disagree");
-  TORCH_CHECK(q.size(2) >= 1 && q.size(2) <= 8, "narrow attention: head width must be 1..8");
-  TORCH_CHECK(bias.dim() == 2 && bias.size(0) == k.size(0) && bias.size(1) == k.size(1),
-              "narrow attention: bias must be (N, S)");
-  if (extra.defined()) {
-    TORCH_CHECK(extra.is_contiguous() && extra.scalar_type() == at::kFloat && extra.dim() == 3 &&
-                    extra.size(0) == q.size(0) && extra.size(1) == q.size(1) && extra.size(2) == k.size(1),
-                "narrow attention: extra must be a contiguous float32 (N, T, S)");
+  TORCH_CHECK(q.size(3) >= 1 && q.size(3) <= 8, "narrow attention: head width must be 1..8");
+  if (mask.defined()) {
+    TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous() && mask.dim() == 2 &&
+                    mask.size(0) == k.size(0) && mask.size(1) == k.size(2),
+                "narrow attention: key_mask must be a contiguous bool (B, S)");
   }
+  if (extra.defined()) {
+    TORCH_CHECK(extra.is_contiguous() && extra.scalar_type() == at::kFloat && extra.dim() == 4 &&
+                    extra.size(0) == q.size(0) && extra.size(1) == q.size(1) && extra.size(2) == q.size(2) &&
+                    extra.size(3) == k.size(2),
+                "narrow attention: extra must be a contiguous float32 (B, H, T, S)");
+  }
+}
+
+// (B, H, rows, D) view of fresh (B, rows, H, D) storage
+at::Tensor heads_last(const at::Tensor& like) {
+  return at::empty({like.size(0), like.size(2), like.size(1), like.size(3)}, like.options()).transpose(1, 2);
 }
 
 #define NARROW_DISPATCH_D(D_VAL, ...)                 \
@@ -400,40 +462,47 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   }
 
 std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                const c10::optional<at::Tensor>& extra_opt, double beta, const at::Tensor& bias,
-                                bool gelu) {
+                                const c10::optional<at::Tensor>& extra_opt, double beta, double scale,
+                                const c10::optional<at::Tensor>& mask_opt, bool gelu) {
   const at::Tensor extra = extra_opt.has_value() ? *extra_opt : at::Tensor();
-  check_inputs(q, k, v, extra, bias);
-  auto out = at::empty_like(q);
-  auto lse = at::empty({q.size(0), q.size(1)}, q.options());
+  const at::Tensor mask = mask_opt.has_value() ? *mask_opt : at::Tensor();
+  check_inputs(q, k, v, extra, mask);
+  auto out = heads_last(q);
+  auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
   const float b = static_cast<float>(beta);
-  const Operands in(q, k, v, extra, bias);
-  NARROW_DISPATCH_D(q.size(2), {
-    if (!extra.defined()) forward_impl<D, false, false>(in, b, out, lse);
-    else if (gelu) forward_impl<D, true, true>(in, b, out, lse);
-    else forward_impl<D, true, false>(in, b, out, lse);
+  const Operands in(q, k, v, extra, mask, scale);
+  NARROW_DISPATCH_D(q.size(3), {
+    if (!extra.defined()) forward_impl<D, false, false>(in, b, Strided<float>(out), lse.data_ptr<float>());
+    else if (gelu) forward_impl<D, true, true>(in, b, Strided<float>(out), lse.data_ptr<float>());
+    else forward_impl<D, true, false>(in, b, Strided<float>(out), lse.data_ptr<float>());
   });
   return {out, lse};
 }
 
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                 const c10::optional<at::Tensor>& extra_opt, double beta, const at::Tensor& bias,
-                                 bool gelu, const at::Tensor& out, const at::Tensor& lse, const at::Tensor& grad_out) {
+                                 const c10::optional<at::Tensor>& extra_opt, double beta, double scale,
+                                 const c10::optional<at::Tensor>& mask_opt, bool gelu, const at::Tensor& out,
+                                 const at::Tensor& lse, const at::Tensor& grad_out) {
   const at::Tensor extra = extra_opt.has_value() ? *extra_opt : at::Tensor();
-  check_inputs(q, k, v, extra, bias);
-  TORCH_CHECK(grad_out.is_contiguous() && out.is_contiguous() && lse.is_contiguous(),
-              "narrow attention: contiguous gradients only");
-  auto dq = at::empty_like(q);
-  auto dk = at::empty_like(k);
-  auto dv = at::empty_like(v);
+  const at::Tensor mask = mask_opt.has_value() ? *mask_opt : at::Tensor();
+  check_inputs(q, k, v, extra, mask);
+  TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes() && grad_out.stride(3) == 1 &&
+                  out.stride(3) == 1 && lse.is_contiguous(),
+              "narrow attention: out, grad_out must be (B, H, T, D) with a contiguous head axis");
+  auto dq = heads_last(q);
+  auto dk = heads_last(k);
+  auto dv = heads_last(v);
   at::Tensor dextra;
   if (extra.defined()) dextra = at::empty_like(extra);  // computed with the other gradients either way
   const float b = static_cast<float>(beta);
-  const Operands in(q, k, v, extra, bias);
-  NARROW_DISPATCH_D(q.size(2), {
-    if (!extra.defined()) backward_impl<D, false, false>(in, b, out, lse, grad_out, dq, dk, dv, dextra);
-    else if (gelu) backward_impl<D, true, true>(in, b, out, lse, grad_out, dq, dk, dv, dextra);
-    else backward_impl<D, true, false>(in, b, out, lse, grad_out, dq, dk, dv, dextra);
+  const Operands in(q, k, v, extra, mask, scale);
+  const Gradients gr{Strided<const float>(out), Strided<const float>(grad_out), lse.data_ptr<float>(),
+                     Strided<float>(dq), Strided<float>(dk), Strided<float>(dv),
+                     extra.defined() ? dextra.data_ptr<float>() : nullptr};
+  NARROW_DISPATCH_D(q.size(3), {
+    if (!extra.defined()) backward_impl<D, false, false>(in, b, gr);
+    else if (gelu) backward_impl<D, true, true>(in, b, gr);
+    else backward_impl<D, true, false>(in, b, gr);
   });
   return {dq, dk, dv, dextra};
 }

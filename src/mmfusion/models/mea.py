@@ -36,6 +36,7 @@ from mmfusion.batch import MODALITIES, check_modalities
 from mmfusion.config import build_checked
 from mmfusion.models.registry import register_model
 from mmfusion.modules.discriminators import ImportanceDiscriminator, ModalityDiscriminator, grad_reverse
+from mmfusion.modules.dropout import Dropout
 from mmfusion.modules.frontend import ModalityFrontEnd
 from mmfusion.modules.graph_fusion import DecoupledGraphFusion
 from mmfusion.modules.hca import HierarchicalCrossModalAttention
@@ -158,7 +159,7 @@ class MEA(nn.Module):
                 self.importance_discriminator = ImportanceDiscriminator(c.rep_dim, M)
         self.dgf = DecoupledGraphFusion(c.rep_dim, branches, c.fusion)
         fused = self.dgf.out_dim(c.rep_dim, M)
-        self.head = nn.Sequential(nn.Linear(fused, c.rep_dim), nn.GELU(), nn.Dropout(c.out_dropout),
+        self.head = nn.Sequential(nn.Linear(fused, c.rep_dim), nn.GELU(), Dropout(c.out_dropout),
                                   nn.Linear(c.rep_dim, output_dim))
 
     # ---------------------------------------------------------------------------------------------------------

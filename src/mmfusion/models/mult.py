@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from mmfusion.batch import MODALITIES, check_modalities
 from mmfusion.config import build_checked
 from mmfusion.models.registry import register_model
+from mmfusion.modules.dropout import dropout
 from mmfusion.modules.frontend import SinusoidalPositions
 from mmfusion.modules.hca import ModalityReinforcementUnit
 from mmfusion.modules.masking import masked_last
@@ -86,7 +87,7 @@ class MulT(nn.Module):
         for m in self.modalities:
             x = features[m] * masks[m][..., None].to(features[m].dtype)
             x = self.proj[m](x.transpose(1, 2)).transpose(1, 2) * math.sqrt(c.dim)  # (B, T_m, D)
-            h[m] = F.dropout(self.positions(x, masks[m]), c.embed_dropout, self.training)
+            h[m] = dropout(self.positions(x, masks[m]), c.embed_dropout, self.training)
         last = []
         for t in self.modalities:
             streams = [self.cross[f"{t}_from_{s}"](h[t], masks[t], h[s], masks[s]) for s in self.modalities if s != t]

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mmfusion.modules.dropout import Dropout
 from mmfusion.modules.masking import positions_from_mask
 from mmfusion.modules.rnn import MaskedLSTM
 
@@ -46,7 +47,7 @@ class ModalityFrontEnd(nn.Module):
         self.conv = nn.Conv1d(input_dim, dim, kernel_size, padding=kernel_size // 2, bias=False)
         self.scale = math.sqrt(dim)  # embeddings scaled by sqrt(D) before positions are added (Vaswani; MulT)
         self.positions = SinusoidalPositions(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.lstm = MaskedLSTM(dim, dim // 2, bidirectional=True)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

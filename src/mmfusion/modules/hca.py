@@ -18,7 +18,11 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 
 from mmfusion.modules.attention import FeedForward, MultiHeadAttention
+from mmfusion.modules.dropout import Dropout
 from mmfusion.modules.masking import concat_time
+
+Source = tuple[Tensor, Tensor]
+"""A cross-attention source: features (B, S, D) and mask (B, S)."""
 
 
 class ModalityReinforcementUnit(nn.Module):
@@ -29,7 +33,7 @@ class ModalityReinforcementUnit(nn.Module):
         self.norm_target, self.norm_source, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = MultiHeadAttention(dim, num_heads, attn_dropout)
         self.ffn = FeedForward(dim, 4, res_dropout)
-        self.dropout = nn.Dropout(res_dropout)
+        self.dropout = Dropout(res_dropout)
 
     def forward(self, target: Tensor, target_mask: Tensor, source: Tensor, source_mask: Tensor,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -53,21 +57,20 @@ class HCALayer(nn.Module):
         self.coarse = mru() if coarse else None
         self.fine = nn.ModuleList([mru(), mru()]) if fine else None
 
-    def forward(self, target: Tensor, target_mask: Tensor, z: Mapping[str, Tensor], masks: Mapping[str, Tensor],
-                all_mods: Sequence[str], others: Sequence[str], need_weights: bool = False
-                ) -> tuple[Tensor, dict[str, Tensor | None]]:
+    def forward(self, target: Tensor, target_mask: Tensor, mixed: Source, coarse: Source,
+                fine: Mapping[str, Source], need_weights: bool = False) -> tuple[Tensor, dict[str, Tensor | None]]:
+        """target (B, T, D); each source a (features (B, S, D), mask (B, S)) pair: ``mixed`` all modalities
+        concatenated in time, ``coarse`` the other two concatenated, ``fine`` each other modality alone."""
         maps: dict[str, Tensor | None] = {}
         x = target
         if self.mixed is not None:
-            src, src_mask = concat_time([z[m] for m in all_mods], [masks[m] for m in all_mods])
-            x, maps["mixed"] = self.mixed(x, target_mask, src, src_mask, need_weights)
+            x, maps["mixed"] = self.mixed(x, target_mask, *mixed, need_weights)
         if self.coarse is not None:
-            src, src_mask = concat_time([z[m] for m in others], [masks[m] for m in others])
-            x, maps["coarse"] = self.coarse(x, target_mask, src, src_mask, need_weights)
+            x, maps["coarse"] = self.coarse(x, target_mask, *coarse, need_weights)
         if self.fine is not None:
             outs = []
-            for mru, s in zip(self.fine, others):
-                y, maps[f"fine_{s}"] = mru(x, target_mask, z[s], masks[s], need_weights)
+            for mru, (s, src) in zip(self.fine, fine.items()):
+                y, maps[f"fine_{s}"] = mru(x, target_mask, *src, need_weights)
                 outs.append(y)
             x = sum(outs[1:], outs[0])
         return x, maps
@@ -91,11 +94,15 @@ class HierarchicalCrossModalAttention(nn.Module):
                 ) -> tuple[dict[str, Tensor], dict[str, list[dict[str, Tensor | None]]]]:
         targets = dict(z)
         maps: dict[str, list[dict[str, Tensor | None]]] = {t: [] for t in self.modalities}
+        # the sources are the same in every layer: concatenate them once
+        mixed = concat_time([z[m] for m in self.modalities], [masks[m] for m in self.modalities])
+        others = {t: [m for m in self.modalities if m != t] for t in self.modalities}
+        coarse = {t: concat_time([z[m] for m in others[t]], [masks[m] for m in others[t]]) for t in self.modalities}
+        fine = {t: {m: (z[m], masks[m]) for m in others[t]} for t in self.modalities}
         for layer in self.layers:
             new = {}
             for t in self.modalities:
-                others = [m for m in self.modalities if m != t]
-                new[t], layer_maps = layer[t](targets[t], masks[t], z, masks, self.modalities, others, need_weights)
+                new[t], layer_maps = layer[t](targets[t], masks[t], mixed, coarse[t], fine[t], need_weights)
                 maps[t].append(layer_maps)
             targets = new
         out = {t: self.norms[t](x) * masks[t][..., None].to(x.dtype) for t, x in targets.items()}

@@ -23,11 +23,12 @@ are built only for inspection.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from mmfusion.modules.attention import (
     MASKED_LOGIT,
@@ -39,7 +40,9 @@ from mmfusion.modules.attention import (
     merge_heads,
     scores,
     split_heads,
+    use_compiled_kernel,
 )
+from mmfusion.modules.dropout import Dropout
 
 Factors = tuple[Tensor, Tensor]
 """(Q', K'), each (B, H, T, D_h): the logits S = Q' K'ᵀ, zero outside the real (query, key) block."""
@@ -52,26 +55,87 @@ def logits_from_factors(factors: Factors) -> Tensor:
 
 
 def predict_from_factors(conv: nn.Conv2d, factors: Factors) -> Tensor:
-    """``conv(S)`` for S = Q' K'ᵀ (B, H, T, T) with a 3×3, stride-1, zero-padded ``conv`` (H -> H channels), without
+    """``conv(S)`` for S = Q' K'ᵀ (B, H, T, T) with a 3×3, stride-1, zero-padded ``conv`` (H -> O channels), without
     building S.
 
     conv(S)[o, i, j] = b_o + Σ_{h, y, x} W[o, h, y, x] S[h, i+y-1, j+x-1]
-                     = b_o + Σ_{h, x, c} (Σ_y W[o, h, y, x] Q'[h, i+y-1, c]) · K'[h, j+x-1, c]
-    with rows outside [0, T) zero (the convolution's zero padding). Returns P (B, H, T, T) before the GELU.
+                     = b_o + Σ_{h, c, x} (Σ_y W[o, h, y, x] Q'[h, i+y-1, c]) · K'[h, j+x-1, c]
+    with rows outside [0, T) zero (the convolution's zero padding). Returns P (B, O, T, T) before the GELU.
     """
     q, k = factors
-    B, H, T, Dh = q.shape
-    W, b = conv.weight, conv.bias  # (O, H, 3, 3), (O,)
-    O = W.shape[0]
-    qp, kp = F.pad(q, (0, 0, 1, 1)), F.pad(k, (0, 0, 1, 1))  # (B, H, T + 2, D_h)
-    q_rows = torch.stack([qp[:, :, y:y + T] for y in range(3)], 2)  # (B, H, 3 [y], T, D_h): Q' shifted by y - 1
-    k_rows = torch.stack([kp[:, :, x:x + T] for x in range(3)], 2)  # (B, H, 3 [x], T, D_h)
-    left = torch.einsum("ohyx,bhyic->boihxc", W, q_rows).reshape(B, O, T, H * 3 * Dh)
-    right = k_rows.permute(0, 3, 1, 2, 4).reshape(B, T, H * 3 * Dh)  # shared by every output channel
-    if b is not None:  # the bias as one more inner coordinate: left gets b_o, right gets 1
-        left = torch.cat([left, b.to(left.dtype)[None, :, None, None].expand(B, O, T, 1)], -1)
-        right = torch.cat([right, right.new_ones(B, T, 1)], -1)
-    return torch.bmm(left.reshape(B, O * T, -1), right.transpose(1, 2)).view(B, O, T, T)
+    return _ConvOfProduct.apply(q, k, conv.weight, conv.bias)
+
+
+class _ConvOfProduct(torch.autograd.Function):
+    """conv(Q' K'ᵀ) for a 3×3, stride-1, zero-padded H -> O convolution, as one GEMM (see
+    :func:`predict_from_factors`), with a hand-written backward so that no operand is ever permuted.
+
+    Inner coordinates k = 1 + (h, c, x) (h head, c < D_h, x < 3 the column shift) and k = 0 for the bias:
+    L (B, K, O·T): L[b, 1 + (h, c, x), (o, i)] = Σ_y W[o, h, y, x] Q'[b, h, i + y - 1, c],  L[b, 0, (o, i)] = b_o
+    R (B, K, T):   R[b, 1 + (h, c, x), j]     = K'[b, h, j + x - 1, c],                   R[b, 0, j] = 1
+    P = Lᵀ R (B, O·T, T). Both are stored K-major, so building L is one small batched product per sample written
+    straight into place (contraction over the 3 row shifts y), and every GEMM reads its operands as they lie.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        B, H, T, Dh = q.shape
+        O = weight.shape[0]
+        wm = weight.permute(1, 3, 0, 2).reshape(H, 1, 3 * O, 3)  # wm[h, (x, o), y] = W[o, h, y, x]
+        wm = wm.expand(H, Dh, 3 * O, 3).reshape(H * Dh, 3 * O, 3)  # one copy per (h, c)
+        qs = _shifted_rows(q)  # (B, H·D_h, 3 [y], T)
+        left = q.new_empty(B, 1 + H * Dh * 3, O * T)
+        left[:, 0].view(B, O, T).copy_((bias if bias is not None else q.new_zeros(O))[None, :, None].expand(B, O, T))
+        for b in range(B):  # L[b, 1:] as (H·D_h, 3·O, T) = wm @ qs[b]: contraction over y, written in place
+            torch.bmm(wm, qs[b], out=left[b, 1:].view(H * Dh, 3 * O, T))
+        right = torch.cat([k.new_ones(B, 1, T), _shifted_rows(k).view(B, H * Dh * 3, T)], 1)  # (B, K, T)
+        ctx.save_for_backward(wm, qs, left, right)
+        ctx.shape, ctx.has_bias = (B, H, T, Dh, O), bias is not None
+        return torch.bmm(left.transpose(1, 2), right).view(B, O, T, T)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        wm, qs, left, right = ctx.saved_tensors
+        B, H, T, Dh, O = ctx.shape
+        grad = grad.reshape(B, O * T, T)
+        need_q, need_k, need_w, need_b = ctx.needs_input_grad
+        grad_q = grad_k = grad_w = grad_b = None
+        if need_k:
+            grad_k = _unshift_rows(torch.bmm(left, grad)[:, 1:].view(B, H * Dh, 3, T), H)
+        if need_q or need_w or need_b:
+            grad_left = torch.bmm(right, grad.transpose(1, 2))  # (B, K, O·T)
+            if need_b:
+                grad_b = grad_left[:, 0].view(B, O, T).sum((0, 2))
+            g = grad_left[:, 1:].view(B, H * Dh, 3 * O, T)
+            if need_w:
+                gw = torch.zeros_like(wm)
+                for b in range(B):
+                    gw.baddbmm_(g[b], qs[b].transpose(1, 2))  # Σ_i dL · Q' shifted: (H·D_h, 3·O, 3)
+                grad_w = gw.view(H, Dh, 3, O, 3).sum(1).permute(2, 0, 3, 1)  # -> (O, H, 3 [y], 3 [x])
+            if need_q:
+                gq = qs.new_empty(B, H * Dh, 3, T)
+                wt = wm.transpose(1, 2)
+                for b in range(B):
+                    torch.bmm(wt, g[b], out=gq[b])
+                grad_q = _unshift_rows(gq, H)
+        return grad_q, grad_k, grad_w, grad_b
+
+
+def _shifted_rows(x: Tensor) -> Tensor:
+    """x (B, H, T, D_h) -> (B, H·D_h, 3, T): [b, (h, c), s, i] = x[b, h, i + s - 1, c], zero outside [0, T)."""
+    B, H, T, Dh = x.shape
+    xt = F.pad(x.transpose(2, 3), (1, 1))  # (B, H, D_h, T + 2)
+    return xt.unfold(-1, T, 1).reshape(B, H * Dh, 3, T).contiguous()
+
+
+def _unshift_rows(g: Tensor, heads: int) -> Tensor:
+    """The adjoint of :func:`_shifted_rows`: g (B, H·D_h, 3, T) -> (B, H, T, D_h)."""
+    B, HD, _, T = g.shape
+    acc = g.new_zeros(B, HD, T + 2)
+    for s in range(3):
+        acc[..., s:s + T] += g[:, :, s]
+    return acc[..., 1:T + 1].view(B, heads, HD // heads, T).transpose(2, 3)
 
 
 def mixed_logits(pred: Tensor, factors: Factors, mu: float, key_mask: Tensor | None) -> Tensor:
@@ -107,7 +171,7 @@ class PredictiveSelfAttentionLayer(nn.Module):
         # the prediction chain: previous logit maps (H channels) -> this layer's (H channels)
         self.predictor = nn.Conv2d(num_heads, num_heads, 3, padding=1) if predict else None
         self.attn_dropout = attn_dropout
-        self.res_dropout = nn.Dropout(res_dropout)
+        self.res_dropout = Dropout(res_dropout)
         self.ffn = FeedForward(dim, 4, res_dropout)
 
     def forward(self, x: Tensor, mask: Tensor, prev: Factors | None = None, need_maps: bool = False
@@ -115,7 +179,7 @@ class PredictiveSelfAttentionLayer(nn.Module):
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(self.norm_attn(x)).chunk(3, -1))  # (B, H, T, D_h)
         real = mask[:, None, :, None].to(q.dtype)  # (B, 1, T, 1)
         factors = (q * (real / math.sqrt(q.shape[-1])), k * real)  # S_l = Q' K'ᵀ, zero off the real block
-        key_mask = None if bool(mask.all()) else mask
+        key_mask = mask if use_compiled_kernel(q) else None if bool(mask.all()) else mask  # (the kernel reads masks)
         dropout = self.attn_dropout if self.training else 0.0
         maps: dict[str, Tensor] = {}
         vanilla = masked_softmax(logits_from_factors(factors), mask) if need_maps or self.mixing == "literal" \

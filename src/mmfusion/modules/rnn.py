@@ -25,11 +25,14 @@ class MaskedLSTM(nn.Module):
         self.out_dim = hidden_size * (2 if bidirectional else 1)
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        dirs = 2 if self.lstm.bidirectional else 1
+        if mask.shape[1] > 0 and bool(mask.all()):  # nothing padded (e.g. one clip): no packing needed
+            out, (h, _) = self.lstm(x)
+            return out, torch.cat([h[-dirs + k] for k in range(dirs)], dim=-1)
         xc, lengths, order = compact(x, mask)
         packed = pack_padded_sequence(xc, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
         out, (h, _) = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True)  # (B, T_max, H·dirs)
-        dirs = 2 if self.lstm.bidirectional else 1
         final = torch.cat([h[-dirs + k] for k in range(dirs)], dim=-1)  # (B, H·dirs)
         present = (lengths > 0).to(x.dtype)[:, None]
         return uncompact(out, order, mask), final * present
