@@ -88,7 +88,8 @@ def main() -> None:
 
     model.train()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    train_step()  # warm-up
+    for _ in range(2):  # warm-up: the allocator's heap reaches its working size during the first two steps
+        train_step()
     sync(args.device)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
