@@ -63,6 +63,10 @@ def predict_from_factors(conv: nn.Conv2d, factors: Factors) -> Tensor:
     with rows outside [0, T) zero (the convolution's zero padding). Returns P (B, O, T, T) before the GELU.
     """
     q, k = factors
+    if torch.is_autocast_enabled(q.device.type):  # in float32, like the attention it feeds (mixed precision)
+        with torch.autocast(q.device.type, enabled=False):
+            return _ConvOfProduct.apply(q.float(), k.float(), conv.weight.float(),
+                                        None if conv.bias is None else conv.bias.float())
     return _ConvOfProduct.apply(q, k, conv.weight, conv.bias)
 
 

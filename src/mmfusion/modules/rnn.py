@@ -25,6 +25,11 @@ class MaskedLSTM(nn.Module):
         self.out_dim = hidden_size * (2 if bidirectional else 1)
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # oneDNN has no bfloat16 LSTM for every CPU/shape ("could not create a primitive descriptor"): the
+            # recurrence is small, so it runs in float32 under CPU mixed precision
+            with torch.autocast("cpu", enabled=False):
+                return self.forward(x.float(), mask)
         dirs = 2 if self.lstm.bidirectional else 1
         if mask.shape[1] > 0 and bool(mask.all()):  # nothing padded (e.g. one clip): no packing needed
             out, (h, _) = self.lstm(x)
