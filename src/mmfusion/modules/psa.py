@@ -94,7 +94,7 @@ class _ConvOfProduct(torch.autograd.Function):
             torch.bmm(wm, qs[b], out=left[b, 1:].view(H * Dh, 3 * O, T))
         right = torch.cat([k.new_ones(B, 1, T), _shifted_rows(k).view(B, H * Dh * 3, T)], 1)  # (B, K, T)
         ctx.save_for_backward(wm, qs, left, right)
-        ctx.shape, ctx.has_bias = (B, H, T, Dh, O), bias is not None
+        ctx.shape = (B, H, T, Dh, O)
         return torch.bmm(left.transpose(1, 2), right).view(B, O, T, T)
 
     @staticmethod
