@@ -6,17 +6,14 @@ import torch.nn.functional as F
 
 from mmfusion import kernels
 from mmfusion.modules import attention as attention_module
-from mmfusion.modules.attention import FusedNarrowAttention, attend, attention, key_bias, use_compiled_kernel
-
-
-@pytest.fixture(scope="module")
-def ext():
-    module = kernels.narrow_attention()
-    if module is None:
-        if kernels.compiler() is not None:  # this machine can build it: not building is a failure, not a skip
-            pytest.fail(f"the kernel did not build: {kernels.unavailable_reason()}")
-        pytest.skip(f"no compiled kernel here: {kernels.unavailable_reason()}")
-    return module
+from mmfusion.modules.attention import (
+    FusedNarrowAttention,
+    attend,
+    attention,
+    key_bias,
+    narrow_attention_op,
+    use_compiled_kernel,
+)
 
 
 def _reference(q, k, v, extra, beta, scale, mask, gelu):
@@ -34,11 +31,21 @@ def _split_heads_view(x):
     return storage[:, :, 1].transpose(1, 2)
 
 
+def _fused(*args):
+    return FusedNarrowAttention.apply(*args)
+
+
+def _operator(*args):
+    return narrow_attention_op(*args)[0]
+
+
 @pytest.mark.parametrize("d", [1, 5, 8])
 @pytest.mark.parametrize("extra_kind", [None, "identity", "gelu"])
-def test_kernel_matches_float64_autograd(ext, d, extra_kind):
+@pytest.mark.parametrize("via", [_fused, _operator], ids=["autograd_function", "registered_operator"])
+def test_kernel_matches_float64_autograd(ext, d, extra_kind, via):
     """Outputs and all four gradients, with padded keys, a sample without any real key, strided (split-head)
-    inputs, a query scale and S off the vector width (21 keys)."""
+    inputs, a query scale and S off the vector width (21 keys); through the autograd function eager code runs
+    and through the registered operator (with its registered backward) that compiled graphs call."""
     g = torch.Generator().manual_seed(d)
     B, H, T, S = 3, 2, 11, 21
     q, k, v = (torch.randn(B, H, n, d, generator=g) for n in (T, S, S))
@@ -54,8 +61,7 @@ def test_kernel_matches_float64_autograd(ext, d, extra_kind):
     got_inputs = [_split_heads_view(t.detach().float()).requires_grad_() for t in inputs[:3]]
     got_inputs += [inputs[3].detach().float().requires_grad_()] if extra_kind else []
     assert not got_inputs[0].is_contiguous()
-    got = FusedNarrowAttention.apply(*got_inputs[:3], got_inputs[3] if extra_kind else None, 0.6, 0.7, mask,
-                                     extra_kind == "gelu")
+    got = via(*got_inputs[:3], got_inputs[3] if extra_kind else None, 0.6, 0.7, mask, extra_kind == "gelu")
     assert got.transpose(1, 2).is_contiguous()  # (B, T, H, d) storage: merging heads is a view
     got_grads = torch.autograd.grad(got, got_inputs, grad)
     assert (got[0] == 0).all()
@@ -65,6 +71,19 @@ def test_kernel_matches_float64_autograd(ext, d, extra_kind):
         torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=1e-4, msg=f"gradient of {name}")
     padded = mask[1:].logical_not()[:, None].expand(-1, H, -1)  # padded keys get exactly no gradient
     assert padded.any() and (got_grads[1][1:][padded] == 0).all() and (got_grads[2][1:][padded] == 0).all()
+
+
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_registered_operator_passes_pytorchs_operator_checks(ext, with_extra):
+    """Schema, fake (meta) implementation incl. the heads-last output strides, autograd registration and
+    AOT dispatch: what torch.compile relies on to keep the kernel inside a compiled graph."""
+    g = torch.Generator().manual_seed(2)
+    B, H, T, S, d = 2, 2, 6, 9, 5
+    q, k, v = (torch.randn(B, H, n, d, generator=g).requires_grad_() for n in (T, S, S))
+    extra = torch.randn(B, H, T, S, generator=g).requires_grad_() if with_extra else None
+    mask = torch.ones(B, S, dtype=torch.bool)
+    mask[1, 5:] = False
+    torch.library.opcheck(narrow_attention_op, (q, k, v, extra, 0.3, 0.5, mask, with_extra))
 
 
 def test_attend_agrees_with_the_pytorch_fallback(ext, monkeypatch):

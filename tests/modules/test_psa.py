@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmfusion.modules import psa
 from mmfusion.modules.attention import masked_softmax
 from mmfusion.modules.psa import (
     PredictiveSelfAttentionLayer,
@@ -9,6 +10,11 @@ from mmfusion.modules.psa import (
     mixed_logits,
     predict_from_factors,
 )
+
+
+def _traceable(conv, factors):
+    """The formulation compiled graphs trace (plain operations, autograd's backward)."""
+    return psa._traceable_conv_of_product(*factors, conv.weight, conv.bias)
 
 
 def _layer(mu, mixing="logits", predict=True):
@@ -38,17 +44,19 @@ def test_mu_zero_is_exactly_plain_softmax_attention():
 
 
 @pytest.mark.parametrize("lengths", [(7, 7, 7), (7, 5, 1)])
-def test_predicted_map_equals_conv2d_on_the_logit_map(lengths):
-    """The factored prediction is exactly Conv2d(3x3, same) over S = Q'K'ᵀ, padding included."""
+@pytest.mark.parametrize("predict", [predict_from_factors, _traceable], ids=["eager", "traceable"])
+def test_predicted_map_equals_conv2d_on_the_logit_map(lengths, predict):
+    """The factored prediction is exactly Conv2d(3x3, same) over S = Q'K'ᵀ, padding included, in the
+    hand-differentiated form eager code runs and in the traceable form compiled graphs run."""
     factors, _ = _factors(B=3, H=4, T=7, Dh=3, lengths=lengths)
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
     S = logits_from_factors(factors)
-    torch.testing.assert_close(predict_from_factors(conv, factors), conv(S), rtol=0, atol=1e-5)
+    torch.testing.assert_close(predict(conv, factors), conv(S), rtol=0, atol=1e-5)
     # gradients too (the chain trains the previous layer's queries and keys through it, and its own weights)
     conv = conv.double()
     q, k = (f.double().requires_grad_() for f in factors)
     weights = torch.randn(3, 4, 7, 7, dtype=torch.float64)
-    (predict_from_factors(conv, (q, k)) * weights).sum().backward()
+    (predict(conv, (q, k)) * weights).sum().backward()
     mine = [q.grad, k.grad, conv.weight.grad, conv.bias.grad]
     conv.zero_grad()
     q2, k2 = (f.double().requires_grad_() for f in factors)

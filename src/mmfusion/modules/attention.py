@@ -122,6 +122,11 @@ class SoftmaxAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, grad_extra, None, None
 
 
+def _kernel_operands(*tensors: Tensor | None) -> list[Tensor | None]:
+    """The layout the kernel reads: a contiguous last axis (any other strides)."""
+    return [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in tensors]
+
+
 class FusedNarrowAttention(torch.autograd.Function):
     """out = softmax(scale·q kᵀ + β·act(extra) + key bias) v in the compiled kernel; act is the identity or the
     exact GELU; a sample with no real key gives zeros.
@@ -135,7 +140,7 @@ class FusedNarrowAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
                 key_mask: Tensor | None, gelu: bool) -> Tensor:
-        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+        q, k, v = _kernel_operands(q, k, v)
         extra = None if extra is None else extra.contiguous()
         key_mask = None if key_mask is None else key_mask.contiguous()
         out, lse = kernels.narrow_attention().forward(q, k, v, extra, beta, scale, key_mask, gelu)
@@ -153,6 +158,67 @@ class FusedNarrowAttention(torch.autograd.Function):
         grad_q, grad_k, grad_v, grad_extra = kernels.narrow_attention().backward(
             q, k, v, extra, ctx.beta, ctx.scale, key_mask, ctx.gelu, out, lse, grad_out)
         return grad_q, grad_k, grad_v, grad_extra if need_extra else None, None, None, None, None
+
+
+@torch.library.custom_op("mmfusion::narrow_attention", mutates_args=())
+def narrow_attention_op(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
+                        key_mask: Tensor | None, gelu: bool) -> tuple[Tensor, Tensor]:
+    """The compiled kernel as a PyTorch operator (``torch.ops.mmfusion.narrow_attention``), so that a
+    ``torch.compile``d model keeps it inside its graph: the same function as :class:`FusedNarrowAttention`.
+
+    Returns (out (B, H, T, D_h) with heads-last storage, log-sum-exp (B, H, T)); differentiable.
+    """
+    q, k, v = _kernel_operands(q, k, v)
+    extra = None if extra is None else extra.contiguous()
+    key_mask = None if key_mask is None else key_mask.contiguous()
+    out, lse = kernels.narrow_attention().forward(q, k, v, extra, beta, scale, key_mask, gelu)
+    return out, lse
+
+
+@narrow_attention_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float, key_mask: Tensor | None,
+      gelu: bool) -> tuple[Tensor, Tensor]:
+    B, H, T, Dh = q.shape
+    return q.new_empty(B, T, H, Dh).transpose(1, 2), q.new_empty(B, H, T)
+
+
+@torch.library.custom_op("mmfusion::narrow_attention_backward", mutates_args=())
+def narrow_attention_backward_op(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
+                                 key_mask: Tensor | None, gelu: bool, out: Tensor, lse: Tensor, grad_out: Tensor
+                                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (q, k, v, extra) of :func:`narrow_attention_op`; the last is empty when ``extra`` is None."""
+    q, k, v, out, grad_out = _kernel_operands(q, k, v, out, grad_out)
+    extra = None if extra is None else extra.contiguous()
+    key_mask = None if key_mask is None else key_mask.contiguous()
+    dq, dk, dv, dextra = kernels.narrow_attention().backward(q, k, v, extra, beta, scale, key_mask, gelu, out,
+                                                            lse.contiguous(), grad_out)
+    return dq, dk, dv, q.new_empty(0) if extra is None else dextra
+
+
+@narrow_attention_backward_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float, key_mask: Tensor | None,
+      gelu: bool, out: Tensor, lse: Tensor, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def heads_last(x: Tensor) -> Tensor:
+        B, H, T, Dh = x.shape
+        return x.new_empty(B, T, H, Dh).transpose(1, 2)
+
+    return heads_last(q), heads_last(k), heads_last(v), q.new_empty(0) if extra is None else torch.empty_like(extra)
+
+
+def _narrow_attention_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    q, k, v, extra, beta, scale, key_mask, gelu = inputs
+    ctx.save_for_backward(q, k, v, extra, key_mask, *output)
+    ctx.beta, ctx.scale, ctx.gelu = beta, scale, gelu
+
+
+def _narrow_attention_grad(ctx: Any, grad_out: Tensor, grad_lse: Tensor | None) -> tuple[Tensor | None, ...]:
+    q, k, v, extra, key_mask, out, lse = ctx.saved_tensors
+    dq, dk, dv, dextra = narrow_attention_backward_op(q, k, v, extra, ctx.beta, ctx.scale, key_mask, ctx.gelu,
+                                                      out, lse, grad_out)
+    return dq, dk, dv, None if extra is None else dextra, None, None, None, None
+
+
+narrow_attention_op.register_autograd(_narrow_attention_grad, setup_context=_narrow_attention_setup)
 
 
 def use_compiled_kernel(q: Tensor) -> bool:
@@ -177,6 +243,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, s
             return attend(q.float(), k.float(), v.float(), key_mask, scale=scale,
                           extra=None if extra is None else extra.float(), beta=beta, extra_gelu=extra_gelu)
     if use_compiled_kernel(q):
+        if torch.compiler.is_compiling():  # the registered operator: torch.compile keeps it in the graph
+            return narrow_attention_op(q, k, v, extra, beta, scale, key_mask, extra_gelu)[0]
         return FusedNarrowAttention.apply(q, k, v, extra, beta, scale, key_mask, extra_gelu)
     B, H, T, Dh = q.shape
     S = k.shape[2]

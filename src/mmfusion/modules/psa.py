@@ -63,11 +63,29 @@ def predict_from_factors(conv: nn.Conv2d, factors: Factors) -> Tensor:
     with rows outside [0, T) zero (the convolution's zero padding). Returns P (B, O, T, T) before the GELU.
     """
     q, k = factors
+    weight, bias = conv.weight, conv.bias
     if torch.is_autocast_enabled(q.device.type):  # in float32, like the attention it feeds (mixed precision)
         with torch.autocast(q.device.type, enabled=False):
-            return _ConvOfProduct.apply(q.float(), k.float(), conv.weight.float(),
-                                        None if conv.bias is None else conv.bias.float())
-    return _ConvOfProduct.apply(q, k, conv.weight, conv.bias)
+            q, k, weight = q.float(), k.float(), weight.float()
+            bias = None if bias is None else bias.float()
+            return _conv_of_product(q, k, weight, bias)
+    return _conv_of_product(q, k, weight, bias)
+
+
+def _conv_of_product(q: Tensor, k: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if torch.compiler.is_compiling():  # the same product in traceable operations (autograd derives its backward)
+        return _traceable_conv_of_product(q, k, weight, bias)
+    return _ConvOfProduct.apply(q, k, weight, bias)
+
+
+def _traceable_conv_of_product(q: Tensor, k: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv(Q' K'ᵀ) as in :class:`_ConvOfProduct`, written with plain differentiable operations."""
+    B, H, T, Dh = q.shape
+    O = weight.shape[0]
+    qs = _shifted_rows(q).view(B, H, Dh, 3, T)  # [b, h, c, y, i] = Q'[b, h, i + y - 1, c]
+    left = torch.einsum("ohyx,bhcyi->bhcxoi", weight, qs).reshape(B, H * Dh * 3, O * T)
+    p = torch.bmm(left.transpose(1, 2), _shifted_rows(k).view(B, H * Dh * 3, T)).view(B, O, T, T)
+    return p if bias is None else p + bias[None, :, None, None]
 
 
 class _ConvOfProduct(torch.autograd.Function):
