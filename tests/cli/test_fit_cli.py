@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from mmfusion import runtime
 from mmfusion.cli.main import main
 from tests.helpers import write_iemocap_mult, write_mosi_mmsa, write_mosi_mult
 
@@ -10,7 +11,7 @@ FAST = ["--max-epochs", "1", "--batch-size", "8", "--no-progress", "--set", "mod
 
 
 @pytest.mark.parametrize("layout", ["mult", "mmsa", "iemocap"])
-def test_fit_runs_on_published_shapes(tmp_path, layout, capsys):
+def test_fit_runs_on_published_shapes(tmp_path, layout, capsys, monkeypatch):
     if layout == "mult":
         path = tmp_path / "mosi_data_noalign.pkl"
         write_mosi_mult(path)
@@ -50,6 +51,21 @@ def test_fit_runs_on_published_shapes(tmp_path, layout, capsys):
     assert main(["predict", "--ckpt", str(ckpt), "--data", spec, "--split", "valid",
                  "--out", str(tmp_path / "p.csv")]) == 0
     assert len(list(csv.reader((tmp_path / "p.csv").open()))) == 1 + 8
+    if layout == "mult":  # --compile routes the model through torch.compile and predicts the same
+        compiled = []
+
+        def compile_model(model, real=runtime.compile_model):
+            compiled.append(model)
+            return real(model, backend="aot_eager")  # graph capture as with inductor, without generating C++
+
+        monkeypatch.setattr(runtime, "compile_model", compile_model)
+        assert main(["predict", "--ckpt", str(ckpt), "--data", spec, "--split", "valid", "--compile",
+                     "--out", str(tmp_path / "pc.csv")]) == 0
+        assert compiled
+        plain, fast = (list(csv.DictReader((tmp_path / f).open())) for f in ("p.csv", "pc.csv"))
+        assert [r["id"] for r in plain] == [r["id"] for r in fast]
+        for a, b in zip(plain, fast):
+            assert float(a["prediction"]) == pytest.approx(float(b["prediction"]), abs=1e-5)
 
 
 def test_several_seeds_give_mean_and_std_with_bayes_row(tmp_path, capsys):

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split", default="test", choices=["train", "valid", "test"])
         p.add_argument("--out", help="output file (.json for test, .csv for predict; default beside the checkpoint)")
         p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--compile", action="store_true",
+                       help="run the model through torch.compile (dynamic shapes): less per-operator overhead, "
+                            "after a first batch that compiles for a minute or two; on a CPU needs a C++ compiler")
 
     p = sub.add_parser("explain", help="save attention maps, WAL and DGF weights of one sample, and a code embedding",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -218,6 +221,10 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     system = load_system(args.ckpt)
     bundle = load_data(args.data)
     check_compatible(system, bundle, args.ckpt)
+    if args.compile:
+        from mmfusion.runtime import compile_model
+
+        system.model = compile_model(system.model)
     loader = make_loader(bundle, args.split, args.batch_size, False)
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=True,
                         enable_model_summary=False)
