@@ -4,29 +4,16 @@ compiled model computes what the eager one does."""
 import torch
 
 from mmfusion.models import build
-from mmfusion.modules import attention, psa
+from mmfusion.modules import psa
 from mmfusion.runtime import compile_model
-
-DIMS = {"text": 13, "vision": 5, "audio": 20}
-
-
-def _batch(B=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lens = {"text": 7, "vision": 11, "audio": 9}
-    feats = {m: torch.randn(B, lens[m], d, generator=g) for m, d in DIMS.items()}
-    masks = {m: torch.ones(B, lens[m], dtype=torch.bool) for m in DIMS}
-    masks["vision"][1, 6:] = False
-    masks["audio"][2, 4:] = False
-    return feats, masks
+from tests.models.test_mea import DIMS, _batch
 
 
 def _no_eager_kernels(monkeypatch):
-    """Make the eager-only autograd functions fail: a compiled graph must call the registered operator and the
-    traceable prediction product instead."""
+    """Make the eager-only prediction product fail: a compiled graph must trace its traceable form instead."""
     def fail(*args):
         raise AssertionError("an eager-only autograd function ran inside the compiled model")
 
-    monkeypatch.setattr(attention.FusedNarrowAttention, "apply", fail)
     monkeypatch.setattr(psa._ConvOfProduct, "apply", fail)
 
 
@@ -55,9 +42,13 @@ def test_compiled_mea_matches_eager(ext, monkeypatch):
     compiled = compile_model(model, backend="aot_eager", dynamic=False)
     _no_eager_kernels(monkeypatch)
     model.eval()
+    torch._dynamo.utils.counters.clear()
     with torch.inference_mode():
         got = compiled(feats, masks)["pred"]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the only splits are at the LSTMs (dynamo cannot trace them), none at the attention kernel
+    breaks = list(torch._dynamo.utils.counters["graph_break"])
+    assert breaks and all("LSTM" in reason for reason in breaks), breaks
     model.train()
     got_grads = _grads(compiled, model, feats, masks)
     assert got_grads.keys() == want_grads.keys()

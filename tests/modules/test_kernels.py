@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from mmfusion import kernels
 from mmfusion.modules import attention as attention_module
 from mmfusion.modules.attention import (
-    FusedNarrowAttention,
     attend,
     attention,
     key_bias,
@@ -31,21 +30,12 @@ def _split_heads_view(x):
     return storage[:, :, 1].transpose(1, 2)
 
 
-def _fused(*args):
-    return FusedNarrowAttention.apply(*args)
-
-
-def _operator(*args):
-    return narrow_attention_op(*args)[0]
-
-
 @pytest.mark.parametrize("d", [1, 5, 8])
 @pytest.mark.parametrize("extra_kind", [None, "identity", "gelu"])
-@pytest.mark.parametrize("via", [_fused, _operator], ids=["autograd_function", "registered_operator"])
-def test_kernel_matches_float64_autograd(ext, d, extra_kind, via):
+def test_kernel_matches_float64_autograd(ext, d, extra_kind):
     """Outputs and all four gradients, with padded keys, a sample without any real key, strided (split-head)
-    inputs, a query scale and S off the vector width (21 keys); through the autograd function eager code runs
-    and through the registered operator (with its registered backward) that compiled graphs call."""
+    inputs, a query scale and S off the vector width (21 keys); through the registered operator and its
+    registered backward."""
     g = torch.Generator().manual_seed(d)
     B, H, T, S = 3, 2, 11, 21
     q, k, v = (torch.randn(B, H, n, d, generator=g) for n in (T, S, S))
@@ -61,7 +51,8 @@ def test_kernel_matches_float64_autograd(ext, d, extra_kind, via):
     got_inputs = [_split_heads_view(t.detach().float()).requires_grad_() for t in inputs[:3]]
     got_inputs += [inputs[3].detach().float().requires_grad_()] if extra_kind else []
     assert not got_inputs[0].is_contiguous()
-    got = via(*got_inputs[:3], got_inputs[3] if extra_kind else None, 0.6, 0.7, mask, extra_kind == "gelu")
+    got = narrow_attention_op(*got_inputs[:3], got_inputs[3] if extra_kind else None, 0.6, 0.7, mask,
+                              extra_kind == "gelu")[0]
     assert got.transpose(1, 2).is_contiguous()  # (B, T, H, d) storage: merging heads is a view
     got_grads = torch.autograd.grad(got, got_inputs, grad)
     assert (got[0] == 0).all()
@@ -113,8 +104,8 @@ def test_attend_agrees_with_the_pytorch_fallback(ext, monkeypatch):
 def test_inference_uses_the_kernel_and_matches_sdpa(ext, monkeypatch):
     """Without gradients the kernel replaces SDPA for narrow heads; the numbers are SDPA's."""
     calls = []
-    real = FusedNarrowAttention.apply
-    monkeypatch.setattr(FusedNarrowAttention, "apply", lambda *a: calls.append(1) or real(*a))
+    real = attention_module.narrow_attention_op
+    monkeypatch.setattr(attention_module, "narrow_attention_op", lambda *a: calls.append(1) or real(*a))
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 3, n, 5, generator=g) for n in (7, 10, 10))
     mask = torch.tensor([[True] * 10, [True] * 4 + [False] * 6])

@@ -6,7 +6,7 @@ real key (a missing modality), where eager softmax would give NaN.
 Which kernel runs when no map is asked for (:func:`attention`), for float32 on a CPU with narrow heads
 (D_h <= 8; MEA and MulT use 5-dimensional heads) and no map dropout:
 
-1. the compiled kernel (:mod:`mmfusion.kernels`, :class:`FusedNarrowAttention`), built on first use: it never
+1. the compiled kernel (:mod:`mmfusion.kernels`, :func:`narrow_attention_op`), built on first use: it never
    stores a T×S map (it keeps one row of logits and recomputes rows in the backward pass, FlashAttention-2's
    scheme), loops over keys with the head width unrolled, reads split-head views of the projections in place
    (the 1/sqrt(D_h) scale and the key mask are applied inside) and returns heads that merge without a copy.
@@ -29,7 +29,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from mmfusion import kernels
 from mmfusion.modules.dropout import Dropout
@@ -122,55 +121,27 @@ class SoftmaxAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, grad_extra, None, None
 
 
-def _kernel_operands(*tensors: Tensor | None) -> list[Tensor | None]:
-    """The layout the kernel reads: a contiguous last axis (any other strides)."""
-    return [t if t is None or t.stride(-1) == 1 else t.contiguous() for t in tensors]
-
-
-class FusedNarrowAttention(torch.autograd.Function):
-    """out = softmax(scale·q kᵀ + β·act(extra) + key bias) v in the compiled kernel; act is the identity or the
-    exact GELU; a sample with no real key gives zeros.
-
-    q (B, H, T, D_h), k/v (B, H, S, D_h): float32 with any strides but a contiguous last axis (split-head views are
-    read in place), D_h <= 8; extra (B, H, T, S) or None; key_mask (B, S) bool or None. Returns (B, H, T, D_h) as
-    a view of (B, T, H, D_h) storage (merging heads is free). Saves only the inputs, the output and one
-    log-sum-exp per query.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
-                key_mask: Tensor | None, gelu: bool) -> Tensor:
-        q, k, v = _kernel_operands(q, k, v)
-        extra = None if extra is None else extra.contiguous()
-        key_mask = None if key_mask is None else key_mask.contiguous()
-        out, lse = kernels.narrow_attention().forward(q, k, v, extra, beta, scale, key_mask, gelu)
-        ctx.beta, ctx.scale, ctx.gelu = beta, scale, gelu
-        ctx.save_for_backward(q, k, v, extra, key_mask, out, lse)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, v, extra, key_mask, out, lse = ctx.saved_tensors
-        need_extra = extra is not None and ctx.needs_input_grad[3]
-        if grad_out.stride(-1) != 1:
-            grad_out = grad_out.contiguous()
-        grad_q, grad_k, grad_v, grad_extra = kernels.narrow_attention().backward(
-            q, k, v, extra, ctx.beta, ctx.scale, key_mask, ctx.gelu, out, lse, grad_out)
-        return grad_q, grad_k, grad_v, grad_extra if need_extra else None, None, None, None, None
+def _kernel_operands(heads: tuple[Tensor, ...], extra: Tensor | None, key_mask: Tensor | None
+                     ) -> tuple[list[Tensor], Tensor | None, Tensor | None]:
+    """The layout the kernel reads: (B, H, rows, D_h) operands with a contiguous last axis (any other strides),
+    the logit map and the key mask contiguous."""
+    return ([t if t.stride(-1) == 1 else t.contiguous() for t in heads],
+            None if extra is None else extra.contiguous(), None if key_mask is None else key_mask.contiguous())
 
 
 @torch.library.custom_op("mmfusion::narrow_attention", mutates_args=())
 def narrow_attention_op(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
                         key_mask: Tensor | None, gelu: bool) -> tuple[Tensor, Tensor]:
-    """The compiled kernel as a PyTorch operator (``torch.ops.mmfusion.narrow_attention``), so that a
-    ``torch.compile``d model keeps it inside its graph: the same function as :class:`FusedNarrowAttention`.
+    """out = softmax(scale·q kᵀ + β·act(extra) + key bias) v in the compiled kernel, as a differentiable PyTorch
+    operator (``torch.ops.mmfusion.narrow_attention``: a ``torch.compile``d model keeps it inside its graph); act is
+    the identity or the exact GELU; a sample with no real key gives zeros.
 
-    Returns (out (B, H, T, D_h) with heads-last storage, log-sum-exp (B, H, T)); differentiable.
+    q (B, H, T, D_h), k/v (B, H, S, D_h): float32 with any strides but a contiguous last axis (split-head views are
+    read in place), D_h <= 8; extra (B, H, T, S) or None; key_mask (B, S) bool or None. Returns (out (B, H, T, D_h)
+    as a view of (B, T, H, D_h) storage, so merging heads is free; log-sum-exp (B, H, T)). The backward pass
+    saves only the inputs, the output and the log-sum-exp.
     """
-    q, k, v = _kernel_operands(q, k, v)
-    extra = None if extra is None else extra.contiguous()
-    key_mask = None if key_mask is None else key_mask.contiguous()
+    (q, k, v), extra, key_mask = _kernel_operands((q, k, v), extra, key_mask)
     out, lse = kernels.narrow_attention().forward(q, k, v, extra, beta, scale, key_mask, gelu)
     return out, lse
 
@@ -187,9 +158,7 @@ def narrow_attention_backward_op(q: Tensor, k: Tensor, v: Tensor, extra: Tensor 
                                  key_mask: Tensor | None, gelu: bool, out: Tensor, lse: Tensor, grad_out: Tensor
                                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients (q, k, v, extra) of :func:`narrow_attention_op`; the last is empty when ``extra`` is None."""
-    q, k, v, out, grad_out = _kernel_operands(q, k, v, out, grad_out)
-    extra = None if extra is None else extra.contiguous()
-    key_mask = None if key_mask is None else key_mask.contiguous()
+    (q, k, v, out, grad_out), extra, key_mask = _kernel_operands((q, k, v, out, grad_out), extra, key_mask)
     dq, dk, dv, dextra = kernels.narrow_attention().backward(q, k, v, extra, beta, scale, key_mask, gelu, out,
                                                             lse.contiguous(), grad_out)
     return dq, dk, dv, q.new_empty(0) if extra is None else dextra
@@ -222,7 +191,7 @@ narrow_attention_op.register_autograd(_narrow_attention_grad, setup_context=_nar
 
 
 def use_compiled_kernel(q: Tensor) -> bool:
-    """True where :class:`FusedNarrowAttention` runs for queries like ``q`` (B, H, T, D_h): float32 (or autocast)
+    """True where :func:`narrow_attention_op` runs for queries like ``q`` (B, H, T, D_h): float32 (or autocast)
     on a CPU, D_h <= 8, and the kernel built (:func:`mmfusion.kernels.narrow_attention`)."""
     return (q.device.type == "cpu" and q.shape[-1] <= 8
             and (q.dtype == torch.float32 or torch.is_autocast_enabled("cpu"))
@@ -235,7 +204,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, s
 
     q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) bool or None, extra (B, H, T, S) or None
     -> (B, H, T, D_h); act is the exact GELU with ``extra_gelu`` (fused into the compiled kernel), else the
-    identity. Rows with no real key give zeros. Runs :class:`FusedNarrowAttention` where
+    identity. Rows with no real key give zeros. Runs :func:`narrow_attention_op` where
     :func:`use_compiled_kernel`, else :class:`SoftmaxAttention`.
     """
     if torch.is_autocast_enabled(q.device.type):  # the kernels expect one dtype throughout
@@ -243,9 +212,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, s
             return attend(q.float(), k.float(), v.float(), key_mask, scale=scale,
                           extra=None if extra is None else extra.float(), beta=beta, extra_gelu=extra_gelu)
     if use_compiled_kernel(q):
-        if torch.compiler.is_compiling():  # the registered operator: torch.compile keeps it in the graph
-            return narrow_attention_op(q, k, v, extra, beta, scale, key_mask, extra_gelu)[0]
-        return FusedNarrowAttention.apply(q, k, v, extra, beta, scale, key_mask, extra_gelu)
+        return narrow_attention_op(q, k, v, extra, beta, scale, key_mask, extra_gelu)[0]
     B, H, T, Dh = q.shape
     S = k.shape[2]
     if extra is not None and extra_gelu:
