@@ -117,3 +117,30 @@ def test_explain_returns_every_map():
     assert info["dgf"]["exclusive"].shape == (4, 3, 3)
     # the maps do not change the prediction
     torch.testing.assert_close(model.explain(feats, masks)["pred"], model(feats, masks)["pred"])
+
+
+def test_conv_frontend_leaves_out_exactly_the_lstms_and_keeps_padding_invariance():
+    from tests.models.test_contract import DIMS as CDIMS
+    from tests.models.test_contract import _inputs, _more_garbage_padding
+
+    full = build("mea_tiny", DIMS, 1)
+    model = build("mea_tiny", DIMS, 1, frontend="conv")
+    gone = _names(full) - _names(model)
+    assert gone and gone == {n for n in _names(full) if n.startswith("frontends.") and ".lstm." in n}
+    assert _names(model) < _names(full)
+
+    model = build("mea_tiny", CDIMS, 1, frontend="conv").eval()
+    feats, masks = _inputs()
+    z = model.frontends["vision"](feats["vision"], masks["vision"])
+    assert (z[~masks["vision"]] == 0).all()  # padded frames stay zero without the recurrence
+    with torch.no_grad():
+        ref = model(feats, masks)["pred"]
+        padded = model(*_more_garbage_padding(feats, masks))["pred"]
+    torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
+    # the front end's output at a frame depends only on its kernel neighbourhood (no recurrence)
+    x = feats["text"][:1].clone()
+    mask = torch.ones(1, x.shape[1], dtype=torch.bool)
+    base = model.frontends["text"](x, mask)
+    x[0, -1] += 1.0
+    moved = model.frontends["text"](x, mask)
+    assert torch.equal(base[0, :-2], moved[0, :-2]) and not torch.equal(base[0, -2:], moved[0, -2:])

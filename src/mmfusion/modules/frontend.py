@@ -1,4 +1,4 @@
-"""MEA's per-modality front end (spec §1): Conv1d -> sinusoidal positions -> packed Bi-LSTM."""
+"""MEA's per-modality front end (spec §1): Conv1d -> sinusoidal positions -> packed Bi-LSTM (or no Bi-LSTM)."""
 
 from __future__ import annotations
 
@@ -38,9 +38,15 @@ class SinusoidalPositions(nn.Module):
 
 class ModalityFrontEnd(nn.Module):
     """X_m (B, T, d_m) -> Z_m (B, T, D): Conv1d (kernel k, same padding) over the real frames, positions,
-    Bi-LSTM with D/2 units per direction on packed sequences. Padded frames of Z_m are zero."""
+    Bi-LSTM with D/2 units per direction on packed sequences. Padded frames of Z_m are zero.
 
-    def __init__(self, input_dim: int, dim: int, kernel_size: int = 3, dropout: float = 0.0) -> None:
+    ``recurrent=False`` leaves the Bi-LSTM out (Z_m is the positioned convolution, as in MulT's front end): the
+    recurrence smears each frame's content over its neighbours, and on the built-in benchmark MEA with it never
+    learns to match a cue in one stream to one of several events in another (docs/results/mea_synthetic_scale.md).
+    """
+
+    def __init__(self, input_dim: int, dim: int, kernel_size: int = 3, dropout: float = 0.0,
+                 recurrent: bool = True) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
@@ -48,10 +54,12 @@ class ModalityFrontEnd(nn.Module):
         self.scale = math.sqrt(dim)  # embeddings scaled by sqrt(D) before positions are added (Vaswani; MulT)
         self.positions = SinusoidalPositions(dim)
         self.dropout = Dropout(dropout)
-        self.lstm = MaskedLSTM(dim, dim // 2, bidirectional=True)
+        self.lstm = MaskedLSTM(dim, dim // 2, bidirectional=True) if recurrent else None
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x * mask[..., None].to(x.dtype)  # padding must not reach real frames through the kernel
         h = self.conv(x.transpose(1, 2)).transpose(1, 2) * self.scale  # (B, T, D)
         h = self.dropout(self.positions(h, mask))
+        if self.lstm is None:
+            return h * mask[..., None].to(h.dtype)
         return self.lstm(h, mask)[0]
