@@ -1,0 +1,145 @@
+"""Accuracy of a model on a large draw of the built-in benchmark, trained for a fixed number of steps.
+
+    .venv/bin/python benchmarks/scaling.py --model mea --set frontend=conv --set embed_dropout=0 \
+        --n-train 200000 --steps 2800 --seeds 1111 1112 1113 [--device cuda] [--batch 128] [--lr 1e-3] [--every 400]
+
+The default benchmark has 1,500 training clips, too few for any model here to learn its cross-modal term (a cue in
+the text selects one of three vision events); this script asks what a model reaches when data is not the limit.
+Every seed trains on the same draw (data seed 0; the seed sets the model's initialisation and batch order) with
+Adam, gradient clipping at 0.8 and the model's own auxiliary losses, checks validation Corr every ``--every`` steps
+and reports the test metrics and per-term capture at the best validation check, beside the Bayes-optimal ceiling.
+Unlike ``mmfusion fit`` there are no epochs, learning-rate schedule or checkpoints: the budget is a step count.
+
+Writes ``benchmarks/out/scaling_<tag>.json`` after every finished seed (an interrupted call skips the seeds already
+there) and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mmfusion.config import parse_value
+from mmfusion.data.dataset import FusionDataset
+from mmfusion.data.synthetic import SyntheticConfig, make_synthetic, term_capture
+from mmfusion.engine.system import task_loss
+from mmfusion.io import atomic_write_json, atomic_write_text
+from mmfusion.metrics import sentiment_metrics
+from mmfusion.models import build
+
+OUT = Path(__file__).parent / "out"
+
+
+def evaluate(model: torch.nn.Module, ds: FusionDataset, device: str, batch: int = 300) -> dict[str, float]:
+    """Sentiment metrics and per-term capture of ``model`` on a split of the benchmark."""
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(ds), batch):
+            b = ds.collate(np.arange(i, min(i + batch, len(ds)))).to(device)
+            preds.append(model(b.features, b.masks)["pred"].squeeze(-1).float().cpu())
+    model.train()
+    pred = torch.cat(preds).numpy()
+    return {**sentiment_metrics(pred, ds.split.labels), **term_capture(pred, ds.split.extras["terms"])}
+
+
+def run_seed(args: argparse.Namespace, seed: int, bundle: Any, progress: Progress) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    train, valid, test = (FusionDataset(bundle.splits[k]) for k in ("train", "valid", "test"))
+    model = build(args.model, bundle.feature_dims, bundle.output_dim, **args.overrides).to(args.device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    task = progress.add_task(f"seed {seed}", total=args.steps)
+    best: dict[str, Any] = {"valid_corr": -2.0}
+    history = []
+    step, start = 0, time.time()
+    while step < args.steps:
+        order = rng.permutation(len(train))
+        for i in range(0, len(order) - args.batch + 1, args.batch):
+            b = train.collate(order[i:i + args.batch]).to(args.device)
+            out = model(b.features, b.masks)
+            loss = task_loss(out["pred"], b.labels, "regression")
+            loss = loss + sum(out.get("losses", {}).values(), torch.zeros((), device=loss.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.8)
+            opt.step()
+            step += 1
+            progress.advance(task)
+            if step % args.every == 0 or step == args.steps:
+                v = evaluate(model, valid, args.device)
+                history.append({"step": step, "valid_corr": v["corr"], "valid_capture_crossmodal":
+                                v["capture_crossmodal"]})
+                if v["corr"] > best["valid_corr"]:
+                    best = {"valid_corr": v["corr"], "step": step, "test": evaluate(model, test, args.device)}
+            if step == args.steps:
+                break
+    progress.remove_task(task)
+    return {"seed": seed, "seconds": time.time() - start, **best, "history": history}
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = result["seeds"]
+    keys = ["corr", "mae", "acc7", "acc2_non0", "capture_agnostic", "capture_exclusive_text",
+            "capture_exclusive_vision", "capture_exclusive_audio", "capture_crossmodal"]
+    lines = [f"# {result['tag']}: {result['model']} {result['overrides']} on {result['n_train']:,} training clips, "
+             f"{result['steps']} steps of batch {result['batch']} ({result['device']}, {result['machine']})", "",
+             "| metric | " + " | ".join(f"seed {r['seed']}" for r in rows) + " | mean ± std | Bayes-optimal |",
+             "|---|" + "---|" * (len(rows) + 2)]
+    for k in keys:
+        vals = [r["test"][k] for r in rows]
+        ceiling = f"{result['bayes'][k]:.4f}" if k in result["bayes"] else "–"
+        lines.append(f"| {k} | " + " | ".join(f"{v:.4f}" for v in vals)
+                     + f" | {np.mean(vals):.4f} ± {np.std(vals):.4f} | {ceiling} |")
+    lines.append("| best step (validation Corr) | " + " | ".join(str(r["step"]) for r in rows) + " | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="mea")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. frontend=conv")
+    p.add_argument("--n-train", type=int, default=200_000, help="training clips in the draw (default 200000)")
+    p.add_argument("--steps", type=int, default=2800, help="optimizer steps per seed (default 2800)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--every", type=int, default=400, help="validate every N steps (default 400)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tag", default=None, help="output name (default: model and overrides)")
+    args = p.parse_args()
+    args.overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        args.overrides[key] = parse_value(value)
+    tag = args.tag or "_".join([args.model] + [f"{k}-{v}" for k, v in sorted(args.overrides.items())])
+    path = OUT / f"scaling_{tag}.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"seeds": []}
+    done = {r["seed"] for r in result["seeds"]}
+    bundle = make_synthetic(SyntheticConfig(n_train=args.n_train))
+    machine = (torch.cuda.get_device_name(0) if args.device == "cuda"
+               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    result.update(tag=tag, model=args.model, overrides=args.overrides, n_train=args.n_train, steps=args.steps,
+                  batch=args.batch, lr=args.lr, device=args.device, machine=machine,
+                  torch=torch.__version__, bayes=bundle.bayes)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        for seed in args.seeds:
+            if seed in done:
+                continue
+            result["seeds"].append(run_seed(args, seed, bundle, bar))
+            atomic_write_json(path, result)
+    atomic_write_text(path.with_suffix(".md"), table(result))
+    print(table(result))
+    print(f"results: {path} and {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
