@@ -12,10 +12,9 @@ The command line calls it at start-up; set ``MMFUSION_KEEP_FREED_MEMORY=0`` to l
 :func:`compile_model` wraps a model in ``torch.compile``: the narrow-head attention kernel is a registered operator
 (``torch.ops.mmfusion.narrow_attention``) and PSA's prediction product has a traceable form, so both stay inside the
 compiled graphs (only the LSTMs run eagerly between them). On a small CPU this removes most of the per-operator
-overhead of one-clip inference (a first call compiles for a minute or more). It pays off where clip lengths are
-fixed (the MulT/MMSA files pad every clip to the same lengths); the code after each LSTM is specialised to the
-lengths it first saw, so data whose padded lengths change from batch to batch recompiles (up to dynamo's limit,
-then runs eagerly) and is slower than the eager model overall.
+overhead of one-clip inference (a first call compiles for a minute or more). Padded lengths that change from
+batch to batch cost one more compilation, for dynamic shapes, and then reuse it (no size is pinned inside the
+graphs), so it pays off once there are enough clips, or a long-lived process, to amortise the compile time.
 """
 
 from __future__ import annotations

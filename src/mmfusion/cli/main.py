@@ -95,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--compile", action="store_true",
                        help="run the model through torch.compile: less per-operator overhead after a first batch "
-                            "that compiles for a minute or two; for data padded to fixed lengths (MulT/MMSA files) "
-                            "- lengths that change per batch recompile and end up slower; on a CPU needs a C++ "
-                            "compiler")
+                            "that compiles for a minute or two (lengths that change per batch compile once more, "
+                            "for dynamic shapes); worth it for many clips or a long-running process; on a CPU "
+                            "needs a C++ compiler")
 
     p = sub.add_parser("explain", help="save attention maps, WAL and DGF weights of one sample, and a code embedding",
                        formatter_class=argparse.RawDescriptionHelpFormatter,

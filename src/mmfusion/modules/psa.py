@@ -148,7 +148,8 @@ def _shifted_rows(x: Tensor) -> Tensor:
     """x (B, H, T, D_h) -> (B, H·D_h, 3, T): [b, (h, c), s, i] = x[b, h, i + s - 1, c], zero outside [0, T)."""
     B, H, T, Dh = x.shape
     xt = F.pad(x.transpose(2, 3), (1, 1))  # (B, H, D_h, T + 2)
-    return xt.unfold(-1, T, 1).reshape(B, H * Dh, 3, T).contiguous()
+    # three slices rather than unfold(-1, T, 1): unfold's size argument pins T inside torch.compile graphs
+    return torch.stack([xt[..., s:s + T] for s in range(3)], 3).view(B, H * Dh, 3, T)
 
 
 def _unshift_rows(g: Tensor, heads: int) -> Tensor:
