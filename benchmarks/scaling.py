@@ -116,10 +116,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--tag", default=None, help="output name (default: model and overrides)")
     args = p.parse_args()
-    args.overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        args.overrides[key] = parse_value(value)
+    args.overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     tag = args.tag or "_".join([args.model] + [f"{k}-{v}" for k, v in sorted(args.overrides.items())])
     path = OUT / f"scaling_{tag}.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"seeds": []}
