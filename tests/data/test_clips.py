@@ -86,6 +86,43 @@ def test_ravdess_reader_folds_crops_and_mfccs(ravdess_dir):
     assert float(batch.features["audio"].abs().sum()) > 0
 
 
+def test_interrupted_prepare_goes_on_where_it_stopped(ravdess_dir, monkeypatch):
+    """A decode that dies at clip 10 keeps clips 1-9; the next call decodes only the rest, and the cache equals one
+    written in a single go."""
+    import shutil
+
+    from mmfusion.data import clips
+
+    settings = {"frames": 4, "size": 16}  # a cache of its own, beside the other tests'
+    cache = clips.prepare_ravdess(ravdess_dir, **settings)
+    whole = {k: np.load(cache / f"{k}.npy") for k in ("video", "audio", "labels", "actors")}
+    shutil.rmtree(cache)
+
+    class Killed(Exception):
+        pass
+
+    real, calls, resumed = clips._video_clip, [], False
+
+    def dies_at_ten(path, *args):
+        calls.append(path.stem)
+        if len(calls) == 10 and not resumed:
+            raise Killed
+        return real(path, *args)
+
+    monkeypatch.setattr(clips, "_video_clip", dies_at_ten)
+    with pytest.raises(Killed):
+        clips.prepare_ravdess(ravdess_dir, **settings)
+    assert not (cache / "done.json").exists()
+    assert json.loads((cache / "progress.json").read_text())["done"] == 9
+
+    calls.clear()
+    resumed = True
+    assert clips.prepare_ravdess(ravdess_dir, **settings) == cache
+    assert len(calls) == 24 - 9 and (cache / "done.json").exists() and not (cache / "progress.json").exists()
+    for k, expected in whole.items():
+        np.testing.assert_array_equal(np.load(cache / f"{k}.npy"), expected, err_msg=k)
+
+
 @pytest.mark.parametrize("model", ["msaf_ravdess_tiny", "msaf_ravdess"])
 def test_msaf_ravdess_fits_end_to_end(ravdess_dir, tmp_path, model):
     """The full-size network (25.94 M parameters) too, on small frames so that it fits a CPU test."""

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["h5", "mult", "mmsa"], default="h5")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader options (data_args)")
 
-    p = sub.add_parser("prepare", help="decode raw clips (ravdess:DIR, ntu:DIR) once into the dataset's cache")
+    p = sub.add_parser("prepare", help="decode raw clips (ravdess:DIR, ntu:DIR) once into the dataset's cache "
+                       "(interrupted, it goes on from the last decoded clip)")
     p.add_argument("data", help="data SPEC, e.g. ravdess:data/RAVDESS")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="reader options, e.g. frames=30 size=224 (ravdess) or skeleton_frames=32 (ntu)")

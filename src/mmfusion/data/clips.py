@@ -2,6 +2,8 @@
 
 Decoding video is slow, so both readers decode once into a cache of ``.npy`` arrays inside the dataset directory
 (``.mmfusion_cache/<settings>/``, memory-mapped afterwards); ``mmfusion prepare SPEC`` fills it ahead of training.
+Decoding can be interrupted: every decoded clip is flushed to the cache with a progress record, and the next call
+goes on from the first clip not yet written (``done.json`` marks a finished cache).
 Video arrays are uint8 (N, 3, T, H, W); the batch collate turns them into floats in [0, 1].
 
 RAVDESS (``Actor_XX/MM-VC-EE-II-SS-RR-AA.mp4``): audio-visual speech files (modality 01, vocal channel 01) by
@@ -23,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from mmfusion.data.dataset import DatasetBundle, LoadReport, SplitData
 from mmfusion.errors import DataError
+from mmfusion.io import atomic_write_json
 
 RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
@@ -164,6 +167,40 @@ def _progress(items: Sequence[Any], what: str) -> Any:
     return track(items, description=what, transient=True)
 
 
+def _decode_into_cache(cache: Path, ids: list[str], arrays: dict[str, tuple[tuple[int, ...], Any]],
+                       decode: Callable[[int], dict[str, np.ndarray]], what: str) -> None:
+    """Fill ``cache/<name>.npy`` (shape, dtype as in ``arrays``, first axis = clip) clip by clip with ``decode(i)``.
+
+    After every clip the arrays are flushed and ``progress.json`` (the clip list's hash, clips done) is replaced
+    atomically, so an interrupted call loses at most the clip in progress; a call over the same clip list goes on
+    from there, any other list starts afresh."""
+    cache.mkdir(parents=True, exist_ok=True)
+    record = cache / "progress.json"
+    listing = hashlib.sha1(json.dumps(ids).encode()).hexdigest()
+    start = 0
+    if record.exists():
+        try:
+            previous = json.loads(record.read_text())
+            maps = {k: np.lib.format.open_memmap(cache / f"{k}.npy", mode="r+") for k in arrays}
+            if previous.get("ids") == listing and all(
+                    maps[k].shape == shape and maps[k].dtype == np.dtype(dt) for k, (shape, dt) in arrays.items()):
+                start = int(previous["done"])
+        except (OSError, ValueError, KeyError):
+            start = 0  # an unreadable record or array: decode everything again
+    if start == 0:
+        maps = {}  # release any mapping of the old files before they are rewritten
+        maps = {k: np.lib.format.open_memmap(cache / f"{k}.npy", mode="w+", dtype=dt, shape=shape)
+                for k, (shape, dt) in arrays.items()}
+    label = f"{what} (resuming at clip {start + 1} of {len(ids)})" if start else what
+    for i in _progress(range(start, len(ids)), label):
+        for k, value in decode(i).items():
+            maps[k][i] = value
+        for m in maps.values():
+            m.flush()
+        atomic_write_json(record, {"ids": listing, "done": i + 1})
+    del maps
+
+
 # --- RAVDESS -----------------------------------------------------------------------------------------------------
 def prepare_ravdess(root: str | Path, *, frames: int = 30, size: int = 224, speech_only: bool = True) -> Path:
     """Decode every clip once into the cache; returns the cache directory."""
@@ -186,20 +223,22 @@ def prepare_ravdess(root: str | Path, *, frames: int = 30, size: int = 224, spee
     if not clips:
         raise DataError("no audio-visual RAVDESS clips found", file=root,
                         expected="Actor_XX/01-01-EE-II-SS-RR-AA.mp4", actual="none")
-    cache.mkdir(parents=True, exist_ok=True)
-    video = np.lib.format.open_memmap(cache / "video.npy", mode="w+", dtype=np.uint8,
-                                      shape=(len(clips), 3, frames, size, size))
-    audio = np.zeros((len(clips), 13, 212), dtype=np.float32)
-    for i, (path, _, _) in enumerate(_progress(clips, "decoding RAVDESS")):
-        video[i] = _video_clip(path, frames, size, path.with_suffix(".csv"))
-        coeffs = mfcc(decode_audio(path))
-        audio[i, :, : coeffs.shape[1]] = coeffs[:, :212]
-    video.flush()
-    np.save(cache / "audio.npy", audio)
+
+    def decode(i: int) -> dict[str, np.ndarray]:
+        path = clips[i][0]
+        coeffs = mfcc(decode_audio(path))[:, :212]
+        audio = np.zeros((13, 212), dtype=np.float32)
+        audio[:, : coeffs.shape[1]] = coeffs
+        return {"video": _video_clip(path, frames, size, path.with_suffix(".csv")), "audio": audio}
+
+    _decode_into_cache(cache, [c[0].stem for c in clips],
+                       {"video": ((len(clips), 3, frames, size, size), np.uint8),
+                        "audio": ((len(clips), 13, 212), np.float32)}, decode, "decoding RAVDESS")
     np.save(cache / "labels.npy", np.array([c[1] for c in clips], dtype=np.int64))
     np.save(cache / "actors.npy", np.array([c[2] for c in clips], dtype=np.int64))
     (cache / "ids.json").write_text(json.dumps([c[0].stem for c in clips]))
-    (cache / "done.json").write_text(json.dumps(settings))
+    atomic_write_json(cache / "done.json", settings)
+    (cache / "progress.json").unlink(missing_ok=True)
     return cache
 
 
@@ -267,20 +306,22 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
         samples.append((sk, videos[sk.stem], int(m.group(3)), int(m.group(5)) - 1))
     if not samples:
         raise DataError("no NTU samples found", file=root, expected="SsssCcccPpppRrrrAaaa.skeleton", actual="none")
-    cache.mkdir(parents=True, exist_ok=True)
-    rgb = np.lib.format.open_memmap(cache / "rgb.npy", mode="w+", dtype=np.uint8,
-                                    shape=(len(samples), 3, frames, size, size))
-    skel = np.zeros((len(samples), 2, 3, skeleton_frames, 25), dtype=np.float32)
-    for i, (sk, vid, _, _) in enumerate(_progress(samples, "decoding NTU RGB+D")):
+
+    def decode(i: int) -> dict[str, np.ndarray]:
+        sk, vid = samples[i][:2]
         s = read_skeleton(sk)
-        skel[i] = s[:, :, sample_indices(s.shape[2], skeleton_frames)]
-        rgb[i] = _video_clip(vid, frames, size, None)
-    rgb.flush()
-    np.save(cache / "skeleton.npy", skel)
+        return {"skeleton": s[:, :, sample_indices(s.shape[2], skeleton_frames)],
+                "rgb": _video_clip(vid, frames, size, None)}
+
+    _decode_into_cache(cache, [s[0].stem for s in samples],
+                       {"rgb": ((len(samples), 3, frames, size, size), np.uint8),
+                        "skeleton": ((len(samples), 2, 3, skeleton_frames, 25), np.float32)},
+                       decode, "decoding NTU RGB+D")
     np.save(cache / "labels.npy", np.array([s[3] for s in samples], dtype=np.int64))
     np.save(cache / "subjects.npy", np.array([s[2] for s in samples], dtype=np.int64))
     (cache / "ids.json").write_text(json.dumps([s[0].stem for s in samples]))
-    (cache / "done.json").write_text(json.dumps(settings))
+    atomic_write_json(cache / "done.json", settings)
+    (cache / "progress.json").unlink(missing_ok=True)
     return cache
 
 
