@@ -5,6 +5,7 @@ import json
 import av
 import numpy as np
 import pytest
+import yaml
 
 from mmfusion.cli.main import main
 from mmfusion.data import FusionDataset, load_data
@@ -123,7 +124,35 @@ def test_interrupted_prepare_goes_on_where_it_stopped(ravdess_dir, monkeypatch):
         np.testing.assert_array_equal(np.load(cache / f"{k}.npy"), expected, err_msg=k)
 
 
-@pytest.mark.parametrize("model", ["msaf_ravdess_tiny", "msaf_ravdess"])
+def test_fold_all_cross_validates_over_the_six_actor_folds(ravdess_dir, tmp_path):
+    out = tmp_path / "runs"
+    args = ["fit", "--model", "msaf_ravdess_tiny", "--data", f"ravdess:{ravdess_dir}", "--set", "data_args.fold=all",
+            "--set", "data_args.frames=6", "--set", "data_args.size=32", "--set", "model_args.mfcc_frames=212",
+            "--max-epochs", "1", "--batch-size", "4", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    folds = [json.loads((out / f"msaf_ravdess_tiny/ravdess_fold{k}/seed_1111/metrics.json").read_text())
+             for k in range(6)]
+    tested = [yaml.safe_load((out / f"msaf_ravdess_tiny/ravdess_fold{k}/seed_1111/config.yaml").read_text())
+              ["data_args"]["fold"] for k in range(6)]
+    assert tested == list(range(6))
+    cv = json.loads((out / "msaf_ravdess_tiny/ravdess_cv/summary.json").read_text())
+    accs = [f["acc"] for f in folds]
+    assert cv["folds"] == list(range(6)) and [p["acc"]["mean"] for p in cv["per_fold"]] == accs
+    assert cv["metrics"]["acc"]["mean"] == pytest.approx(np.mean(accs))
+    assert cv["metrics"]["acc"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert "mean over folds" in (out / "msaf_ravdess_tiny/ravdess_cv/summary.md").read_text()
+    assert main(args + ["--resume"]) == 0  # every fold is reused, nothing retrains
+    assert json.loads((out / "msaf_ravdess_tiny/ravdess_cv/summary.json").read_text())["metrics"] == cv["metrics"]
+
+
+def test_a_fold_that_is_not_a_fold_is_a_clear_error(ravdess_dir):
+    for bad in ("all", 6, "2"):
+        with pytest.raises(DataError, match="fold") as err:
+            load_data(f"ravdess:{ravdess_dir}", {"fold": bad, "frames": 6, "size": 32})
+        assert "0..5" in str(err.value)
+
+
+@pytest.mark.parametrize("model", ["msaf_ravdess"])
 def test_msaf_ravdess_fits_end_to_end(ravdess_dir, tmp_path, model):
     """The full-size network (25.94 M parameters) too, on small frames so that it fits a CPU test."""
     out = tmp_path / "runs"

@@ -16,6 +16,7 @@ EPILOG_FIT = """examples:
   mmfusion fit --model mea --config configs/mea/mosi.yaml --data mult:data/mosi_data_noalign.pkl
   mmfusion fit --model mea --config configs/mea/mosi.yaml --ablation no_hca --data mmsa:data/unaligned_50.pkl
   mmfusion fit --model lf_lstm --data synthetic --resume        # continue an interrupted run
+  mmfusion fit --config configs/msaf/ravdess.yaml --data ravdess:data/RAVDESS   # 6-fold CV (data_args.fold=all)
 
 data SPEC: synthetic | synthetic:emotion | mult:PATH | mmsa:PATH | csd:DIR | h5:PATH
 """
@@ -192,10 +193,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.config, flags, sets)
     summary = fit(cfg, resume=args.resume, console=console)
     keys = [k for k in summary["metrics"] if not k.startswith(("params", "train_", "test_"))]
-    _print_table(console, f"{cfg.model} on {summary['data']} ({len(cfg.seeds)} seed(s), test split)",
-                 [(cfg.model + (f" ({cfg.ablation})" if cfg.ablation else ""), summary["metrics"])], keys,
+    name = cfg.model + (f" ({cfg.ablation})" if cfg.ablation else "")
+    rows = [(f"{name}, fold {k}", m) for k, m in zip(summary.get("folds", []), summary.get("per_fold", []),
+                                                       strict=True)]
+    rows.append((f"{name}, mean over folds" if rows else name, summary["metrics"]))
+    _print_table(console, f"{cfg.model} on {summary['data']} ({len(cfg.seeds)} seed(s), test split)", rows, keys,
                  summary["bayes"])
-    console.print(f"results: {Path(summary['runs'][0]).parent}/summary.{{md,csv,json}}")
+    console.print(f"results: {summary['summary_dir']}/summary.{{md,csv,json}}")
     return 0
 
 

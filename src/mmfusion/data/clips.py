@@ -36,6 +36,7 @@ from mmfusion.errors import DataError
 from mmfusion.io import atomic_write_json
 
 RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+RAVDESS_FOLDS = 6  # actor-wise cross-validation folds, 4 actors each
 RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 NTU_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
@@ -244,8 +245,9 @@ def prepare_ravdess(root: str | Path, *, frames: int = 30, size: int = 224, spee
 
 def read_ravdess(root: str | Path, *, fold: int = 0, frames: int = 30, size: int = 224,
                  speech_only: bool = True) -> DatasetBundle:
-    if not 0 <= fold < 6:
-        raise DataError("fold out of range", file=root, key="fold", expected="0..5", actual=fold)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < RAVDESS_FOLDS:
+        raise DataError("fold out of range", file=root, key="fold", actual=fold,
+                        expected=f"0..{RAVDESS_FOLDS - 1} (fold=all, every fold in turn, is for `mmfusion fit`)")
     cache = prepare_ravdess(root, frames=frames, size=size, speech_only=speech_only)
     video = np.load(cache / "video.npy", mmap_mode="r")
     audio, labels = np.load(cache / "audio.npy"), np.load(cache / "labels.npy")

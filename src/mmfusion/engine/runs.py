@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -339,8 +339,54 @@ def summarize(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict
     return out
 
 
+def cross_validation_folds(cfg: RunConfig) -> list[int] | None:
+    """The folds ``fit`` runs in turn when ``data_args.fold`` is ``all`` (RAVDESS's actor-wise CV), else None."""
+    if cfg.data_args.get("fold") != "all":
+        return None
+    if not cfg.data.startswith("ravdess:"):
+        raise ConfigError("fold=all needs a dataset with cross-validation folds", source="data_args", key="fold",
+                          expected="ravdess:DIR data", actual=cfg.data)
+    from mmfusion.data.clips import RAVDESS_FOLDS
+
+    return list(range(RAVDESS_FOLDS))
+
+
 def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
-    """Train ``cfg.model`` for every seed in ``cfg.seeds``; write per-seed and summary files; return the summary."""
+    """Train ``cfg.model`` for every seed in ``cfg.seeds``; write per-seed and summary files; return the summary.
+
+    With ``data_args.fold: all`` every cross-validation fold is trained in turn (each as its own dataset directory,
+    ``<dataset>_fold<k>``), and ``<dataset>_cv/summary.{md,csv,json}`` gives each fold's seed mean and the mean ± std
+    over folds, as cross-validated results are reported."""
+    folds = cross_validation_folds(cfg)
+    if folds is None:
+        return _fit_dataset(cfg, resume=resume, console=console)
+    per_fold = []
+    for k in folds:
+        if console:
+            console.print(f"fold {k + 1} of {len(folds)}", style="bold", markup=False)
+        per_fold.append(_fit_dataset(replace(cfg, data_args={**cfg.data_args, "fold": k}), resume=resume,
+                                     console=console))
+    keys = list(per_fold[0]["metrics"])
+    metrics = summarize([{k: s["metrics"][k]["mean"] for k in keys if k in s["metrics"]} for s in per_fold], keys)
+    base = Path(per_fold[0]["summary_dir"]).parent / (Path(per_fold[0]["summary_dir"]).name.rsplit("_fold", 1)[0]
+                                                      + "_cv")
+    summary = {"model": cfg.model, "ablation": cfg.ablation,
+               "data": f"{cfg.data}, {len(folds)}-fold cross-validation, mean ± std over folds",
+               "task": per_fold[0]["task"], "seeds": list(cfg.seeds), "folds": folds, "metrics": metrics,
+               "per_fold": [s["metrics"] for s in per_fold], "bayes": None,
+               "runs": [r for s in per_fold for r in s["runs"]], "summary_dir": str(base)}
+    name = cfg.model + (f" ({cfg.ablation})" if cfg.ablation else "")
+    rows = [(f"{name}, fold {k}", s["metrics"]) for k, s in zip(folds, per_fold, strict=True)]
+    rows.append((f"**{name}, mean over folds**", metrics))
+    shown = [k for k in keys if not k.startswith(("params", "train_", "test_"))]
+    atomic_write_json(base / "summary.json", summary)
+    atomic_write_text(base / "summary.md", f"# {name}: {summary['data']}\n\nFold rows: mean ± std over seeds "
+                      f"{', '.join(map(str, cfg.seeds))}.\n\n" + _rows_markdown(rows, shown))
+    atomic_write_text(base / "summary.csv", results_csv(rows, keys))
+    return summary
+
+
+def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
     bundle = load_data(cfg.data, cfg.data_args, source="data_args")
     for line in bundle.report.lines():
         if console:
@@ -348,10 +394,10 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
     results = [fit_one(cfg, bundle, seed, resume=resume, console=console) for seed in cfg.seeds]
     keys = metric_keys(bundle) + [k for k in results[0] if k.startswith("capture_")] + [
         "params", "train_seconds_per_epoch", "test_ms_per_sample"]
+    base = run_dir_for(cfg, bundle, cfg.seeds[0]).parent
     summary = {"model": cfg.model, "ablation": cfg.ablation, "data": bundle.describe(), "task": bundle.task,
                "seeds": list(cfg.seeds), "metrics": summarize(results, keys), "bayes": bundle.bayes,
-               "runs": [str(run_dir_for(cfg, bundle, s)) for s in cfg.seeds]}
-    base = run_dir_for(cfg, bundle, cfg.seeds[0]).parent
+               "runs": [str(run_dir_for(cfg, bundle, s)) for s in cfg.seeds], "summary_dir": str(base)}
     atomic_write_json(base / "summary.json", summary)
     rows = [(cfg.model + (f" ({cfg.ablation})" if cfg.ablation else ""), summary["metrics"])]
     atomic_write_text(base / "summary.md", results_markdown(rows, metric_keys(bundle), bundle))
@@ -370,12 +416,17 @@ def fmt(stat: Mapping[str, float] | None, digits: int = 4, key: str = "") -> str
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def results_markdown(rows: Sequence[tuple[str, Mapping[str, Any]]], keys: Sequence[str], bundle: DatasetBundle,
-                     extra_cols: Sequence[str] = ()) -> str:
-    cols = list(keys) + list(extra_cols)
+def _rows_markdown(rows: Sequence[tuple[str, Mapping[str, Any]]], cols: Sequence[str]) -> str:
     out = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, stats in rows:
         out.append(f"| {name} | " + " | ".join(fmt(stats.get(k), key=k) for k in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def results_markdown(rows: Sequence[tuple[str, Mapping[str, Any]]], keys: Sequence[str], bundle: DatasetBundle,
+                     extra_cols: Sequence[str] = ()) -> str:
+    cols = list(keys) + list(extra_cols)
+    out = _rows_markdown(rows, cols).rstrip("\n").split("\n")
     if bundle.bayes:
         out.append("| **Bayes-optimal** | " + " | ".join(
             f"{bundle.bayes[k]:.4f}" if k in bundle.bayes else "–" for k in cols) + " |")
