@@ -8,15 +8,18 @@ the text selects one of three vision events); this script asks what a model reac
 Every seed trains on the same draw (data seed 0; the seed sets the model's initialisation and batch order) with
 Adam, gradient clipping at 0.8 and the model's own auxiliary losses, checks validation Corr every ``--every`` steps
 and reports the test metrics and per-term capture at the best validation check, beside the Bayes-optimal ceiling.
-Unlike ``mmfusion fit`` there are no epochs, learning-rate schedule or checkpoints: the budget is a step count.
+Unlike ``mmfusion fit`` there are no epochs or learning-rate schedule: the budget is a step count.
 
-Writes ``benchmarks/out/scaling_<tag>.json`` after every finished seed (an interrupted call skips the seeds already
-there) and a Markdown table beside it.
+Writes ``benchmarks/out/scaling_<tag>.json`` after every finished seed and a Markdown table beside it. A run can be
+stopped and resumed: the seeds already in the JSON are skipped, and the seed in progress goes on from its last
+validation check (``scaling_<tag>_seed<N>.pt``, written atomically at every check; ``--max-minutes`` stops there on
+purpose, e.g. to fit a job into time slots). A resumed seed ends with the same result as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import time
@@ -31,7 +34,7 @@ from mmfusion.config import parse_value
 from mmfusion.data.dataset import FusionDataset
 from mmfusion.data.synthetic import SyntheticConfig, make_synthetic, term_capture
 from mmfusion.engine.system import task_loss
-from mmfusion.io import atomic_write_json, atomic_write_text
+from mmfusion.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from mmfusion.metrics import sentiment_metrics
 from mmfusion.models import build
 
@@ -51,37 +54,61 @@ def evaluate(model: torch.nn.Module, ds: FusionDataset, device: str, batch: int 
     return {**sentiment_metrics(pred, ds.split.labels), **term_capture(pred, ds.split.extras["terms"])}
 
 
-def run_seed(args: argparse.Namespace, seed: int, bundle: Any, progress: Progress) -> dict[str, Any]:
+def run_seed(args: argparse.Namespace, seed: int, bundle: Any, progress: Progress,
+             state_path: Path) -> dict[str, Any] | None:
+    """Train one seed; returns its result, or None when ``--max-minutes`` ran out (the state is then saved at the
+    last validation check, and the same command goes on from there)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train, valid, test = (FusionDataset(bundle.splits[k]) for k in ("train", "valid", "test"))
     model = build(args.model, bundle.feature_dims, bundle.output_dim, **args.overrides).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    task = progress.add_task(f"seed {seed}", total=args.steps)
     best: dict[str, Any] = {"valid_corr": -2.0}
-    history = []
-    step, start = 0, time.time()
+    history: list[dict[str, Any]] = []
+    step, pos, seconds, order = 0, 0, 0.0, rng.permutation(len(train))
+    if state_path.exists():  # an interrupted run of this seed: go on from its last validation check
+        state = torch.load(state_path, map_location=args.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        order, pos = state["order"].numpy(), state["pos"]
+        step, seconds, best, history = state["step"], state["seconds"], state["best"], state["history"]
+    task = progress.add_task(f"seed {seed}", total=args.steps, completed=step)
+    start = time.time() - seconds
+    session = time.time()
     while step < args.steps:
-        order = rng.permutation(len(train))
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            b = train.collate(order[i:i + args.batch]).to(args.device)
-            out = model(b.features, b.masks)
-            loss = task_loss(out["pred"], b.labels, "regression")
-            loss = loss + sum(out.get("losses", {}).values(), torch.zeros((), device=loss.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.8)
-            opt.step()
-            step += 1
-            progress.advance(task)
-            if step % args.every == 0 or step == args.steps:
-                v = evaluate(model, valid, args.device)
-                history.append({"step": step, "valid_corr": v["corr"], "valid_capture_crossmodal":
-                                v["capture_crossmodal"]})
-                if v["corr"] > best["valid_corr"]:
-                    best = {"valid_corr": v["corr"], "step": step, "test": evaluate(model, test, args.device)}
-            if step == args.steps:
-                break
+        if pos + args.batch > len(order):  # next epoch
+            order, pos = rng.permutation(len(train)), 0
+        b = train.collate(order[pos:pos + args.batch]).to(args.device)
+        pos += args.batch
+        out = model(b.features, b.masks)
+        loss = task_loss(out["pred"], b.labels, "regression")
+        loss = loss + sum(out.get("losses", {}).values(), torch.zeros((), device=loss.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.8)
+        opt.step()
+        step += 1
+        progress.advance(task)
+        if step % args.every == 0 or step == args.steps:
+            v = evaluate(model, valid, args.device)
+            history.append({"step": step, "valid_corr": v["corr"], "valid_capture_crossmodal":
+                            v["capture_crossmodal"]})
+            progress.console.print(f"seed {seed} step {step}: valid Corr {v['corr']:.4f}, "
+                                   f"cross-modal term captured {v['capture_crossmodal']:.3f}")
+            if v["corr"] > best["valid_corr"]:
+                best = {"valid_corr": v["corr"], "step": step, "test": evaluate(model, test, args.device)}
+            if step < args.steps:
+                buf = io.BytesIO()
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                            "numpy_rng": json.dumps(rng.bit_generator.state), "order": torch.from_numpy(order),
+                            "pos": pos, "step": step, "seconds": time.time() - start, "best": best,
+                            "history": history}, buf)
+                atomic_write_bytes(state_path, buf.getvalue())
+                if args.max_minutes is not None and time.time() - session > 60 * args.max_minutes:
+                    progress.remove_task(task)
+                    return None
     progress.remove_task(task)
     return {"seed": seed, "seconds": time.time() - start, **best, "history": history}
 
@@ -115,6 +142,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
     p.add_argument("--device", default="cpu")
     p.add_argument("--tag", default=None, help="output name (default: model and overrides)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop at the first validation check after this long; the same command goes on from there")
     args = p.parse_args()
     args.overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     tag = args.tag or "_".join([args.model] + [f"{k}-{v}" for k, v in sorted(args.overrides.items())])
@@ -131,8 +160,15 @@ def main() -> None:
         for seed in args.seeds:
             if seed in done:
                 continue
-            result["seeds"].append(run_seed(args, seed, bundle, bar))
+            state_path = OUT / f"scaling_{tag}_seed{seed}.pt"
+            finished = run_seed(args, seed, bundle, bar, state_path)
+            if finished is None:
+                print(f"stopped after --max-minutes {args.max_minutes}; state saved in {state_path}: "
+                      "run the same command to go on")
+                return
+            result["seeds"].append(finished)
             atomic_write_json(path, result)
+            state_path.unlink(missing_ok=True)
     atomic_write_text(path.with_suffix(".md"), table(result))
     print(table(result))
     print(f"results: {path} and {path.with_suffix('.md')}")
