@@ -21,7 +21,7 @@ Deviations (all from the spec): WAL scores masked-mean-pooled sequences instead 
 (§2); PSA mixes logits by default, Eq. 2's literal form is ``mixing="literal"`` (§2); sources of every HCA layer
 are the front-end outputs (§3); dropouts and clipping take MulT's values (§6). Everything is masked.
 One option beyond the spec: ``frontend="conv"`` drops the front end's Bi-LSTM (§1), which on the built-in benchmark
-is what keeps MEA from learning cross-modal cue matching (docs/results/mea_synthetic_scale.md); the default keeps it.
+delays MEA's learning of cross-modal cue matching (docs/results/mea_synthetic_scale.md); the default keeps it.
 """
 
 from __future__ import annotations
