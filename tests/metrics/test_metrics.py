@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmfusion.metrics import emotion_metrics, pearson, sentiment_metrics
+from mmfusion.metrics import SENTIMENT_KEYS, emotion_metrics, pearson, sentiment_metrics
 
 
 def test_sentiment_hand_computed():
@@ -20,6 +20,16 @@ def test_sentiment_hand_computed():
     # weighted F1, non-zero: truth [T,F,F,T], pred [T,T,F,T]: F1(T)=2*2/(2*2+1)=0.8 (w .5), F1(F)=2/3 (w .5)
     assert m["f1_non0"] == pytest.approx(0.5 * 0.8 + 0.5 * (2 / 3))
     assert m["corr"] == pytest.approx(np.corrcoef(p, y)[0, 1])
+
+
+def test_a_subset_of_keys_gives_the_same_values():
+    rng = np.random.default_rng(0)
+    p, y = rng.normal(size=50), rng.normal(size=50)
+    full = sentiment_metrics(p, y)
+    assert list(full) == list(SENTIMENT_KEYS)
+    assert sentiment_metrics(p, y, keys=["f1_has0", "mae"]) == {"mae": full["mae"], "f1_has0": full["f1_has0"]}
+    with pytest.raises(ValueError, match="acc3"):
+        sentiment_metrics(p, y, keys=["acc3"])
 
 
 def test_pearson_constant_is_zero_not_nan():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
@@ -19,33 +19,36 @@ def pearson(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((p - p.mean()) * (y - y.mean())) / (sp * sy))
 
 
-def sentiment_metrics(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
+def sentiment_metrics(pred: np.ndarray, label: np.ndarray,
+                      keys: Collection[str] = SENTIMENT_KEYS) -> dict[str, float]:
     """MAE, Corr, Acc7, Acc5 and Acc2/weighted F1 in both conventions, for scores in [-3, 3].
 
     - Acc7: ``round(clip(p, -3, 3)) == round(clip(y, -3, 3))``; Acc5 the same with clip to [-2, 2].
     - ``*_non0`` (MulT, MEA, most papers): samples with ``y == 0`` dropped, ``p > 0`` against ``y > 0``.
     - ``*_has0`` (MMSA's Has0): ``p >= 0`` against ``y >= 0`` over all samples.
-    F1 is scikit-learn's weighted F1. Accuracies are fractions in [0, 1].
+    F1 is scikit-learn's weighted F1. Accuracies are fractions in [0, 1]. ``keys`` picks a subset of
+    :data:`SENTIMENT_KEYS` (only those are computed: the F1s cost milliseconds each).
     """
+    unknown = set(keys) - set(SENTIMENT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown sentiment metrics {sorted(unknown)}; expected some of {list(SENTIMENT_KEYS)}")
     p = np.asarray(pred, dtype=np.float64).reshape(-1)
     y = np.asarray(label, dtype=np.float64).reshape(-1)
     if p.shape != y.shape:
         raise ValueError(f"predictions and labels differ in length: {p.shape[0]} vs {y.shape[0]}")
-    out = {
-        "mae": float(np.mean(np.abs(p - y))),
-        "corr": pearson(p, y),
-        "acc7": float(np.mean(np.round(np.clip(p, -3, 3)) == np.round(np.clip(y, -3, 3)))),
-        "acc5": float(np.mean(np.round(np.clip(p, -2, 2)) == np.round(np.clip(y, -2, 2)))),
-    }
     nz = y != 0
-    if nz.any():
-        out["acc2_non0"] = float(accuracy_score(y[nz] > 0, p[nz] > 0))
-        out["f1_non0"] = float(f1_score(y[nz] > 0, p[nz] > 0, average="weighted", zero_division=0))
-    else:
-        out["acc2_non0"] = out["f1_non0"] = float("nan")
-    out["acc2_has0"] = float(accuracy_score(y >= 0, p >= 0))
-    out["f1_has0"] = float(f1_score(y >= 0, p >= 0, average="weighted", zero_division=0))
-    return out
+    metrics = {
+        "mae": lambda: float(np.mean(np.abs(p - y))),
+        "corr": lambda: pearson(p, y),
+        "acc7": lambda: float(np.mean(np.round(np.clip(p, -3, 3)) == np.round(np.clip(y, -3, 3)))),
+        "acc5": lambda: float(np.mean(np.round(np.clip(p, -2, 2)) == np.round(np.clip(y, -2, 2)))),
+        "acc2_non0": lambda: float(accuracy_score(y[nz] > 0, p[nz] > 0)) if nz.any() else float("nan"),
+        "f1_non0": lambda: float(f1_score(y[nz] > 0, p[nz] > 0, average="weighted", zero_division=0))
+        if nz.any() else float("nan"),
+        "acc2_has0": lambda: float(accuracy_score(y >= 0, p >= 0)),
+        "f1_has0": lambda: float(f1_score(y >= 0, p >= 0, average="weighted", zero_division=0)),
+    }
+    return {k: metrics[k]() for k in SENTIMENT_KEYS if k in keys}
 
 
 def emotion_metrics(logits: np.ndarray, labels: np.ndarray, emotions: Sequence[str]) -> dict[str, float]:
