@@ -9,9 +9,9 @@ from mmfusion.models.mea import MEAConfig
 DIMS = {"text": 13, "vision": 5, "audio": 20}
 
 
-def _batch(B=4, seed=0):
+def _batch(B=4, seed=0, lens=None):
     g = torch.Generator().manual_seed(seed)
-    lens = {"text": 7, "vision": 11, "audio": 5}
+    lens = lens or {"text": 7, "vision": 11, "audio": 5}
     feats = {m: torch.randn(B, lens[m], d, generator=g) for m, d in DIMS.items()}
     masks = {m: torch.ones(B, lens[m], dtype=torch.bool) for m in DIMS}
     masks["vision"][1, 6:] = False
