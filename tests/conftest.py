@@ -7,6 +7,14 @@ from mmfusion import kernels
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Under pytest-xdist (scripts/test.sh runs one worker per core) each worker gets its share of the cores, and the
+# training processes some tests start inherit it: without this, every worker would start a thread per core.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    _threads = max(1, (os.cpu_count() or 1) // _workers)
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
