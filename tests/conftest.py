@@ -11,7 +11,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # training processes some tests start inherit it: without this, every worker would start a thread per core.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
-    _threads = max(1, (os.cpu_count() or 1) // _workers)
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _threads = max(1, _cores // _workers)
     torch.set_num_threads(_threads)
     os.environ["OMP_NUM_THREADS"] = str(_threads)
 
