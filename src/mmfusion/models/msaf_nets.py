@@ -2,7 +2,8 @@
 
 ``msaf_lstm`` — the paper's sentiment network: per modality two stacked single-layer LSTMs with MSAF between them
 on (B, H, T) (C=16, r=2, p=0.2, q=5), the last real step of each modality concatenated (224 = 128 + 32 + 64) and
-a linear head. Packed sequences and masks make it padding-invariant, including MSAF's squeeze and segments.
+a linear head. Masked LSTMs (equal to packed sequences) and masks make it padding-invariant, including MSAF's
+squeeze and segments.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MEA's per-modality front end (spec §1): Conv1d -> sinusoidal positions -> packed Bi-LSTM (or no Bi-LSTM)."""
+"""MEA's per-modality front end (spec §1): Conv1d -> sinusoidal positions -> masked Bi-LSTM (or no Bi-LSTM)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ class SinusoidalPositions(nn.Module):
 
 class ModalityFrontEnd(nn.Module):
     """X_m (B, T, d_m) -> Z_m (B, T, D): Conv1d (kernel k, same padding) over the real frames, positions,
-    Bi-LSTM with D/2 units per direction on packed sequences. Padded frames of Z_m are zero.
+    Bi-LSTM with D/2 units per direction over the real frames only (:class:`MaskedLSTM`, equal to packed
+    sequences). Padded frames of Z_m are zero.
 
     ``recurrent=False`` leaves the Bi-LSTM out (Z_m is the positioned convolution, as in MulT's front end). On a
     large draw of the built-in benchmark, MEA learns to match a cue in one stream to one of several events in
