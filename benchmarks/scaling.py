@@ -8,7 +8,8 @@ the text selects one of three vision events); this script asks what a model reac
 Every seed trains on the same draw (data seed 0; the seed sets the model's initialisation and batch order) with
 Adam, gradient clipping at 0.8 and the model's own auxiliary losses, checks validation Corr every ``--every`` steps
 and reports the test metrics and per-term capture at the best validation check, beside the Bayes-optimal ceiling.
-Unlike ``mmfusion fit`` there are no epochs or learning-rate schedule: the budget is a step count.
+Unlike ``mmfusion fit`` there are no epochs and no learning-rate schedule beyond an optional linear warm-up
+(``--warmup N``, which also names the output): the budget is a step count.
 
 Writes ``benchmarks/out/scaling_<tag>.json`` after every finished seed and a Markdown table beside it. A run can be
 stopped and resumed: the seeds already in the JSON are skipped, and the seed in progress goes on from its last
@@ -88,6 +89,9 @@ def run_seed(args: argparse.Namespace, seed: int, bundle: Any, progress: Progres
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.8)
+        if args.warmup:  # linear warm-up: a function of the step alone, so a resumed run continues it exactly
+            for group in opt.param_groups:
+                group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
         opt.step()
         step += 1
         progress.advance(task)
@@ -138,6 +142,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2800, help="optimizer steps per seed (default 2800)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=0,
+                   help="raise the learning rate linearly over the first N steps (default 0: constant)")
     p.add_argument("--every", type=int, default=400, help="validate every N steps (default 400)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
     p.add_argument("--device", default="cpu")
@@ -146,7 +152,8 @@ def main() -> None:
                    help="stop at the first validation check after this long; the same command goes on from there")
     args = p.parse_args()
     args.overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
-    tag = args.tag or "_".join([args.model] + [f"{k}-{v}" for k, v in sorted(args.overrides.items())])
+    tag = args.tag or "_".join([args.model] + [f"{k}-{v}" for k, v in sorted(args.overrides.items())]
+                               + ([f"warmup{args.warmup}"] if args.warmup else []))
     path = OUT / f"scaling_{tag}.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"seeds": []}
     done = {r["seed"] for r in result["seeds"]}
@@ -154,7 +161,7 @@ def main() -> None:
     machine = (torch.cuda.get_device_name(0) if args.device == "cuda"
                else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     result.update(tag=tag, model=args.model, overrides=args.overrides, n_train=args.n_train, steps=args.steps,
-                  batch=args.batch, lr=args.lr, device=args.device, machine=machine,
+                  batch=args.batch, lr=args.lr, warmup=args.warmup, device=args.device, machine=machine,
                   torch=torch.__version__, bayes=bundle.bayes)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         for seed in args.seeds:
