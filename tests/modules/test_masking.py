@@ -60,5 +60,8 @@ def test_masked_lstm_in_place_path_equals_packed_nn_lstm():
         torch.testing.assert_close(gx, ref_gx, atol=1e-6, rtol=1e-5)
         for g, ref in zip(gp, ref_gp, strict=True):
             torch.testing.assert_close(g, ref, atol=1e-5, rtol=1e-4)
-        x[~mask] = float("nan")  # not even NaN (the packed form gives NaN for an empty row here)
-        torch.testing.assert_close(lstm._forward_in_place(x, mask)[0].detach(), out)
+        x[~mask] = float("nan")  # not even NaN
+        for run, want in ((lstm._forward_in_place, (out, final)), (lstm._forward_packed, (ref_out, ref_final))):
+            got = run(x, mask)
+            torch.testing.assert_close(got[0].detach(), want[0])
+            torch.testing.assert_close(got[1].detach(), want[1])

@@ -36,14 +36,18 @@ def concat_time(xs: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[Tensor, 
     return torch.cat(list(xs), dim=1), torch.cat(list(masks), dim=1)
 
 
+def take_time(x: Tensor, index: Tensor) -> Tensor:
+    """x (B, T, D) reordered along time by index (B, T'): out[b, t] = x[b, index[b, t]]."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 def compact(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Move each row's real frames to the front, keeping their order.
 
     Returns (x_compact (B, T, D), lengths (B,), order (B, T)); :func:`uncompact` puts results back.
     """
     order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # real frames first
-    xc = x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-    return xc, mask.sum(1), order
+    return take_time(x, order), mask.sum(1), order
 
 
 def uncompact(y: Tensor, order: Tensor, mask: Tensor) -> Tensor:
@@ -52,4 +56,4 @@ def uncompact(y: Tensor, order: Tensor, mask: Tensor) -> Tensor:
     if y.shape[1] < T:  # pad_packed_sequence returns only the longest length
         y = torch.nn.functional.pad(y, (0, 0, 0, T - y.shape[1]))
     out = torch.zeros_like(y).scatter(1, order.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y)
-    return out * mask.unsqueeze(-1).to(y.dtype)
+    return torch.where(mask.unsqueeze(-1), out, 0.0)  # not a product: a non-finite value at padding stays out

@@ -7,12 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mmfusion.modules.masking import compact, uncompact
-
-
-def _take_time(x: Tensor, index: Tensor) -> Tensor:
-    """x (B, T, D) reordered along time by index (B, T): out[b, t] = x[b, index[b, t]]."""
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+from mmfusion.batch import lengths_to_mask
+from mmfusion.modules.masking import compact, take_time, uncompact
 
 
 class MaskedLSTM(nn.Module):
@@ -59,10 +55,10 @@ class MaskedLSTM(nn.Module):
         lstm = self.lstm
         xc, lengths, order = compact(x, mask)
         B, T, _ = xc.shape
-        t = torch.arange(T, device=x.device)
-        real = t[None] < lengths[:, None]  # (B, T): the compacted mask
+        real = lengths_to_mask(lengths, T)  # (B, T): the compacted mask
         # within-length reversal (an involution): real frame t <-> lengths - 1 - t, padding stays where it is
-        rev = torch.where(real, lengths[:, None] - 1 - t[None], t[None])
+        t = torch.arange(T, device=x.device)[None]
+        rev = torch.where(real, lengths[:, None] - 1 - t, t)
         last = (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, lstm.hidden_size)
         h = torch.where(real[..., None], xc, 0.0)  # zeros in the padding: nothing non-finite enters either pass
         h0 = h.new_zeros(1, B, lstm.hidden_size)
@@ -75,13 +71,13 @@ class MaskedLSTM(nn.Module):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 weights = [getattr(lstm, name + sfx) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                            if hasattr(lstm, name + sfx)]
-                y = torch.lstm(h if d == 0 else _take_time(h, rev), (h0, h0), weights, lstm.bias, 1, 0.0,
+                y = torch.lstm(h if d == 0 else take_time(h, rev), (h0, h0), weights, lstm.bias, 1, 0.0,
                                self.training, False, True)[0]  # (B, T, H)
                 finals.append(y.gather(1, last)[:, 0])  # the state after the row's last real step
-                outs.append(y if d == 0 else _take_time(y, rev))
+                outs.append(y if d == 0 else take_time(y, rev))
             h = torch.cat(outs, dim=-1)
-        present = (lengths > 0).to(x.dtype)[:, None]
-        return uncompact(h, order, mask), torch.cat(finals, dim=-1) * present
+        present = (lengths > 0)[:, None]
+        return uncompact(h, order, mask), torch.where(present, torch.cat(finals, dim=-1), 0.0)
 
     def _forward_packed(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         dirs = 2 if self.lstm.bidirectional else 1
@@ -90,5 +86,5 @@ class MaskedLSTM(nn.Module):
         out, (h, _) = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True)  # (B, T_max, H·dirs)
         final = torch.cat([h[-dirs + k] for k in range(dirs)], dim=-1)  # (B, H·dirs)
-        present = (lengths > 0).to(x.dtype)[:, None]
-        return uncompact(out, order, mask), final * present
+        present = (lengths > 0)[:, None]  # an empty row was packed as one (padding) frame: its state is dropped
+        return uncompact(out, order, mask), torch.where(present, final, 0.0)
