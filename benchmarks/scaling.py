@@ -134,7 +134,7 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="mea")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. frontend=conv")
@@ -148,13 +148,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
     p.add_argument("--device", default="cpu")
     p.add_argument("--tag", default=None, help="output name (default: model and overrides)")
+    p.add_argument("--out-dir", type=Path, default=OUT, help=f"where results and resume states go (default {OUT})")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop at the first validation check after this long; the same command goes on from there")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     args.overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     tag = args.tag or "_".join([args.model] + [f"{k}-{v}" for k, v in sorted(args.overrides.items())]
                                + ([f"warmup{args.warmup}"] if args.warmup else []))
-    path = OUT / f"scaling_{tag}.json"
+    path = args.out_dir / f"scaling_{tag}.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"seeds": []}
     done = {r["seed"] for r in result["seeds"]}
     bundle = make_synthetic(SyntheticConfig(n_train=args.n_train))
@@ -167,7 +168,7 @@ def main() -> None:
         for seed in args.seeds:
             if seed in done:
                 continue
-            state_path = OUT / f"scaling_{tag}_seed{seed}.pt"
+            state_path = args.out_dir / f"scaling_{tag}_seed{seed}.pt"
             finished = run_seed(args, seed, bundle, bar, state_path)
             if finished is None:
                 print(f"stopped after --max-minutes {args.max_minutes}; state saved in {state_path}: "
