@@ -11,10 +11,11 @@ and reports the test metrics and per-term capture at the best validation check, 
 Unlike ``mmfusion fit`` there are no epochs and no learning-rate schedule beyond an optional linear warm-up
 (``--warmup N``, which also names the output): the budget is a step count.
 
-Writes ``benchmarks/out/scaling_<tag>.json`` after every finished seed and a Markdown table beside it. A run can be
-stopped and resumed: the seeds already in the JSON are skipped, and the seed in progress goes on from its last
-validation check (``scaling_<tag>_seed<N>.pt``, written atomically at every check; ``--max-minutes`` stops there on
-purpose, e.g. to fit a job into time slots). A resumed seed ends with the same result as an uninterrupted one.
+Writes ``scaling_<tag>.json`` (in ``benchmarks/out/`` or ``--out-dir``) after every finished seed and a Markdown table
+beside it. A run can be stopped and resumed: the seeds already in the JSON are skipped, and the seed in progress goes
+on from its last validation check (``scaling_<tag>_seed<N>.pt``, written atomically at every check; ``--max-minutes``
+stops there on purpose, e.g. to fit a job into time slots). A resumed seed ends with the same result as an
+uninterrupted one.
 """
 
 from __future__ import annotations
