@@ -18,7 +18,8 @@ EPILOG_FIT = """examples:
   mmfusion fit --model lf_lstm --data synthetic --resume        # continue an interrupted run
   mmfusion fit --config configs/msaf/ravdess.yaml --data ravdess:data/RAVDESS   # 6-fold CV (data_args.fold=all)
 
-data SPEC: synthetic | synthetic:emotion | mult:PATH | mmsa:PATH | csd:DIR | h5:PATH
+data SPEC: synthetic | synthetic:emotion | mult:PATH | mmsa:PATH | csd:DIR | h5:PATH | ravdess:DIR | ntu:DIR
+  (reader options with --set data_args.KEY=VALUE, e.g. --set data_args.n_train=40000 for synthetic)
 """
 
 
@@ -27,7 +28,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with overrides (see configs/)")
     p.add_argument("--seeds", type=int, nargs="+", help="one or more seeds; several give mean ± std")
     p.add_argument("--max-epochs", type=int, help="maximum training epochs")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="training batch size")
     p.add_argument("--lr", type=float, help="learning rate (Adam)")
     p.add_argument("--out", help="output root directory (default: runs)")
     p.add_argument("--precision", help="32-true (default), 16-mixed or bf16-mixed")
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help="data SPEC")
         p.add_argument("--split", default="test", choices=["train", "valid", "test"])
         p.add_argument("--out", help="output file (.json for test, .csv for predict; default beside the checkpoint)")
-        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass (default 64)")
         p.add_argument("--compile", action="store_true",
                        help="run the model through torch.compile: less per-operator overhead after a first batch "
                             "that compiles for a minute or two (lengths that change per batch compile once more, "
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
     p.add_argument("data", help="data SPEC to read")
     p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout")
-    p.add_argument("--layout", choices=["h5", "mult", "mmsa"], default="h5")
+    p.add_argument("--layout", choices=["h5", "mult", "mmsa"], default="h5",
+                   help="h5 (default): mmfusion's HDF5 format; mult / mmsa: that project's pickle layout")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader options (data_args)")
 
     p = sub.add_parser("prepare", help="decode raw clips (ravdess:DIR, ntu:DIR) once into the dataset's cache "
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the description to this JSON file")
 
     p = sub.add_parser("models", help="list registered models (and their ablations)")
-    p.add_argument("--ablations", action="store_true")
+    p.add_argument("--ablations", action="store_true", help="also list each model's named ablations")
     return parser
 
 

@@ -34,7 +34,8 @@ def _kind_of(spec: str) -> tuple[str, str]:
     if p.suffix == ".pkl":
         return ("mmsa" if p.name.startswith(("unaligned_", "aligned_")) else "mult"), spec
     raise DataError("cannot tell the data format", file=spec,
-                    expected="synthetic, mult:PATH, mmsa:PATH, csd:DIR or h5:PATH", actual=spec)
+                    expected="synthetic, mult:PATH, mmsa:PATH, csd:DIR, h5:PATH, ravdess:DIR or ntu:DIR",
+                    actual=spec)
 
 
 def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: str | None = None) -> DatasetBundle:
