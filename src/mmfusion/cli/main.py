@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output stem (default: <runs>/robustness_<dataset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="reader options (data_args), the same as in training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
     p.add_argument("data", help="data SPEC to read")
@@ -283,7 +284,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     bundle = load_data(args.data, {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)},
                        source="--set")
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    res = run_robustness(Path(args.runs), bundle, models, Path(args.out) if args.out else None, console)
+    res = run_robustness(Path(args.runs), bundle, models, Path(args.out) if args.out else None, console,
+                         progress=not args.no_progress)
     rows = [(m, per) for m, per in res["table"].items()]
     from rich.table import Table
 

@@ -17,6 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from mmfusion.batch import Batch
 from mmfusion.data import DatasetBundle, FusionDataset
@@ -88,8 +96,10 @@ def evaluate(model: torch.nn.Module, bundle: DatasetBundle, condition: str, *, s
 
 
 def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | None = None,
-                   out: Path | None = None, console: Any = None) -> dict[str, Any]:
-    """Evaluate every ``<root>/<model>/<dataset>/seed_*/checkpoints/best.ckpt`` under every condition."""
+                   out: Path | None = None, console: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate every ``<root>/<model>/<dataset>/seed_*/checkpoints/best.ckpt`` under every condition.
+
+    With a rich ``console`` and ``progress``, a progress bar counts the (checkpoint, condition) evaluations."""
     key, _ = main_metric(bundle.task)
     found = sorted(root.glob(f"*/{bundle.name}/seed_*/checkpoints/best.ckpt"))
     if models:
@@ -101,15 +111,17 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
     conds = conditions(bundle.modalities)
     std = feature_std(bundle)
     scores: dict[str, dict[str, list[float]]] = {}
-    for ckpt in found:
-        model_name = ckpt.parts[-5]
-        system = load_system(ckpt)
-        check_compatible(system, bundle, ckpt)
-        if console:
-            console.print(f"{model_name} {ckpt.parts[-3]}", style="dim", markup=False)
-        for cond in conds:
-            value = evaluate(system.model, bundle, cond, std=std)[key]
-            scores.setdefault(model_name, {}).setdefault(cond, []).append(value)
+    with _progress(console, progress) as bar:
+        task = bar.add_task("robustness", total=len(found) * len(conds))
+        for ckpt in found:
+            model_name = ckpt.parts[-5]
+            system = load_system(ckpt)
+            check_compatible(system, bundle, ckpt)
+            for cond in conds:
+                bar.update(task, description=f"{model_name} {ckpt.parts[-3]} {cond}")
+                value = evaluate(system.model, bundle, cond, std=std)[key]
+                scores.setdefault(model_name, {}).setdefault(cond, []).append(value)
+                bar.advance(task)
     table = {m: {c: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                      "seeds": len(v)} for c, v in per.items()} for m, per in scores.items()}
     out = out or root / f"robustness_{bundle.name}"
@@ -130,6 +142,12 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
     _plot(Path(f"{out}.png"), table, conds, key, bundle.name)
     return {"table": table, "conditions": conds, "metric": key, "files": [f"{out}.{e}" for e in
                                                                         ("md", "csv", "json", "png")]}
+
+
+def _progress(console: Any, show: bool) -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    return Progress(*columns, console=console, disable=console is None or not show)
 
 
 def _plot(path: Path, table: Mapping[str, Any], conds: Sequence[str], key: str, name: str) -> None:
