@@ -17,6 +17,16 @@ def _traceable(conv, factors):
     return psa._traceable_conv_of_product(*factors, conv.weight, conv.bias)
 
 
+def _factored(conv, factors):
+    """The factored product eager code runs beyond ``DIRECT_MAX_T`` frames (hand-written backward)."""
+    return psa._conv_of_product(*factors, conv.weight, conv.bias)
+
+
+def _dispatched(conv, factors, monkeypatch, direct_max_t):
+    monkeypatch.setattr(psa, "DIRECT_MAX_T", direct_max_t)
+    return predict_from_factors(conv, factors)
+
+
 def _layer(mu, mixing="logits", predict=True):
     torch.manual_seed(0)
     return PredictiveSelfAttentionLayer(8, 2, predict=predict, mu=mu, mixing=mixing).eval()
@@ -44,10 +54,12 @@ def test_mu_zero_is_exactly_plain_softmax_attention():
 
 
 @pytest.mark.parametrize("lengths", [(7, 7, 7), (7, 5, 1)])
-@pytest.mark.parametrize("predict", [predict_from_factors, _traceable], ids=["eager", "traceable"])
+@pytest.mark.parametrize("predict", [predict_from_factors, _factored, _traceable],
+                         ids=["dispatched", "factored", "traceable"])
 def test_predicted_map_equals_conv2d_on_the_logit_map(lengths, predict):
     """The factored prediction is exactly Conv2d(3x3, same) over S = Q'K'ᵀ, padding included, in the
-    hand-differentiated form eager code runs and in the traceable form compiled graphs run."""
+    hand-differentiated form eager code runs, in the traceable form compiled graphs run, and through
+    ``predict_from_factors`` (which convolves S itself at this length)."""
     factors, _ = _factors(B=3, H=4, T=7, Dh=3, lengths=lengths)
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
     S = logits_from_factors(factors)
@@ -69,8 +81,22 @@ def test_predicted_map_without_bias_and_rectangular_channels():
     factors, _ = _factors(B=2, H=2, T=5, Dh=3, lengths=(5, 3))
     conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False).double()
     q, k = (f.double().requires_grad_() for f in factors)
-    torch.testing.assert_close(predict_from_factors(conv, (q, k)), conv(logits_from_factors((q, k))))
-    assert torch.autograd.gradcheck(lambda a, b: predict_from_factors(conv, (a, b)), (q, k))
+    torch.testing.assert_close(_factored(conv, (q, k)), conv(logits_from_factors((q, k))))
+    assert torch.autograd.gradcheck(lambda a, b: _factored(conv, (a, b)), (q, k))
+
+
+def test_prediction_takes_the_factored_product_beyond_direct_max_t(monkeypatch):
+    """Up to DIRECT_MAX_T frames the logit map is built and convolved, beyond it never; both give conv(S)."""
+    factors, _ = _factors(B=2, H=2, T=6, Dh=3, lengths=(6, 4))
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1)
+    want = conv(logits_from_factors(factors))
+    calls = []
+    real_apply = psa._ConvOfProduct.apply
+    monkeypatch.setattr(psa._ConvOfProduct, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    for limit, factored in ((6, False), (5, True)):
+        calls.clear()
+        torch.testing.assert_close(_dispatched(conv, factors, monkeypatch, limit), want, rtol=0, atol=1e-5)
+        assert bool(calls) == factored, limit
 
 
 def test_mixed_logits_mix_and_mask_keys():
