@@ -21,10 +21,11 @@ DEFAULT_MODELS = "mea,mult,msaf_lstm,misa,lf_lstm,ef_lstm,tfn,lmf"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=DEFAULT_MODELS)
-    ap.add_argument("--frames", type=int, nargs="+", default=[50, 100, 200, 500, 1000])
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated model names (default {DEFAULT_MODELS})")
+    ap.add_argument("--frames", type=int, nargs="+", default=[50, 100, 200, 500, 1000],
+                    help="vision and audio lengths to sweep (default 50 100 200 500 1000)")
+    ap.add_argument("--batch", type=int, default=8, help="batch size of every point (default 8)")
+    ap.add_argument("--repeat", type=int, default=2, help="timed repetitions per point (default 2)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per point; slower points are skipped")
     args = ap.parse_args()
     out_dir = HERE / "out" / "complexity"

@@ -137,17 +137,18 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mea")
+    p.add_argument("--model", default="mea", help="registered model name (default mea)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. frontend=conv")
     p.add_argument("--n-train", type=int, default=200_000, help="training clips in the draw (default 200000)")
     p.add_argument("--steps", type=int, default=2800, help="optimizer steps per seed (default 2800)")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--warmup", type=int, default=0,
                    help="raise the learning rate linearly over the first N steps (default 0: constant)")
     p.add_argument("--every", type=int, default=400, help="validate every N steps (default 400)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113],
+                   help="model seeds, one after another (default 1111 1112 1113)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--tag", default=None, help="output name (default: model and overrides)")
     p.add_argument("--out-dir", type=Path, default=OUT, help=f"where results and resume states go (default {OUT})")
     p.add_argument("--max-minutes", type=float, default=None,

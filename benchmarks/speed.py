@@ -62,14 +62,17 @@ def sync(device: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="mea")
-    ap.add_argument("--shape", default="mosi", choices=sorted(SHAPES))
+    ap.add_argument("--model", default="mea", help="registered model name (default mea)")
+    ap.add_argument("--shape", default="mosi", choices=sorted(SHAPES),
+                    help="feature sizes and lengths of the real MOSI or MOSEI files (default mosi)")
     ap.add_argument("--frames", type=int, help="override the vision and audio lengths (complexity sweeps)")
     ap.add_argument("--out", help="JSON output (default benchmarks/out/speed_<model>_<shape>.json)")
     ap.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=32, help="training and batch-inference batch size (default 32)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="timed training steps and batch passes, best-of for latency (one clip: at least 5; default 3)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--profile", action="store_true", help="print the operator profile of one training step")
     ap.add_argument("--compile", action="store_true",
                     help="also time inference through torch.compile (as `mmfusion predict --compile` runs it)")
