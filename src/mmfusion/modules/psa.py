@@ -82,7 +82,7 @@ def predict_from_factors(conv: nn.Conv2d, factors: Factors) -> Tensor:
 
 def _predict(q: Tensor, k: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if q.shape[2] <= DIRECT_MAX_T:
-        return F.conv2d(q @ k.transpose(-1, -2), weight, bias, padding=1)
+        return F.conv2d(logits_from_factors((q, k)), weight, bias, padding=1)
     return _conv_of_product(q, k, weight, bias)
 
 
