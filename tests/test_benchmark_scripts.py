@@ -28,14 +28,19 @@ def test_scaling_resumed_seed_equals_uninterrupted_and_warmup_is_linear(tmp_path
     resumed = tmp_path / "resumed"
     state = resumed / "scaling_mea_tiny_warmup4_seed7.pt"
     lrs = []
-    for _ in range(2):  # stops after steps 2 and 4
+    for i in range(2):  # stops after steps 2 and 4
         scaling.main([*args, "--out-dir", str(resumed), "--max-minutes", "0"])
-        assert "run the same command to go on" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "run the same command to go on" in out
+        assert ("going on from step 2 of 6" in out) == (i == 1)
         saved = torch.load(state, weights_only=True)
         lrs.append((saved["step"], saved["opt"]["param_groups"][0]["lr"]))
     assert lrs == [(2, 0.002 * 2 / 4), (4, 0.002)]  # the rate of the last step taken: step/warmup, then constant
     scaling.main([*args, "--out-dir", str(resumed), "--max-minutes", "0"])  # the last check ends the seed
     assert not state.exists()
+    assert "going on from step 4 of 6" in capsys.readouterr().out
+    scaling.main([*args, "--out-dir", str(resumed)])  # a finished seed is not trained again
+    assert "seed 7: already in" in capsys.readouterr().out
     again = json.loads((resumed / "scaling_mea_tiny_warmup4.json").read_text())
 
     a, b = once["seeds"][0], again["seeds"][0]
