@@ -76,7 +76,7 @@ def run_seed(args: argparse.Namespace, seed: int, bundle: Any, progress: Progres
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         order, pos = state["order"].numpy(), state["pos"]
         step, seconds, best, history = state["step"], state["seconds"], state["best"], state["history"]
-        progress.console.print(f"seed {seed}: going on from step {step} of {args.steps} ({state_path})")
+        progress.console.print(f"seed {seed}: going on from step {step} of {args.steps} ({state_path})", soft_wrap=True)
     task = progress.add_task(f"seed {seed}", total=args.steps, completed=step)
     start = time.time() - seconds
     session = time.time()
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         for seed in args.seeds:
             if seed in done:
-                bar.console.print(f"seed {seed}: already in {path}, skipped")
+                bar.console.print(f"seed {seed}: already in {path}, skipped", soft_wrap=True)
                 continue
             state_path = args.out_dir / f"scaling_{tag}_seed{seed}.pt"
             finished = run_seed(args, seed, bundle, bar, state_path)
