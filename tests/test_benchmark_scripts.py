@@ -43,6 +43,7 @@ def test_scaling_resumed_seed_equals_uninterrupted_and_warmup_is_linear(tmp_path
     assert "seed 7: already in" in capsys.readouterr().out
     again = json.loads((resumed / "scaling_mea_tiny_warmup4.json").read_text())
 
+    assert [r["seed"] for r in again["seeds"]] == [7]  # the skipped seed was not appended a second time
     a, b = once["seeds"][0], again["seeds"][0]
     assert a["history"] == b["history"] and len(a["history"]) == 3
     assert a["step"] == b["step"] and a["test"] == b["test"]
