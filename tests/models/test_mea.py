@@ -144,3 +144,28 @@ def test_conv_frontend_leaves_out_exactly_the_lstms_and_keeps_padding_invariance
     x[0, -1] += 1.0
     moved = model.frontends["text"](x, mask)
     assert torch.equal(base[0, :-2], moved[0, :-2]) and not torch.equal(base[0, -2:], moved[0, -2:])
+
+
+def test_residual_frontend_adds_the_convolution_around_the_lstm_and_keeps_padding_invariance():
+    from tests.models.test_contract import DIMS as CDIMS
+    from tests.models.test_contract import _inputs, _more_garbage_padding
+
+    assert _names(build("mea_tiny", DIMS, 1, frontend="conv_lstm_residual")) == _names(build("mea_tiny", DIMS, 1))
+    torch.manual_seed(0)
+    model = build("mea_tiny", CDIMS, 1, frontend="conv_lstm_residual").eval()
+    paper = build("mea_tiny", CDIMS, 1).eval()
+    conv = build("mea_tiny", CDIMS, 1, frontend="conv").eval()
+    paper.load_state_dict(model.state_dict())
+    conv.load_state_dict(model.state_dict(), strict=False)  # the same weights without the LSTMs
+    feats, masks = _inputs()
+    with torch.no_grad():
+        for m in CDIMS:
+            z = model.frontends[m](feats[m], masks[m])
+            # Z_m = H + BiLSTM(H): the paper's output plus the positioned convolution, zero at padding
+            expected = paper.frontends[m](feats[m], masks[m]) + conv.frontends[m](feats[m], masks[m])
+            torch.testing.assert_close(z, expected)
+            assert (z[~masks[m]] == 0).all()
+        ref = model(feats, masks)["pred"]
+        padded = model(*_more_garbage_padding(feats, masks))["pred"]
+    torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(ref, paper(feats, masks)["pred"])  # the option changes the model's function

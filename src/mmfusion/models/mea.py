@@ -20,8 +20,9 @@ Figure 1, box by box (shape legend: B batch, T_m frames of modality m, D = ``dim
 Deviations (all from the spec): WAL scores masked-mean-pooled sequences instead of a flattened (T·D)² matrix
 (§2); PSA mixes logits by default, Eq. 2's literal form is ``mixing="literal"`` (§2); sources of every HCA layer
 are the front-end outputs (§3); dropouts and clipping take MulT's values (§6). Everything is masked.
-One option beyond the spec: ``frontend="conv"`` drops the front end's Bi-LSTM (§1), which on the built-in benchmark
-delays MEA's learning of cross-modal cue matching (docs/results/mea_synthetic_scale.md); the default keeps it.
+Two options beyond the spec: ``frontend="conv"`` drops the front end's Bi-LSTM (§1), which on the built-in benchmark
+delays MEA's learning of cross-modal cue matching (docs/results/mea_synthetic_scale.md), and
+``frontend="conv_lstm_residual"`` keeps it with a residual connection around it; the default is the paper's.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class MEAConfig:
     psa_layers: int = 3  # M
     hca_layers: int = 2  # N
     kernels: dict[str, int] = field(default_factory=lambda: {"text": 3, "vision": 3, "audio": 3})
-    frontend: Literal["conv_lstm", "conv"] = "conv_lstm"  # spec §1; "conv" leaves out the Bi-LSTM (not the paper's)
+    # spec §1; not the paper's: "conv" leaves out the Bi-LSTM, "conv_lstm_residual" adds its input around it
+    frontend: Literal["conv_lstm", "conv", "conv_lstm_residual"] = "conv_lstm"
     mu: float = 0.25  # weight of the predicted map in PSA
     mixing: Literal["logits", "literal"] = "logits"  # spec §2: default mixes logits; "literal" is Eq. 2
     alpha: float = 0.02  # weight of L_dis
@@ -129,7 +131,8 @@ class MEA(nn.Module):
         M = len(self.modalities)
         self.frontends = nn.ModuleDict({
             m: ModalityFrontEnd(feature_dims[m], c.dim, c.kernels.get(m, 3), c.embed_dropout,
-                                recurrent=c.frontend == "conv_lstm") for m in self.modalities
+                                recurrent=c.frontend != "conv", residual=c.frontend == "conv_lstm_residual")
+            for m in self.modalities
         })
         drop = {"attn_dropout": c.attn_dropout, "res_dropout": c.res_dropout}
         if c.use_exclusive and c.use_psa:
