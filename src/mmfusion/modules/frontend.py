@@ -70,9 +70,7 @@ class ModalityFrontEnd(nn.Module):
         x = x * mask[..., None].to(x.dtype)  # padding must not reach real frames through the kernel
         h = self.conv(x.transpose(1, 2)).transpose(1, 2) * self.scale  # (B, T, D)
         h = self.dropout(self.positions(h, mask))
-        if self.lstm is None or self.residual:
-            h = h * mask[..., None].to(h.dtype)  # zero at padding: the conv's edge reaches padded frames
         if self.lstm is None:
-            return h
-        z = self.lstm(h, mask)[0]  # zero at padding
-        return h + z if self.residual else z
+            return h * mask[..., None].to(h.dtype)  # zero at padding: the conv's edge reaches padded frames
+        z = self.lstm(h, mask)[0]  # zero at padding; padded input frames are never read
+        return h * mask[..., None].to(h.dtype) + z if self.residual else z
