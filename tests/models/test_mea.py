@@ -169,3 +169,13 @@ def test_residual_frontend_adds_the_convolution_around_the_lstm_and_keeps_paddin
         padded = model(*_more_garbage_padding(feats, masks))["pred"]
     torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(ref, paper(feats, masks)["pred"])  # the option changes the model's function
+
+
+def test_frontend_rejects_a_residual_without_the_lstm_and_an_even_kernel():
+    from mmfusion.modules.frontend import ModalityFrontEnd
+
+    with pytest.raises(ValueError, match="residual=True .* needs recurrent=True"):
+        ModalityFrontEnd(5, 8, recurrent=False, residual=True)
+    with pytest.raises(ValueError, match="kernel_size must be odd .* got 4"):
+        ModalityFrontEnd(5, 8, kernel_size=4)
+    assert ModalityFrontEnd(5, 8, recurrent=True, residual=True).lstm is not None
