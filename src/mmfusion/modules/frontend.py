@@ -48,8 +48,8 @@ class ModalityFrontEnd(nn.Module):
     ~4,400, ~6,800 and ~7,600 steps, and the other two had not by 8,000 (docs/results/mea_synthetic_scale.md).
 
     ``residual=True`` keeps the Bi-LSTM and adds its input back: Z_m = H + BiLSTM(H), H the positioned convolution
-    (zero at padded frames). Not the paper's; on the same draw it learned the matching within 2,000 steps in three
-    seeds of three, the two that never did with the paper's front end among them (same page).
+    (zero at padded frames). Not the paper's; on the same draw it learned the matching within 2,000 steps in four
+    seeds of five, the two that never did with the paper's front end among them (same page).
     """
 
     def __init__(self, input_dim: int, dim: int, kernel_size: int = 3, dropout: float = 0.0,
