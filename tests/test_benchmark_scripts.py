@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +49,50 @@ def test_scaling_resumed_seed_equals_uninterrupted_and_warmup_is_linear(tmp_path
     assert a["history"] == b["history"] and len(a["history"]) == 3
     assert a["step"] == b["step"] and a["test"] == b["test"]
     assert (resumed / "scaling_mea_tiny_warmup4.md").read_text().count("| corr |") == 1
+
+
+def test_frontend_proxy_variants_change_only_what_they_name():
+    """Each front-end variant differs from the paper's front end (same seed) in exactly the part it names."""
+    proxy = _load("frontend_proxy")
+    bundle = proxy.load_data("synthetic", {**proxy.DATA, "n_train": 16, "n_valid": 8})
+    models = {v: proxy.build_variant(v, bundle, seed=3) for v in proxy.VARIANTS}
+    paper = dict(models["paper"].named_parameters())
+    fes = {v: proxy._front_ends(m) for v, m in models.items()}
+    assert len(fes["paper"]) == 3 and all(fe.scale == 4.0 for fe in fes["paper"])  # sqrt(16)
+    assert all(fe.scale == 1.0 for fe in fes["unscaled"])
+    assert all(fe.scale == 8.0 for fe in fes["scale_x2"]) and all(fe.scale == 16.0 for fe in fes["scale_x4"])
+    assert all(fe.lstm is None for fe in fes["conv"]) and all(fe.residual for fe in fes["residual"])
+    x, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    assert all(torch.equal(fe.positions(x, mask), x) for fe in fes["no_positions"])
+    assert not torch.equal(fes["paper"][0].positions(x, mask), x)
+    for v in ("residual", "unscaled", "scale_x2", "scale_x4", "no_positions"):
+        assert all(torch.equal(p, paper[n]) for n, p in models[v].named_parameters()), v
+    changed = {v: {n for n, p in models[v].named_parameters() if not torch.equal(p, paper[n])}
+               for v in ("forget_bias_1", "orthogonal_recurrent")}
+    assert changed["forget_bias_1"] and all("bias_ih" in n for n in changed["forget_bias_1"])
+    assert changed["orthogonal_recurrent"] and all("weight_hh" in n for n in changed["orthogonal_recurrent"])
+    for lstm in proxy._lstms(models["forget_bias_1"]):
+        H = lstm.hidden_size
+        assert torch.all(lstm.bias_ih_l0[H:2 * H] == 1.0) and not torch.all(lstm.bias_ih_l0[:H] == 1.0)
+    for lstm in proxy._lstms(models["orthogonal_recurrent"]):
+        for block in lstm.weight_hh_l0.detach().chunk(4, 0):
+            torch.testing.assert_close(block @ block.T, torch.eye(lstm.hidden_size), atol=1e-5, rtol=0)
+
+
+def test_frontend_proxy_skips_finished_runs_and_refuses_other_settings(tmp_path, capsys):
+    """A run already in the JSON is not trained again, and runs with another step budget are not mixed into it."""
+    proxy = _load("frontend_proxy")
+    args = ["--variants", "paper", "conv", "--seeds", "5", "--steps", "4", "--every", "2", "--n-train", "64",
+            "--out-dir", str(tmp_path)]
+    proxy.main(args)
+    first = json.loads((tmp_path / "frontend_proxy.json").read_text())
+    assert [(r["variant"], r["seed"], [h["step"] for h in r["history"]]) for r in first["runs"]] == [
+        ("paper", 5, [2, 4]), ("conv", 5, [2, 4])]
+    assert "| paper | " in (tmp_path / "frontend_proxy.md").read_text()
+    capsys.readouterr()
+    proxy.main(args)
+    assert "conv, seed 5: already in" in capsys.readouterr().out
+    assert json.loads((tmp_path / "frontend_proxy.json").read_text())["runs"] == first["runs"]
+    longer = [a if a != "4" else "6" for a in args]  # --steps 6
+    with pytest.raises(SystemExit, match=r"'steps': 4.*give another --out-dir"):
+        proxy.main(longer)
