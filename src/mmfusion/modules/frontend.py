@@ -44,8 +44,9 @@ class ModalityFrontEnd(nn.Module):
 
     ``recurrent=False`` leaves the Bi-LSTM out (Z_m is the positioned convolution, as in MulT's front end). On a
     large draw of the built-in benchmark, MEA learns to match a cue in one stream to one of several events in
-    another after 800-2,000 Adam steps without the recurrence; with it, three seeds of five learned it, after
-    ~4,400, ~6,800 and ~7,600 steps, and the other two had not by 8,000 (docs/results/mea_synthetic_scale.md).
+    another after 800-2,800 Adam steps without the recurrence (five seeds of five); with it, three seeds of five
+    learned it, after ~4,400, ~6,800 and ~7,600 steps, and the other two had not by 8,000
+    (docs/results/mea_synthetic_scale.md).
 
     ``residual=True`` keeps the Bi-LSTM and adds its input back: Z_m = H + BiLSTM(H), H the positioned convolution
     (zero at padded frames). Not the paper's; on the same draw it learned the matching within 2,000 steps in four
