@@ -69,10 +69,11 @@ def _lstms(model: nn.Module) -> list[nn.LSTM]:
     return [m for m in model.modules() if isinstance(m, nn.LSTM)]
 
 
-def _scale(factor: float) -> Callable[[nn.Module], None]:
+def _scale(factor: float | None) -> Callable[[nn.Module], None]:
+    """Scale the convolution's output by factor·sqrt(D) (None: not at all) before the positions are added."""
     def apply(model: nn.Module) -> None:
         for fe in _front_ends(model):
-            fe.scale = factor * math.sqrt(fe.conv.out_channels) if factor else 1.0
+            fe.scale = 1.0 if factor is None else factor * math.sqrt(fe.conv.out_channels)
     return apply
 
 
@@ -103,7 +104,7 @@ VARIANTS: dict[str, tuple[str, Callable[[nn.Module], None] | None]] = {
     "paper": ("conv_lstm", None),
     "conv": ("conv", None),
     "residual": ("conv_lstm_residual", None),
-    "unscaled": ("conv_lstm", _scale(0.0)),
+    "unscaled": ("conv_lstm", _scale(None)),
     "scale_x2": ("conv_lstm", _scale(2.0)),
     "scale_x4": ("conv_lstm", _scale(4.0)),
     "no_positions": ("conv_lstm", _no_positions),
