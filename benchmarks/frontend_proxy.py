@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +48,7 @@ from mmfusion.data.synthetic import term_capture
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.models import build
 from mmfusion.modules.frontend import ModalityFrontEnd
+from mmfusion.runtime import describe_cpu
 
 OUT = Path(__file__).parent / "out"
 DATA = {"n_train": 4000, "n_valid": 1000, "n_test": 8, "w_exclusive": 0.0, "w_agnostic": 0.5, "w_crossmodal": 1.5,
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
                          "give another --out-dir")
     bundle = load_data("synthetic", {**DATA, "n_train": args.n_train})
     result.update(settings, learned=args.learned, torch=torch.__version__,
-                  machine=f"{platform.processor() or platform.machine()}, 1 thread")
+                  machine=f"{describe_cpu()}, 1 thread")
     done = {(r["variant"], r["seed"]) for r in result["runs"]}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         for variant in args.variants:

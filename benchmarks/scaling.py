@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from mmfusion.engine.system import task_loss
 from mmfusion.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from mmfusion.metrics import sentiment_metrics
 from mmfusion.models import build
+from mmfusion.runtime import describe_cpu
 
 OUT = Path(__file__).parent / "out"
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     done = {r["seed"] for r in result["seeds"]}
     bundle = make_synthetic(SyntheticConfig(n_train=args.n_train))
     machine = (torch.cuda.get_device_name(0) if args.device == "cuda"
-               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+               else f"{describe_cpu()}, {torch.get_num_threads()} threads")
     result.update(tag=tag, model=args.model, overrides=args.overrides, n_train=args.n_train, steps=args.steps,
                   batch=args.batch, lr=args.lr, warmup=args.warmup, device=args.device, machine=machine,
                   torch=torch.__version__, bayes=bundle.bayes)

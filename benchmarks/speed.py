@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mmfusion import kernels
 from mmfusion.config import parse_value
 from mmfusion.models import build
-from mmfusion.runtime import compile_model, keep_freed_memory
+from mmfusion.runtime import compile_model, describe_cpu, keep_freed_memory
 
 SHAPES = {
     "mosi": ({"text": 300, "vision": 20, "audio": 5}, {"text": 50, "vision": 500, "audio": 375}),
@@ -144,7 +143,7 @@ def main() -> None:
     result = {
         "model": args.model, "shape": args.shape, "batch": args.batch, "device": args.device,
         "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        f"{describe_cpu()}, {torch.get_num_threads()} threads",
         "params": sum(p.numel() for p in model.parameters()), "overrides": overrides,
         "train_step_s": step, "train_step_all_s": times, "infer_one_clip_ms": 1000 * eager["one_clip"],
         "infer_batch_ms": 1000 * eager["batch"], "peak_memory_mb": peak_mb, "train_gflop": train_flops / 1e9,

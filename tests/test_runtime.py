@@ -14,3 +14,13 @@ def test_keep_freed_memory_applies_on_glibc(monkeypatch):
     monkeypatch.delenv("MMFUSION_KEEP_FREED_MEMORY", raising=False)
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert runtime.keep_freed_memory() is expected
+
+
+def test_describe_cpu_names_the_model_and_its_widest_vector_unit():
+    avx512 = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse avx avx2 avx512f\n"
+    avx2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm\n"
+    assert runtime.describe_cpu(avx512) == "Intel(R) Xeon(R) Processor (AVX-512)"
+    assert runtime.describe_cpu(avx2) == "AMD EPYC 7B13 (AVX2)"
+    assert runtime.describe_cpu(arm).endswith("(NEON)")
+    assert runtime.describe_cpu("") == (platform.processor() or platform.machine())

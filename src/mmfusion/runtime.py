@@ -51,6 +51,28 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+def describe_cpu(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and widest float vector unit, e.g. ``"Intel(R) Xeon(R) Processor (AVX-512)"``, for
+    benchmark records (timings differ several-fold between CPUs, and ``platform.processor()`` says only
+    ``x86_64``). Read from ``/proc/cpuinfo`` (or the text given); elsewhere the platform's processor string."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", fields.get("features", "")).split())
+    isa = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON"))
+                if flag in flags), None)
+    return f"{name} ({isa})" if isa else name
+
+
 def compile_model(model: Any, *, dynamic: bool | None = True, backend: str = "inductor") -> Any:
     """``torch.compile(model)`` (a ``torch.nn.Module``), with dynamic shapes by default (clips of other lengths
     reuse the compiled code). Raises ConfigError up front where a CPU model cannot be compiled (no C++ compiler).
