@@ -9,6 +9,8 @@ that the process keeps its peak memory until it exits.
 
 The command line calls it at start-up; set ``MMFUSION_KEEP_FREED_MEMORY=0`` to leave the allocator alone.
 
+:func:`describe_cpu` names the CPU and its widest vector unit for the benchmark scripts' records.
+
 :func:`compile_model` wraps a model in ``torch.compile``: the narrow-head attention kernel is a registered operator
 (``torch.ops.mmfusion.narrow_attention``) and PSA's prediction product has a traceable form, so both stay inside the
 compiled graphs (only the LSTMs run eagerly between them). On a small CPU this removes most of the per-operator
