@@ -23,4 +23,5 @@ def test_describe_cpu_names_the_model_and_its_widest_vector_unit():
     assert runtime.describe_cpu(avx512) == "Intel(R) Xeon(R) Processor (AVX-512)"
     assert runtime.describe_cpu(avx2) == "AMD EPYC 7B13 (AVX2)"
     assert runtime.describe_cpu(arm).endswith("(NEON)")
+    assert runtime.cpu_flags(runtime.cpuinfo_fields(arm)) == "fp asimd evtstrm"  # aarch64 calls them Features
     assert runtime.describe_cpu("") == (platform.processor() or platform.machine())

@@ -9,7 +9,8 @@ that the process keeps its peak memory until it exits.
 
 The command line calls it at start-up; set ``MMFUSION_KEEP_FREED_MEMORY=0`` to leave the allocator alone.
 
-:func:`describe_cpu` names the CPU and its widest vector unit for the benchmark scripts' records.
+:func:`describe_cpu` names the CPU and its widest vector unit for the benchmark scripts' records; :func:`cpu_flags`
+(also keying the compiled kernels' builds) reads its feature flags.
 
 :func:`compile_model` wraps a model in ``torch.compile``: the narrow-head attention kernel is a registered operator
 (``torch.ops.mmfusion.narrow_attention``) and PSA's prediction product has a traceable form, so both stay inside the
@@ -53,10 +54,9 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
-def describe_cpu(cpuinfo: str | None = None) -> str:
-    """The CPU's model name and widest float vector unit, e.g. ``"Intel(R) Xeon(R) Processor (AVX-512)"``, for
-    benchmark records (timings differ several-fold between CPUs, and ``platform.processor()`` says only
-    ``x86_64``). Read from ``/proc/cpuinfo`` (or the text given); elsewhere the platform's processor string."""
+def cpuinfo_fields(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``/proc/cpuinfo`` (or of the text given), keys lower-cased;
+    empty where the file does not exist."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -68,8 +68,22 @@ def describe_cpu(cpuinfo: str | None = None) -> str:
         key, sep, value = line.partition(":")
         if sep:
             fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_flags(fields: dict[str, str] | None = None) -> str:
+    """The CPU's feature flags (x86 ``flags``, aarch64 ``Features``), or "" where cpuinfo does not list them."""
+    fields = cpuinfo_fields() if fields is None else fields
+    return fields.get("flags") or fields.get("features", "")
+
+
+def describe_cpu(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and widest float vector unit, e.g. ``"Intel(R) Xeon(R) Processor (AVX-512)"``, for
+    benchmark records (timings differ several-fold between CPUs, and ``platform.processor()`` says only
+    ``x86_64``). Read from ``/proc/cpuinfo`` (or the text given); elsewhere the platform's processor string."""
+    fields = cpuinfo_fields(cpuinfo)
     name = fields.get("model name") or platform.processor() or platform.machine()
-    flags = set(fields.get("flags", fields.get("features", "")).split())
+    flags = set(cpu_flags(fields).split())
     isa = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON"))
                 if flag in flags), None)
     return f"{name} ({isa})" if isa else name

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from mmfusion.runtime import cpu_flags
+
 _SOURCE = Path(__file__).with_name("narrow_attention.cpp")
 _lock = threading.Lock()
 _cache: dict[str, ModuleType | None] = {}
@@ -28,13 +30,7 @@ _errors: dict[str, str] = {}
 
 
 def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_flags() or platform.processor() or platform.machine()
 
 
 def _put_ninja_on_path() -> None:
