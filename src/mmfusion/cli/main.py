@@ -63,6 +63,10 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return flags, list(args.set)
 
 
+READER_OPTIONS_HELP = ("reader options (data_args), e.g. fold=3; by default those the checkpoint was trained with "
+                       "when --data goes to the same reader, and these override them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmfusion",
@@ -95,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split", default="test", choices=["train", "valid", "test"])
         p.add_argument("--out", help="output file (.json for test, .csv for predict; default beside the checkpoint)")
         p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass (default 64)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
         p.add_argument("--compile", action="store_true",
                        help="run the model through torch.compile: less per-operator overhead after a first batch "
                             "that compiles for a minute or two (lengths that change per batch compile once more, "
@@ -113,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
                    help="2-D plot of exclusive vs agnostic codes of the split (default tsne)")
     p.add_argument("--max-samples", type=int, default=300, help="samples in the embedding plot")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
 
     p = sub.add_parser("robustness", help="evaluate a bench's trained models with a modality missing, noise, "
                                           "frame drops", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -221,16 +227,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     import lightning as L
 
-    from mmfusion.data import load_data
-    from mmfusion.engine.checkpoints import check_compatible, load_system
+    from mmfusion.engine.checkpoints import load_system
     from mmfusion.engine.runs import make_loader, predict_arrays, write_predictions
     from mmfusion.engine.system import compute_metrics
     from mmfusion.io import atomic_write_json
 
     console = _console()
     system = load_system(args.ckpt)
-    bundle = load_data(args.data)
-    check_compatible(system, bundle, args.ckpt)
+    bundle, data_args = _checkpoint_data(system, args, console.print)
     if args.compile:
         from mmfusion.runtime import compile_model
 
@@ -247,7 +251,8 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
         return 0
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     out = Path(args.out) if args.out else stem.with_suffix(".metrics.json")
-    atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "split": args.split, **metrics})
+    atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "data_args": data_args,
+                            "split": args.split, **metrics})
     write_predictions(out.with_suffix(".csv"), ids, pred, labels, bundle.task, bundle.emotions)
     _print_table(console, f"{system.hparams['model_name']} on {bundle.describe()} [{args.split}]",
                  [(system.hparams["model_name"], {k: {"mean": v, "std": 0.0} for k, v in metrics.items()})],
@@ -256,14 +261,26 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def _checkpoint_data(system: Any, args: argparse.Namespace, say: Any) -> tuple[Any, dict[str, Any]]:
+    """Load ``--data`` with the reader options the checkpoint was trained with (``--set`` overrides them)."""
     from mmfusion.data import load_data
-    from mmfusion.engine.checkpoints import check_compatible, load_system
+    from mmfusion.engine.checkpoints import check_compatible, reader_options
+
+    options, inherited = reader_options(system, args.ckpt, args.data, _data_args(args.set))
+    if inherited:
+        say("reader options from the checkpoint's training run: "
+            + ", ".join(f"{k}={v}" for k, v in inherited.items()) + " (override with --set KEY=VALUE)")
+    bundle = load_data(args.data, options, source="--set")
+    check_compatible(system, bundle, args.ckpt)
+    return bundle, options
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mmfusion.engine.checkpoints import load_system
     from mmfusion.engine.explain import embed_codes, explain_sample
 
     system = load_system(args.ckpt)
-    bundle = load_data(args.data)
-    check_compatible(system, bundle, args.ckpt)
+    bundle, _ = _checkpoint_data(system, args, print)
     out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "explain" / (
         f"{args.split}_{args.index}")
     meta = explain_sample(system.model, bundle, args.split, args.index, out)
@@ -276,16 +293,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from mmfusion.config import parse_value
     from mmfusion.data import load_data
     from mmfusion.engine.robustness import run_robustness
 
     console = _console()
-    bundle = load_data(args.data, {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)},
-                       source="--set")
+    data_args = _data_args(args.set)
+    bundle = load_data(args.data, data_args, source="--set")
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     res = run_robustness(Path(args.runs), bundle, models, Path(args.out) if args.out else None, console,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, spec=args.data, data_args=data_args)
     rows = [(m, per) for m, per in res["table"].items()]
     from rich.table import Table
 

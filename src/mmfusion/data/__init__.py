@@ -15,7 +15,8 @@ from mmfusion.config import build_checked
 from mmfusion.data.dataset import DatasetBundle, FusionDataset, LoadReport, SplitData
 from mmfusion.errors import ConfigError, DataError
 
-__all__ = ["DatasetBundle", "FusionDataset", "LoadReport", "SplitData", "load_data", "DATA_KINDS"]
+__all__ = ["DatasetBundle", "FusionDataset", "LoadReport", "SplitData", "load_data", "DATA_KINDS", "data_kind",
+           "effective_reader_options"]
 
 DATA_KINDS = ("synthetic", "mult", "mmsa", "csd", "h5", "ravdess", "ntu")
 
@@ -36,6 +37,41 @@ def _kind_of(spec: str) -> tuple[str, str]:
     raise DataError("cannot tell the data format", file=spec,
                     expected="synthetic, mult:PATH, mmsa:PATH, csd:DIR, h5:PATH, ravdess:DIR or ntu:DIR",
                     actual=spec)
+
+
+def data_kind(spec: str) -> str:
+    """The reader a data SPEC goes to (one of :data:`DATA_KINDS`)."""
+    return _kind_of(spec)[0]
+
+
+def effective_reader_options(spec: str, data_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every reader option ``load_data(spec, data_args)`` runs with, the reader's defaults filled in.
+
+    Two sets of options that read the same data compare equal here even when one spells out a default.
+    """
+    import dataclasses
+    import inspect
+
+    kind, rest = _kind_of(spec)
+    args = dict(data_args or {})
+    if kind == "synthetic":
+        from mmfusion.data.synthetic import SyntheticConfig
+
+        if rest == "emotion":
+            args.setdefault("task", "emotion")
+        return dataclasses.asdict(build_checked(SyntheticConfig, args, source="data_args"))
+    reader: Any = None
+    if kind == "csd":
+        from mmfusion.data.csd import read_csd as reader
+    elif kind in ("ravdess", "ntu"):
+        from mmfusion.data.clips import read_ntu, read_ravdess
+
+        reader = read_ravdess if kind == "ravdess" else read_ntu
+    if reader is None:
+        return args
+    defaults = {k: p.default for k, p in inspect.signature(reader).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return defaults | args
 
 
 def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: str | None = None) -> DatasetBundle:

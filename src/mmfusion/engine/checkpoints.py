@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
-from mmfusion.data import DatasetBundle
+from mmfusion.data import DatasetBundle, data_kind, effective_reader_options
 from mmfusion.engine.system import FusionSystem
-from mmfusion.errors import DataError
+from mmfusion.errors import ConfigError, DataError
 
 
 def load_system(path: str | Path) -> FusionSystem:
@@ -22,8 +26,7 @@ def load_system(path: str | Path) -> FusionSystem:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"not a loadable mmfusion checkpoint ({type(exc).__name__}: {str(exc)[:200]})",
-                        file=path) from None
+        raise DataError(f"not a loadable mmfusion checkpoint ({_load_failure(exc)})", file=path) from None
     if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
         raise DataError("not an mmfusion checkpoint", file=path, expected="hyper_parameters and state_dict",
                         actual=sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__)
@@ -32,6 +35,17 @@ def load_system(path: str | Path) -> FusionSystem:
     system.load_state_dict(ckpt["state_dict"])
     system.eval()
     return system
+
+
+def _load_failure(exc: Exception) -> str:
+    """The reason ``torch.load(weights_only=True)`` gave, without its advice to load the file unrestricted."""
+    if isinstance(exc, pickle.UnpicklingError):
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        detail = [line for line in lines if not line.startswith(advice)]
+        return ("not tensors and plain data, the only things a checkpoint is read as; nothing in it was run: "
+                + ("; ".join(detail) or "unreadable pickle"))
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def check_compatible(system: FusionSystem, bundle: DatasetBundle, ckpt: str | Path) -> None:
@@ -43,3 +57,73 @@ def check_compatible(system: FusionSystem, bundle: DatasetBundle, ckpt: str | Pa
     if system.hparams["task"] != bundle.task:
         raise DataError("task differs from the checkpoint's", file=bundle.source, key="task",
                         expected=system.hparams["task"], actual=bundle.task)
+
+
+def training_data(system: FusionSystem, ckpt: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """The data SPEC and reader options (``data_args``) the checkpoint was trained with.
+
+    Read from the checkpoint's metadata; for checkpoints written before it recorded them, from the ``config.yaml``
+    of the run directory the checkpoint sits in (``<run>/checkpoints/<name>.ckpt``). ``(None, {})`` if neither says.
+    """
+    meta = dict(system.hparams.get("meta") or {})
+    if "data_args" in meta:
+        return meta.get("data_spec"), dict(meta["data_args"] or {})
+    config = Path(ckpt).resolve().parent.parent / "config.yaml"
+    try:
+        raw = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return None, {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("data_args") or {}, dict):
+        return None, {}
+    return raw.get("data"), dict(raw.get("data_args") or {})
+
+
+def reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
+                   overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reader options to evaluate the checkpoint on ``spec`` with: those it was trained with, then ``overrides``.
+
+    The training options are kept only when ``spec`` goes to the same reader as the training data (a checkpoint
+    trained on a RAVDESS fold is tested on that fold's test split, one trained on a larger synthetic draw on that
+    draw's test split). Returns ``(options, inherited)``: everything to pass to ``load_data`` and the part of it that
+    came from the training run.
+    """
+    train_spec, train_args = training_data(system, ckpt)
+    inherited: dict[str, Any] = {}
+    if train_spec and train_args:
+        try:
+            same = data_kind(train_spec) == data_kind(spec)
+        except DataError:
+            same = False
+        if same:
+            inherited = {k: v for k, v in train_args.items() if k not in (overrides or {})}
+    return inherited | dict(overrides or {}), inherited
+
+
+# Options that only size the splits a model is evaluated on: the built-in benchmark draws every clip independently
+# from one distribution, so a larger (or another) validation or test draw holds no training clip.
+EVALUATION_SIZES: dict[str, tuple[str, ...]] = {"synthetic": ("n_valid", "n_test")}
+
+
+def check_same_reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
+                              data_args: Mapping[str, Any] | None) -> None:
+    """Raise if ``spec`` with ``data_args`` reads other data than the checkpoint was trained on with its options.
+
+    Options are compared with the reader's defaults filled in, except the sizes of the evaluation splits
+    (:data:`EVALUATION_SIZES`); a checkpoint that does not record its training data, or was trained on data of
+    another reader, is not checked.
+    """
+    train_spec, train_args = training_data(system, ckpt)
+    try:
+        if not train_spec or data_kind(train_spec) != data_kind(spec):
+            return
+        trained = effective_reader_options(train_spec, train_args)
+    except (DataError, ConfigError):
+        return
+    given = effective_reader_options(spec, data_args)
+    free = EVALUATION_SIZES.get(data_kind(spec), ())
+    differ = [k for k in sorted(set(trained) | set(given)) if k not in free and trained.get(k) != given.get(k)]
+    if differ:
+        hint = " ".join(f"--set {k}={trained.get(k)}" for k in differ)
+        raise DataError(f"reader options differ from the checkpoint's training run (pass {hint} to read the data "
+                        "it was trained on)", file=ckpt, key=differ[0], expected=trained.get(differ[0]),
+                        actual=given.get(differ[0]))

@@ -28,7 +28,7 @@ from rich.progress import (
 
 from mmfusion.batch import Batch
 from mmfusion.data import DatasetBundle, FusionDataset
-from mmfusion.engine.checkpoints import check_compatible, load_system
+from mmfusion.engine.checkpoints import check_compatible, check_same_reader_options, load_system
 from mmfusion.engine.system import compute_metrics
 from mmfusion.errors import DataError
 from mmfusion.inspect.plots import pyplot, save_figure
@@ -96,9 +96,12 @@ def evaluate(model: torch.nn.Module, bundle: DatasetBundle, condition: str, *, s
 
 
 def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | None = None,
-                   out: Path | None = None, console: Any = None, progress: bool = True) -> dict[str, Any]:
+                   out: Path | None = None, console: Any = None, progress: bool = True, *,
+                   spec: str | None = None, data_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate every ``<root>/<model>/<dataset>/seed_*/checkpoints/best.ckpt`` under every condition.
 
+    ``spec`` and ``data_args``, the SPEC and reader options ``bundle`` was loaded with, are checked against each
+    checkpoint's training run: a model is never scored on data read with other options than it was trained on.
     With a rich ``console`` and ``progress``, a progress bar counts the (checkpoint, condition) evaluations."""
     key, _ = main_metric(bundle.task)
     found = sorted(root.glob(f"*/{bundle.name}/seed_*/checkpoints/best.ckpt"))
@@ -117,6 +120,8 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
             model_name = ckpt.parts[-5]
             system = load_system(ckpt)
             check_compatible(system, bundle, ckpt)
+            if spec is not None:
+                check_same_reader_options(system, ckpt, spec, data_args)
             for cond in conds:
                 bar.update(task, description=f"{model_name} {ckpt.parts[-3]} {cond}")
                 value = evaluate(system.model, bundle, cond, std=std)[key]

@@ -247,7 +247,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     L.seed_everything(seed, workers=True, verbose=False)
     system = FusionSystem(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim, bundle.task,
                           bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
-                                                             "ablation": cfg.ablation})
+                                                             "ablation": cfg.ablation, "data_spec": cfg.data,
+                                                             "data_args": dict(cfg.data_args)})
     if cfg.pretrained and not ckpt_path:
         loaded = load_pretrained(system.model, cfg.pretrained)
         if console:

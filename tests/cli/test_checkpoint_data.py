@@ -1,0 +1,101 @@
+"""A checkpoint is evaluated on the data it was trained on: its reader options travel with it.
+
+A RAVDESS fold, a larger synthetic draw or a CSD alignment changes which clips a split holds; `test`, `predict`,
+`explain` and `robustness` must not quietly read the data with other options than training did.
+"""
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+from mmfusion.cli.main import main
+from mmfusion.data import effective_reader_options
+
+DRAW = {"n_train": 64, "n_valid": 16, "n_test": 24, "background": 0.1}
+FAST = ["--max-epochs", "1", "--batch-size", "8", "--no-progress", "--set", "model_args.hidden=8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    sets = [a for k, v in DRAW.items() for a in ("--set", f"data_args.{k}={v}")]
+    assert main(["fit", "--model", "lf_lstm_tiny", "--data", "synthetic", "--out", str(out), *sets, *FAST]) == 0
+    return out, out / "lf_lstm_tiny" / "synthetic" / "seed_1111"
+
+
+def _rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def test_test_and_predict_read_the_training_draw(trained, tmp_path, capsys):
+    _, run = trained
+    ckpt = run / "checkpoints" / "best.ckpt"
+    assert main(["test", "--ckpt", str(ckpt), "--data", "synthetic", "--out", str(tmp_path / "t.json")]) == 0
+    assert "background=0.1" in capsys.readouterr().out  # says where the options came from
+    tested = json.loads((tmp_path / "t.json").read_text())
+    assert tested["data_args"] == DRAW
+    assert len(_rows(tmp_path / "t.csv")) == DRAW["n_test"]
+    # the same clips as the test at the end of training, so the same predictions
+    trained_pred = {r["id"]: float(r["prediction"]) for r in _rows(run / "predictions.csv")}
+    for r in _rows(tmp_path / "t.csv"):
+        assert float(r["prediction"]) == pytest.approx(trained_pred[r["id"]], abs=1e-5)
+    # --set overrides one option and keeps the others
+    assert main(["predict", "--ckpt", str(ckpt), "--data", "synthetic", "--set", "n_test=10",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(_rows(tmp_path / "p.csv")) == 10
+
+
+def test_checkpoints_without_recorded_options_fall_back_to_the_run_config(trained, tmp_path):
+    _, run = trained
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    for key in ("data_args", "data_spec"):  # as written before checkpoints recorded their data
+        del ckpt["hyper_parameters"]["meta"][key]
+    old = run / "checkpoints" / "old.ckpt"
+    torch.save(ckpt, old)
+    assert main(["predict", "--ckpt", str(old), "--data", "synthetic", "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(_rows(tmp_path / "p.csv")) == DRAW["n_test"]  # from <run>/config.yaml
+    moved = tmp_path / "moved.ckpt"  # away from its run directory nothing says, so the defaults apply
+    torch.save(ckpt, moved)
+    assert main(["predict", "--ckpt", str(moved), "--data", "synthetic", "--set", "n_test=7",
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    assert len(_rows(tmp_path / "m.csv")) == 7
+
+
+def test_robustness_refuses_other_reader_options(trained, tmp_path, capsys):
+    out, _ = trained
+    assert main(["robustness", "--runs", str(out), "--data", "synthetic", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "best.ckpt" in err and "'background'" in err and "expected 0.1, got 0.5" in err
+    assert "--set background=0.1 --set n_train=64 to read" in err  # every option that differs
+    # the evaluation split's size is free: another iid draw of the same benchmark
+    assert main(["robustness", "--runs", str(out), "--data", "synthetic", "--no-progress", "--out",
+                 str(tmp_path / "r"), "--set", "background=0.1", "--set", "n_train=64", "--set", "n_test=40"]) == 0
+    assert (tmp_path / "r.json").exists()
+
+
+def test_effective_options_fill_in_the_reader_defaults():
+    assert effective_reader_options("synthetic", {"n_train": 1500}) == effective_reader_options("synthetic")
+    assert effective_reader_options("synthetic:emotion")["task"] == "emotion"
+    assert effective_reader_options("ravdess:/data/RAVDESS")["fold"] == 0
+    assert effective_reader_options("ravdess:/data/RAVDESS", {"fold": 3})["fold"] == 3
+    assert effective_reader_options("mult:x.pkl") == {}
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_not_run(tmp_path, capsys):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"hyper_parameters": Payload(), "state_dict": {}}, evil)
+    assert main(["predict", "--ckpt", str(evil), "--data", "synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "evil.ckpt" in err and "nothing in it was run" in err and "system" in err
+    assert "weights_only` set to `False`" not in err  # no advice to load it unrestricted
+    assert not marker.exists()
