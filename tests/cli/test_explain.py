@@ -3,6 +3,7 @@ import json
 import numpy as np
 
 from mmfusion.cli.main import main
+from mmfusion.engine.explain import read_prediction
 
 SMALL = ["--set", "data_args.n_train=48", "--set", "data_args.n_valid=16", "--set", "data_args.n_test=24"]
 
@@ -15,8 +16,8 @@ def test_explain_writes_maps_weights_and_embedding(tmp_path, capsys):
     exp = tmp_path / "exp"
     assert main(["explain", "--ckpt", str(ckpt), "--data", "synthetic", "--index", "3", "--out", str(exp),
                  "--embedding", "pca"]) == 0
-    assert "prediction" in capsys.readouterr().out
     meta = json.loads((exp / "explain.json").read_text())
+    assert f"score {meta['prediction'][0]:+.3f}" in capsys.readouterr().out
     arrays = np.load(exp / "arrays.npz")
     L = meta["lengths"]
     assert arrays["psa__vision__layer1"].shape == (2, L["vision"], L["vision"])
@@ -26,3 +27,13 @@ def test_explain_writes_maps_weights_and_embedding(tmp_path, capsys):
     for f in ("psa_text_layer0.png", "psa_vanilla_vision_layer1.png", "hca_text_layer0_coarse.png", "wal.png",
               "dgf_exclusive.png", "codes_pca.png"):
         assert (exp / f).stat().st_size > 1000, f
+
+
+def test_the_prediction_is_read_out_per_task():
+    emotions = ("neutral", "happy", "sad", "angry")
+    logits = np.array([[0.0, np.log(3.0)], [np.log(3.0), 0.0], [1.0, 1.0], [0.0, 0.0]]).reshape(-1)
+    assert read_prediction(logits, [1, 0, 1, 0], "emotion", emotions) == (
+        "neutral 0.75 (label 1), happy 0.25 (label 0), sad 0.50 (label 1), angry 0.50 (label 0)")
+    assert read_prediction(np.array([0.1, 2.0, -1.0]), 2, "classification", ("calm", "happy", "sad")) == (
+        "class happy (label sad)")
+    assert read_prediction(np.array([-1.25]), 0.5, "regression", ()) == "score -1.250 (label +0.500)"

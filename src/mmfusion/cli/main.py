@@ -284,7 +284,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "explain" / (
         f"{args.split}_{args.index}")
     meta = explain_sample(system.model, bundle, args.split, args.index, out)
-    print(f"sample {meta['id']}: prediction {meta['prediction']}, label {meta['label']}")
+    print(f"sample {meta['id']}: {meta['reading']}")
     print(f"wrote {len(meta['files'])} plots and arrays.npz to {out}")
     if args.embedding != "none":
         path = embed_codes(system.model, bundle, args.split, out, args.embedding, args.max_samples)

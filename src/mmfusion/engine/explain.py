@@ -4,6 +4,7 @@ an embedding plot of the exclusive vs agnostic codes of the split (MEA's Figures
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,21 @@ from mmfusion.io import atomic_write_bytes, atomic_write_json
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
+
+
+def read_prediction(pred: np.ndarray, label: Any, task: str, names: Sequence[str]) -> str:
+    """One line a person can read: the score, each emotion's probability of being present, or the class."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
+    if task == "regression":
+        return f"score {pred[0]:+.3f} (label {float(label):+.3f})"
+    if task == "emotion":
+        logits = pred.reshape(len(names), 2)
+        p = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))  # softmax over (absent, present)
+        return ", ".join(f"{e} {q:.2f} (label {int(y)})" for e, q, y in zip(names, p, np.asarray(label), strict=True))
+    k = int(np.argmax(pred))
+    name = names[k] if k < len(names) else str(k)
+    truth = names[int(label)] if int(label) < len(names) else str(int(label))
+    return f"class {name} (label {truth})"
 
 
 def explain_sample(model: Any, bundle: DatasetBundle, split: str, index: int, out: Path) -> dict[str, Any]:
@@ -68,7 +84,9 @@ def explain_sample(model: Any, bundle: DatasetBundle, split: str, index: int, ou
     np.savez_compressed(buf, **{k.replace("/", "__"): v for k, v in arrays.items()})
     atomic_write_bytes(out / "arrays.npz", buf.getvalue())
     meta = {"id": data.ids[index], "split": split, "index": index, "prediction": arrays["prediction"].tolist(),
-            "label": np.asarray(data.labels[index]).tolist(), "files": [str(f) for f in files],
+            "label": np.asarray(data.labels[index]).tolist(),
+            "reading": read_prediction(arrays["prediction"], data.labels[index], bundle.task, bundle.emotions),
+            "files": [str(f) for f in files],
             "arrays": sorted(arrays), "lengths": {m: int(data.lengths[m][index]) for m in mods}}
     atomic_write_json(out / "explain.json", meta)
     return meta
