@@ -18,6 +18,8 @@ compiled graphs (only the LSTMs run eagerly between them). On a small CPU this r
 overhead of one-clip inference (a first call compiles for a minute or more). Padded lengths that change from
 batch to batch cost one more compilation, for dynamic shapes, and then reuse it (no size is pinned inside the
 graphs), so it pays off once there are enough clips, or a long-lived process, to amortise the compile time.
+
+:func:`launched_worker` tells the processes of a multi-device run that only train apart from the one that writes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ from typing import Any
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 _applied = False
+
+
+def launched_worker() -> bool:
+    """True in a process Lightning launched for a further device of a multi-device run (``--devices N``).
+
+    Lightning's default multi-device strategy runs the command line again in one process per further device, in
+    lockstep with the first; those processes train their share of each batch and leave writing files and printing
+    to the first (global rank 0).
+    """
+    return any(os.environ.get(key, "0") not in ("", "0") for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def keep_freed_memory() -> bool:

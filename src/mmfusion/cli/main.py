@@ -33,7 +33,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output root directory (default: runs)")
     p.add_argument("--precision", help="32-true (default), 16-mixed or bf16-mixed")
     p.add_argument("--accelerator", help="auto (default), cpu or gpu")
-    p.add_argument("--devices", type=int, help="number of devices (default 1)")
+    p.add_argument("--devices", type=int, help="number of devices (default 1); N > 1 trains with DDP, one process "
+                   "per device")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32")
@@ -156,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    from mmfusion.runtime import launched_worker
+
+    # the further processes of a multi-device run repeat the command line in lockstep; the first one prints
+    return Console(stderr=False, highlight=False, quiet=launched_worker())
 
 
 def _print_table(console: Any, title: str, rows: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str],

@@ -23,6 +23,7 @@ from mmfusion.engine.runs import (
 from mmfusion.inspect.plots import pyplot, save_figure
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import main_metric
+from mmfusion.runtime import launched_worker
 
 EXTRA = ("params", "train_seconds_per_epoch", "test_ms_per_sample")
 
@@ -78,12 +79,15 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
     if bundle.bayes:
         md += "Bayes-optimal: expected score of the best possible predictor for each metric on this test split.\n"
     files = {"md": f"{stem}.md", "csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}
+    result = {"title": title, "rows": rows, "keys": keys + extra_keys, "bayes": bundle.bayes, "files": files}
+    if launched_worker():  # the first process of a multi-device run writes the table
+        return result
     atomic_write_text(files["md"], md)
     atomic_write_text(files["csv"], results_csv(rows, keys + extra_keys + list(EXTRA)))
     atomic_write_json(files["json"], {"data": bundle.describe(), "task": bundle.task, "models": per_model,
                                       "bayes": bundle.bayes})
     _plot(files["png"], rows, bundle)
-    return {"title": title, "rows": rows, "keys": keys + extra_keys, "bayes": bundle.bayes, "files": files}
+    return result
 
 
 def _plot(path: str, rows: Sequence[tuple[str, Mapping[str, Any]]], bundle: Any) -> None:

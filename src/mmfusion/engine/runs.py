@@ -31,6 +31,7 @@ from mmfusion.errors import ConfigError
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import SENTIMENT_KEYS
 from mmfusion.models import config_class, list_models, load_pretrained
+from mmfusion.runtime import launched_worker
 
 
 @dataclass
@@ -222,7 +223,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
 
     run = run_dir_for(cfg, bundle, seed)
     metrics_file, last = run / "metrics.json", run / "checkpoints" / "last.ckpt"
-    if run.exists() and not resume:
+    worker = launched_worker()  # a further device's process: it trains in lockstep, the first one writes
+    if run.exists() and not resume and not worker:
         raise ConfigError("run directory already exists; pass --resume to continue or reuse it, or choose --out",
                           source=str(run), key="out", expected="a new directory", actual=str(run))
     if resume and metrics_file.exists():
@@ -235,14 +237,15 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
         if console:
             console.print(f"{run}: resuming from {last} (epoch {resumed_from} finished)", style="yellow", markup=False)
-    run.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    resolved = cfg.as_dict() | {"seeds": [seed], "dataset": bundle.describe()}
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    atomic_write_json(run / "env.json", env_info())
-    atomic_write_json(run / "data_report.json", bundle.report.as_dict())
+    if not worker:
+        run.mkdir(parents=True, exist_ok=True)
+        resolved = cfg.as_dict() | {"seeds": [seed], "dataset": bundle.describe()}
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write_json(run / "env.json", env_info())
+        atomic_write_json(run / "data_report.json", bundle.report.as_dict())
 
     L.seed_everything(seed, workers=True, verbose=False)
     system = FusionSystem(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim, bundle.task,
@@ -280,11 +283,15 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     t0 = time.perf_counter()
     trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
+    epochs_run = int(trainer.current_epoch)
 
     best = ckpt_cb.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])
     test_loader = make_loader(bundle, "test", tc.batch_size, False, tc.num_workers)
+    if tc.devices != 1:  # a multi-device predict loop would give each process only its share of the test split
+        trainer = L.Trainer(accelerator=tc.accelerator, devices=1, precision=tc.precision, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False)
     ids, pred, labels, pred_seconds = predict_arrays(trainer, system, test_loader)
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     extra: dict[str, Any] = {}
@@ -295,15 +302,16 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     result = {
         **metrics, **extra,
         "best_epoch": int(state["epoch"]), "best_val_loss": float(ckpt_cb.best_model_score or float("nan")),
-        "epochs_run": int(trainer.current_epoch), "params": int(sum(p.numel() for p in system.model.parameters())),
+        "epochs_run": epochs_run, "params": int(sum(p.numel() for p in system.model.parameters())),
         "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
         "resumed_from_epoch": resumed_from,
     }
-    write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
-    atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
-    atomic_write_json(metrics_file, result)
+    if not worker:
+        write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
+        atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
+        atomic_write_json(metrics_file, result)
     return result
 
 
@@ -380,6 +388,8 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
     rows = [(f"{name}, fold {k}", s["metrics"]) for k, s in zip(folds, per_fold, strict=True)]
     rows.append((f"**{name}, mean over folds**", metrics))
     shown = [k for k in keys if not k.startswith(("params", "train_", "test_"))]
+    if launched_worker():
+        return summary
     atomic_write_json(base / "summary.json", summary)
     atomic_write_text(base / "summary.md", f"# {name}: {summary['data']}\n\nFold rows: mean ± std over seeds "
                       f"{', '.join(map(str, cfg.seeds))}.\n\n" + _rows_markdown(rows, shown))
@@ -399,6 +409,8 @@ def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -
     summary = {"model": cfg.model, "ablation": cfg.ablation, "data": bundle.describe(), "task": bundle.task,
                "seeds": list(cfg.seeds), "metrics": summarize(results, keys), "bayes": bundle.bayes,
                "runs": [str(run_dir_for(cfg, bundle, s)) for s in cfg.seeds], "summary_dir": str(base)}
+    if launched_worker():
+        return summary
     atomic_write_json(base / "summary.json", summary)
     rows = [(cfg.model + (f" ({cfg.ablation})" if cfg.ablation else ""), summary["metrics"])]
     atomic_write_text(base / "summary.md", results_markdown(rows, metric_keys(bundle), bundle))

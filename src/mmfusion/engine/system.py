@@ -66,10 +66,14 @@ class FusionSystem(L.LightningModule):
         total = loss
         for name, value in out.get("losses", {}).items():
             total = total + value
-            self.log(f"{stage}_{name}", value.detach(), batch_size=len(batch), on_epoch=True, on_step=False)
-        self.log(f"{stage}_task_loss", loss.detach(), batch_size=len(batch), on_epoch=True, on_step=False)
+            self.log(f"{stage}_{name}", value.detach(), batch_size=len(batch), on_epoch=True, on_step=False,
+                     sync_dist=True)
+        self.log(f"{stage}_task_loss", loss.detach(), batch_size=len(batch), on_epoch=True, on_step=False,
+                 sync_dist=True)
+        # sync_dist: with several devices each sees a share of the batches; checkpoint choice and early stopping
+        # must read the loss over all of them (one device: no cost)
         self.log(f"{stage}_loss", (loss if stage == "val" else total).detach(), batch_size=len(batch),
-                 on_epoch=True, on_step=False, prog_bar=True)
+                 on_epoch=True, on_step=False, prog_bar=True, sync_dist=True)
         return total, out["pred"]
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -82,14 +86,29 @@ class FusionSystem(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        pred = torch.cat([p for p, _ in self._val_outputs]).numpy()
-        labels = torch.cat([y for _, y in self._val_outputs]).numpy()
+        pred_t = torch.cat([p for p, _ in self._val_outputs])
+        labels_t = torch.cat([y for _, y in self._val_outputs])
         self._val_outputs.clear()
+        if self.trainer.world_size > 1:  # every device scored a share of the split: the metrics need all of it
+            pred_t, labels_t = (self._gather_split(t) for t in (pred_t, labels_t))
+        pred, labels = pred_t.numpy(), labels_t.numpy()
         metrics = compute_metrics(pred, labels, self.task, self.emotions)
         key = main_metric(self.task)[0]
-        self.log(f"val_{key}", metrics[key], prog_bar=True)
+        # the same value on every device; sync_dist only keeps Lightning from warning that it might not be
+        self.log(f"val_{key}", metrics[key], prog_bar=True, sync_dist=True)
         for k in {"regression": ("mae", "acc2_non0"), "emotion": ("acc_mean",), "classification": ("f1",)}[self.task]:
-            self.log(f"val_{k}", metrics[k])
+            self.log(f"val_{k}", metrics[k], sync_dist=True)
+
+    def _gather_split(self, local: Tensor) -> Tensor:
+        """The whole validation split's rows from every device's share, in the split's order.
+
+        Lightning's distributed sampler (no shuffling) gives device r the samples r, r + W, r + 2W, ... of the
+        split padded with its first samples to a multiple of W; interleaving the shares back and dropping the
+        padding restores each sample exactly once.
+        """
+        parts = self.all_gather(local.to(self.device))  # (W, n, ...)
+        rows = parts.transpose(0, 1).flatten(0, 1).cpu()
+        return rows[: len(self.trainer.val_dataloaders.dataset)]
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         out = self(batch)
