@@ -96,6 +96,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "c.yaml" in err and "'trian'" in err
 
 
+@pytest.mark.filterwarnings("ignore:.*AMP with fp16 is not supported on CPU")
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 def test_mixed_precision_trains_with_gradient_clipping(tmp_path, precision):
     # Lightning cannot clip the gradients of an optimizer that unscales them itself (fused Adam): mixed precision
