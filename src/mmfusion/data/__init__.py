@@ -7,6 +7,8 @@ SPEC is ``synthetic`` (the built-in benchmark; ``synthetic:emotion`` for its 4-e
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,14 +46,30 @@ def data_kind(spec: str) -> str:
     return _kind_of(spec)[0]
 
 
+def _option_reader(kind: str) -> Any:
+    """The reader function of a kind that takes options as keyword arguments (csd, ravdess, ntu), else None."""
+    if kind == "csd":
+        from mmfusion.data.csd import read_csd
+
+        return read_csd
+    if kind in ("ravdess", "ntu"):
+        from mmfusion.data.clips import read_ntu, read_ravdess
+
+        return read_ravdess if kind == "ravdess" else read_ntu
+    return None
+
+
+def _reader_defaults(reader: Any) -> dict[str, Any]:
+    """A reader's options (its keyword-only parameters) and their defaults."""
+    return {k: p.default for k, p in inspect.signature(reader).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def effective_reader_options(spec: str, data_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every reader option ``load_data(spec, data_args)`` runs with, the reader's defaults filled in.
 
     Two sets of options that read the same data compare equal here even when one spells out a default.
     """
-    import dataclasses
-    import inspect
-
     kind, rest = _kind_of(spec)
     args = dict(data_args or {})
     if kind == "synthetic":
@@ -60,18 +78,8 @@ def effective_reader_options(spec: str, data_args: Mapping[str, Any] | None = No
         if rest == "emotion":
             args.setdefault("task", "emotion")
         return dataclasses.asdict(build_checked(SyntheticConfig, args, source="data_args"))
-    reader: Any = None
-    if kind == "csd":
-        from mmfusion.data.csd import read_csd as reader
-    elif kind in ("ravdess", "ntu"):
-        from mmfusion.data.clips import read_ntu, read_ravdess
-
-        reader = read_ravdess if kind == "ravdess" else read_ntu
-    if reader is None:
-        return args
-    defaults = {k: p.default for k, p in inspect.signature(reader).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    return defaults | args
+    reader = _option_reader(kind)
+    return args if reader is None else _reader_defaults(reader) | args
 
 
 def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: str | None = None) -> DatasetBundle:
@@ -87,12 +95,14 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
             raise DataError("unknown synthetic variant", file=spec, expected="synthetic or synthetic:emotion",
                             actual=rest)
         return make_synthetic(build_checked(SyntheticConfig, args, source=source or "data_args"))
-    allowed = {"csd": {"align", "max_len"}, "ravdess": {"fold", "frames", "size", "speech_only"},
-               "ntu": {"frames", "size", "skeleton_frames", "num_classes"}}.get(kind, set())
+    reader = _option_reader(kind)
+    allowed = set(_reader_defaults(reader)) if reader is not None else set()
     unknown = set(args) - allowed
     if unknown:
         raise ConfigError(f"unknown option for {kind} data", source=source or "data_args", key=sorted(unknown)[0],
                           expected=f"one of {sorted(allowed)}", actual=sorted(unknown)[0])
+    if reader is not None:
+        return reader(rest, **args)
     if kind == "mult":
         from mmfusion.data.mult import read_mult
 
@@ -101,14 +111,6 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
         from mmfusion.data.mmsa import read_mmsa
 
         return read_mmsa(rest)
-    if kind == "csd":
-        from mmfusion.data.csd import read_csd
-
-        return read_csd(rest, **args)
-    if kind in ("ravdess", "ntu"):
-        from mmfusion.data.clips import read_ntu, read_ravdess
-
-        return (read_ravdess if kind == "ravdess" else read_ntu)(rest, **args)
     from mmfusion.data.custom import read_custom
 
     return read_custom(rest)

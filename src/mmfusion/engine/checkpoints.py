@@ -89,14 +89,17 @@ def reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
     """
     train_spec, train_args = training_data(system, ckpt)
     inherited: dict[str, Any] = {}
-    if train_spec and train_args:
-        try:
-            same = data_kind(train_spec) == data_kind(spec)
-        except DataError:
-            same = False
-        if same:
-            inherited = {k: v for k, v in train_args.items() if k not in (overrides or {})}
+    if _same_reader(train_spec, spec):
+        inherited = {k: v for k, v in train_args.items() if k not in (overrides or {})}
     return inherited | dict(overrides or {}), inherited
+
+
+def _same_reader(train_spec: str | None, spec: str) -> bool:
+    """Whether ``spec`` goes to the reader the (recorded) training SPEC went to."""
+    try:
+        return bool(train_spec) and data_kind(train_spec) == data_kind(spec)
+    except DataError:
+        return False
 
 
 # Options that only size the splits a model is evaluated on: the built-in benchmark draws every clip independently
@@ -113,9 +116,9 @@ def check_same_reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
     another reader, is not checked.
     """
     train_spec, train_args = training_data(system, ckpt)
+    if not _same_reader(train_spec, spec):
+        return
     try:
-        if not train_spec or data_kind(train_spec) != data_kind(spec):
-            return
         trained = effective_reader_options(train_spec, train_args)
     except (DataError, ConfigError):
         return

@@ -283,16 +283,18 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     t0 = time.perf_counter()
     trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
-    epochs_run = int(trainer.current_epoch)
+    if worker:  # the first process scores the test split and writes the results
+        return {"seed": seed, "model": cfg.model, "ablation": cfg.ablation}
 
     best = ckpt_cb.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])
     test_loader = make_loader(bundle, "test", tc.batch_size, False, tc.num_workers)
-    if tc.devices != 1:  # a multi-device predict loop would give each process only its share of the test split
-        trainer = L.Trainer(accelerator=tc.accelerator, devices=1, precision=tc.precision, logger=False,
-                            enable_progress_bar=False, enable_model_summary=False)
-    ids, pred, labels, pred_seconds = predict_arrays(trainer, system, test_loader)
+    # a multi-device predict loop would give each process only its share of the test split
+    scorer = trainer if tc.devices == 1 else L.Trainer(
+        accelerator=tc.accelerator, devices=1, precision=tc.precision, logger=False, enable_progress_bar=False,
+        enable_model_summary=False)
+    ids, pred, labels, pred_seconds = predict_arrays(scorer, system, test_loader)
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     extra: dict[str, Any] = {}
     if "terms" in bundle.splits["test"].extras and bundle.task == "regression":
@@ -302,16 +304,15 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     result = {
         **metrics, **extra,
         "best_epoch": int(state["epoch"]), "best_val_loss": float(ckpt_cb.best_model_score or float("nan")),
-        "epochs_run": epochs_run, "params": int(sum(p.numel() for p in system.model.parameters())),
+        "epochs_run": int(trainer.current_epoch), "params": int(sum(p.numel() for p in system.model.parameters())),
         "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
         "resumed_from_epoch": resumed_from,
     }
-    if not worker:
-        write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
-        atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
-        atomic_write_json(metrics_file, result)
+    write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
+    atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
+    atomic_write_json(metrics_file, result)
     return result
 
 

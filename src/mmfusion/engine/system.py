@@ -121,13 +121,9 @@ class FusionSystem(L.LightningModule):
         # precision Lightning cannot clip the gradients of an optimizer that unscales them itself, so it is used
         # only at full precision.
         fused = "mixed" not in str(cfg.get("precision", "32-true"))
-        opt = None
-        if fused:
-            try:
-                opt = torch.optim.Adam(self.parameters(), fused=True, **kwargs)
-            except (RuntimeError, TypeError):
-                opt = None
-        if opt is None:
+        try:
+            opt = torch.optim.Adam(self.parameters(), fused=fused, **kwargs)
+        except (RuntimeError, TypeError):
             opt = torch.optim.Adam(self.parameters(), **kwargs)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.get("lr_factor", 0.5),
                                                            patience=cfg.get("lr_patience", 5))
