@@ -37,10 +37,11 @@ def test_test_and_predict_read_the_training_draw(trained, tmp_path, capsys):
     assert "background=0.1" in capsys.readouterr().out  # says where the options came from
     tested = json.loads((tmp_path / "t.json").read_text())
     assert tested["data_args"] == DRAW
-    assert len(_rows(tmp_path / "t.csv")) == DRAW["n_test"]
+    assert tested["predictions"] == "t.predictions.csv"
+    assert len(_rows(tmp_path / "t.predictions.csv")) == DRAW["n_test"]
     # the same clips as the test at the end of training, so the same predictions
     trained_pred = {r["id"]: float(r["prediction"]) for r in _rows(run / "predictions.csv")}
-    for r in _rows(tmp_path / "t.csv"):
+    for r in _rows(tmp_path / "t.predictions.csv"):
         assert float(r["prediction"]) == pytest.approx(trained_pred[r["id"]], abs=1e-5)
     # --set overrides one option and keeps the others
     assert main(["predict", "--ckpt", str(ckpt), "--data", "synthetic", "--set", "n_test=10",

@@ -46,9 +46,16 @@ def test_fit_runs_on_published_shapes(tmp_path, layout, capsys, monkeypatch):
 
     # test / predict from the checkpoint
     ckpt = run / "checkpoints" / "best.ckpt"
+    capsys.readouterr()
     assert main(["test", "--ckpt", str(ckpt), "--data", spec, "--out", str(tmp_path / "t.json")]) == 0
+    assert "±" not in capsys.readouterr().out  # one checkpoint: values, not a mean ± std over seeds
     tested = json.loads((tmp_path / "t.json").read_text())
     assert tested["split"] == "test"
+    assert len(list(csv.reader((tmp_path / "t.predictions.csv").open()))) == 1 + 8
+    # a metrics path that would collide with (or read as) a predictions CSV is refused before anything is written
+    assert main(["test", "--ckpt", str(ckpt), "--data", spec, "--out", str(tmp_path / "t.csv")]) == 2
+    assert "expected a path ending in .json, got .csv" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
     assert main(["predict", "--ckpt", str(ckpt), "--data", spec, "--split", "valid",
                  "--out", str(tmp_path / "p.csv")]) == 0
     assert len(list(csv.reader((tmp_path / "p.csv").open()))) == 1 + 8

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/.../checkpoints/best.ckpt)")
         p.add_argument("--data", required=True, help="data SPEC")
         p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-        p.add_argument("--out", help="output file (.json for test, .csv for predict; default beside the checkpoint)")
+        p.add_argument("--out", help="output file, default beside the checkpoint's run: test writes metrics to X.json "
+                                     "and per-clip predictions to X.predictions.csv; predict writes a .csv")
         p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass (default 64)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
         p.add_argument("--compile", action="store_true",
@@ -237,6 +238,11 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     from mmfusion.io import atomic_write_json
 
     console = _console()
+    wanted = ".csv" if write_predictions_only else ".json"
+    if args.out and Path(args.out).suffix.lower() != wanted:
+        what = "predictions as CSV" if write_predictions_only else "metrics as JSON"
+        raise MMFusionError(f"--out {args.out}: {args.command} writes {what}; expected a path ending in {wanted}, "
+                            f"got {Path(args.out).suffix or 'no suffix'}")
     system = load_system(args.ckpt)
     bundle, data_args = _checkpoint_data(system, args, console.print)
     if args.compile:
@@ -255,14 +261,22 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
         return 0
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     out = Path(args.out) if args.out else stem.with_suffix(".metrics.json")
+    predictions = predictions_beside(out)
     atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "data_args": data_args,
-                            "split": args.split, **metrics})
-    write_predictions(out.with_suffix(".csv"), ids, pred, labels, bundle.task, bundle.emotions)
+                            "split": args.split, "predictions": predictions.name, **metrics})
+    write_predictions(predictions, ids, pred, labels, bundle.task, bundle.emotions)
     _print_table(console, f"{system.hparams['model_name']} on {bundle.describe()} [{args.split}]",
-                 [(system.hparams["model_name"], {k: {"mean": v, "std": 0.0} for k, v in metrics.items()})],
+                 [(system.hparams["model_name"], {k: {"mean": v, "std": 0.0, "n": 1} for k, v in metrics.items()})],
                  list(metrics), bundle.bayes if args.split == "test" else None)
-    console.print(f"metrics: {out}; predictions: {out.with_suffix('.csv')}")
+    console.print(f"metrics: {out}\npredictions: {predictions}")
     return 0
+
+
+def predictions_beside(metrics: Path) -> Path:
+    """Where ``test`` writes its per-sample predictions beside the metrics JSON ``metrics``:
+    ``X.metrics.json`` and ``X.json`` -> ``X.predictions.csv``."""
+    name = metrics.name.removesuffix(".json").removesuffix(".metrics")
+    return metrics.with_name(name + ".predictions.csv")
 
 
 def _checkpoint_data(system: Any, args: argparse.Namespace, say: Any) -> tuple[Any, dict[str, Any]]:

@@ -340,12 +340,13 @@ def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any
 
 
 def summarize(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Mean and sample std (ddof=1; 0 for one seed) of each key over seeds."""
+    """Mean, sample std (ddof=1; 0 for one seed) and count ``n`` of each key over seeds."""
     out = {}
     for k in keys:
         vals = np.array([r[k] for r in results if k in r], dtype=np.float64)
         if len(vals):
-            out[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+            out[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                      "n": len(vals)}
     return out
 
 
@@ -420,13 +421,16 @@ def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -
 
 
 def fmt(stat: Mapping[str, float] | None, digits: int = 4, key: str = "") -> str:
-    """``mean ± std``; counts (parameters) as plain integers, times with two decimals."""
+    """``mean ± std``, or the value alone where it comes from one run (``n`` 1); counts (parameters) as plain
+    integers, times with two decimals."""
     if not stat:
         return "–"
     if key == "params":
         return f"{stat['mean']:,.0f}"
     if key.endswith(("_seconds_per_epoch", "_ms_per_sample")):
-        return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+        digits = 2
+    if stat.get("n") == 1:
+        return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
