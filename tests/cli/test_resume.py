@@ -56,3 +56,26 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert adam_steps == {5.0 * steps_per_epoch}
     assert {float(s["step"]) for s in killed_at["optimizer_states"][0]["state"].values()} == {
         (killed_at["epoch"] + 1.0) * steps_per_epoch}
+
+
+def test_ctrl_c_says_interrupted_and_how_to_continue(tmp_path):
+    """Lightning turns Ctrl-C into sys.exit(1); the command must still say it was interrupted (status 130)."""
+    out = tmp_path / "runs"
+    last = out / "lf_lstm" / "synthetic" / "seed_1111" / "checkpoints" / "last.ckpt"
+    # as from a terminal: SIGINT has its default action (a background or xdist parent may ignore it)
+    proc = subprocess.Popen(_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 240
+        while not last.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert last.exists() and proc.poll() is None, "no checkpoint while training ran"
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "mmfusion fit: interrupted; the finished epochs are in the last checkpoint: rerun with --resume" in err
+    assert "Traceback" not in err
+    assert not (last.parent.parent / "metrics.json").exists()

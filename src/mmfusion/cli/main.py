@@ -68,6 +68,15 @@ READER_OPTIONS_HELP = ("reader options (data_args), e.g. fold=3; by default thos
                        "when --data goes to the same reader, and these override them")
 
 
+RESUME_HINT = {
+    "fit": "; the finished epochs are in the last checkpoint: rerun with --resume to continue from it",
+    "bench": "; finished runs are kept and the interrupted one has its last checkpoint: rerun the same command to "
+             "continue",
+    "prepare": "; the decoded clips are kept: rerun the same command to continue",
+}
+"""What an interrupted command kept, and how to go on (commands not listed are simply run again)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmfusion",
@@ -437,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mmfusion {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mmfusion {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(f"mmfusion {args.command}: interrupted{RESUME_HINT.get(args.command, '')}", file=sys.stderr)
         return 130
     return 1
 

@@ -16,7 +16,8 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -199,10 +200,23 @@ def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: 
     atomic_write_text(path, buf.getvalue())
 
 
+@contextmanager
+def ctrl_c_is_an_interrupt(trainer: Any) -> Iterator[None]:
+    """Lightning answers Ctrl-C by tearing the run down and calling ``sys.exit(1)``, which would end the command
+    silently with status 1; turn that back into the ``KeyboardInterrupt`` the command line reports."""
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+
+
 def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], np.ndarray, np.ndarray, float]:
     """Run the trainer's predict loop; returns ids, predictions, labels and seconds taken."""
     t0 = time.perf_counter()
-    outs = trainer.predict(system, dataloaders=loader)
+    with ctrl_c_is_an_interrupt(trainer):
+        outs = trainer.predict(system, dataloaders=loader)
     seconds = time.perf_counter() - t0
     ids = [i for o in outs for i in o["ids"]]
     pred = torch.cat([o["pred"] for o in outs]).numpy()
@@ -281,7 +295,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     train_loader = make_loader(bundle, "train", tc.batch_size, True, tc.num_workers, seed)
     val_loader = make_loader(bundle, "valid", tc.batch_size, False, tc.num_workers)
     t0 = time.perf_counter()
-    trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    with ctrl_c_is_an_interrupt(trainer):
+        trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
     if worker:  # the first process scores the test split and writes the results
         return {"seed": seed, "model": cfg.model, "ablation": cfg.ablation}
