@@ -94,6 +94,29 @@ def replace_checked(config: C, overrides: Mapping[str, Any] | None, *, source: s
     return new
 
 
+def check_bounds(config: Any, *, source: str | None = None, at_least: Mapping[str, float] | None = None,
+                 above: Mapping[str, float] | None = None, below: Mapping[str, float] | None = None) -> None:
+    """:class:`ConfigError` for the first field of the dataclass instance ``config`` out of its bounds:
+    ``at_least`` (value >= bound), ``above`` (value > bound), ``below`` (value < bound)."""
+    for bounds, op, ok in ((at_least, ">=", lambda v, b: v >= b), (above, ">", lambda v, b: v > b),
+                           (below, "<", lambda v, b: v < b)):
+        for key, bound in (bounds or {}).items():
+            value = getattr(config, key)
+            if not ok(value, bound):
+                raise ConfigError("out of range", source=source, key=key, expected=f"{op} {bound}", actual=value)
+
+
+def check_model_values(config: Any, *, source: str | None = None) -> None:
+    """Generic bounds of a model config: an int field whose default is positive (a width, a count of layers or
+    heads, a kernel size) must stay >= 1, and a float field named ``*dropout`` must lie in [0, 1)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(f.default, int) and not isinstance(f.default, bool) and f.default > 0:
+            check_bounds(config, source=source, at_least={f.name: 1})
+        elif f.name.endswith("dropout") and isinstance(value, float):
+            check_bounds(config, source=source, at_least={f.name: 0}, below={f.name: 1})
+
+
 def build_checked(cls: type[C], overrides: Mapping[str, Any] | None, *, source: str | None = None) -> C:
     """Instantiate dataclass ``cls`` from its defaults plus checked overrides."""
     return replace_checked(cls(), overrides, source=source)

@@ -30,3 +30,35 @@ def test_layering_file_then_flags_then_set(tmp_path):
     out = resolve_config(str(cfg), {"train": {"max_epochs": 5}}, sets=["train.lr=0.5", "model_args.hidden=7"])
     assert out.train.max_epochs == 5 and out.train.lr == 0.5 and out.seeds == [1, 2]
     assert out.model_args == {"hidden": 7}
+
+
+@pytest.mark.parametrize(("sets", "key", "expected"), [
+    (["train.max_epochs=0"], "max_epochs", ">= 1"),
+    (["train.batch_size=0"], "batch_size", ">= 1"),
+    (["train.lr=-0.1"], "lr", "> 0"),
+    (["data_args.n_train=-5"], "n_train", ">= 1"),
+    (["data_args.noise=-1"], "noise", ">= 0"),
+    (["data_args.n_valid=1"], "n_valid", ">= 2"),
+    (["model_args.num_heads=0"], "num_heads", ">= 1"),
+    (["model_args.psa_layers=0"], "psa_layers", ">= 1"),
+    (["model_args.embed_dropout=1.5"], "embed_dropout", "< 1"),
+    (["model_args.kernels={text: 4}"], "kernels.text", "an odd positive int"),
+    (["model_args.kernels={txt: 3}"], "kernels.txt", "one of"),
+    (["model_args.alpha=-1"], "alpha", ">= 0"),
+])
+def test_values_out_of_range_are_refused_by_name(sets, key, expected):
+    """Out-of-range numbers give one ConfigError naming the key, the bound and the value, not an error from deep
+    inside torch or numpy (or a run that silently trains nonsense)."""
+    from mmfusion.data import load_data
+
+    with pytest.raises(ConfigError) as err:
+        cfg = resolve_config(None, {"model": "mea"}, sets=sets)
+        load_data(cfg.data, cfg.data_args)
+    msg = str(err.value)
+    assert f"'{key}'" in msg and f"expected {expected}" in msg, msg
+
+
+@pytest.mark.parametrize("sets", [["model_args.hidden=0"], ["model_args.dropout=1.0"]])
+def test_other_models_widths_and_dropouts_are_bounded_too(sets):
+    with pytest.raises(ConfigError, match="out of range"):
+        resolve_config(None, {"model": "lf_lstm"}, sets=sets)

@@ -70,8 +70,12 @@ class SyntheticConfig:
     w_crossmodal: float = 0.8
 
     def validate(self, source: str | None = None) -> None:
+        from mmfusion.config import check_bounds
         from mmfusion.errors import ConfigError
 
+        # metrics such as Corr need two clips of a split
+        check_bounds(self, source=source, at_least={"n_train": 1, "n_valid": 2, "n_test": 2, "background": 0,
+                                                    "noise": 0})
         for key, low in (("text_dim", 8), ("vision_dim", 9), ("audio_dim", 4), ("text_len", 6),
                          ("vision_len", 10), ("audio_len", 4)):
             if getattr(self, key) < low:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from mmfusion.config import build_checked, load_yaml, parse_value
+from mmfusion.config import build_checked, check_bounds, check_model_values, load_yaml, parse_value
 from mmfusion.data import DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError
 from mmfusion.io import atomic_write_json, atomic_write_text
@@ -56,6 +56,11 @@ class TrainConfig:
     logger: Literal["csv", "tensorboard"] = "csv"
     progress: bool = True
     threads: int = 0  # torch CPU threads (0: torch's default)
+
+    def validate(self, source: str | None = None) -> None:
+        check_bounds(self, source=source, above={"lr": 0, "lr_factor": 0}, below={"lr_factor": 1},
+                     at_least={"batch_size": 1, "max_epochs": 1, "weight_decay": 0, "grad_clip": 0, "patience": 0,
+                               "lr_patience": 0, "devices": 1, "num_workers": 0, "threads": 0})
 
 
 @dataclass
@@ -136,7 +141,7 @@ def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None
                               expected=f"one of {sorted(table)}", actual=ablation)
         args = {**args, **table[ablation]}
     if cls is not None:
-        build_checked(cls, args, source=f"{source} [model_args]")
+        check_model_values(build_checked(cls, args, source=f"{source} [model_args]"), source=f"{source} [model_args]")
     return args
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion.batch import MODALITIES, check_modalities
-from mmfusion.config import build_checked
+from mmfusion.config import build_checked, check_bounds
 from mmfusion.models.registry import register_model
 from mmfusion.modules.discriminators import ImportanceDiscriminator, ModalityDiscriminator, grad_reverse
 from mmfusion.modules.dropout import Dropout
@@ -110,6 +110,18 @@ class MEAConfig:
     def validate(self, source: str | None = None) -> None:
         from mmfusion.errors import ConfigError
 
+        check_bounds(self, source=source,
+                     at_least={"dim": 2, "rep_dim": 1, "num_heads": 1, "psa_layers": 1, "hca_layers": 1, "alpha": 0,
+                               "beta": 0, "grl_lambda": 0, "embed_dropout": 0, "attn_dropout": 0, "res_dropout": 0,
+                               "out_dropout": 0},
+                     below={"embed_dropout": 1, "attn_dropout": 1, "res_dropout": 1, "out_dropout": 1})
+        for m, k in self.kernels.items():
+            if m not in MODALITIES:
+                raise ConfigError("unknown modality", source=source, key=f"kernels.{m}",
+                                  expected=f"one of {list(MODALITIES)}", actual=m)
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+                raise ConfigError("the front end's convolution keeps the length ('same' padding)", source=source,
+                                  key=f"kernels.{m}", expected="an odd positive int", actual=k)
         if self.dim % self.num_heads or self.dim % 2:
             raise ConfigError("dim must be even and divisible by num_heads", source=source, key="dim",
                               expected=f"a multiple of {self.num_heads} and of 2", actual=self.dim)
