@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from mmfusion.cli.main import build_parser, main
@@ -19,3 +21,13 @@ def test_models_lists_every_registered_model_and_ablations(capsys):
     assert main(["models", "--ablations"]) == 0
     out = capsys.readouterr().out
     assert "mea   ablations:" in out and "no_hca" in out and "msaf_ravdess" in out and "mult" in out
+
+
+def test_data_describes_a_draw_with_reader_options(tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["data", "synthetic", "--set", "n_train=40", "--set", "n_valid=10", "--json", str(out)]) == 0
+    info = json.loads(out.read_text())
+    assert info["splits"]["train"]["n"] == 40 and info["splits"]["valid"]["n"] == 10
+    assert "N=    40" in capsys.readouterr().out
+    assert main(["data", "synthetic", "--set", "n_trian=40"]) == 2
+    assert "'n_trian'" in capsys.readouterr().err

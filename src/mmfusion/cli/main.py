@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="load a dataset and print what is in it (shapes, lengths, load report)")
     p.add_argument("data", help="data SPEC")
     p.add_argument("--json", help="also write the description to this JSON file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader options (data_args), e.g. n_train=40000 (synthetic) or fold=3 (ravdess)")
 
     p = sub.add_parser("models", help="list registered models (and their ablations)")
     p.add_argument("--ablations", action="store_true", help="also list each model's named ablations")
@@ -388,7 +390,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from mmfusion.data import load_data
     from mmfusion.io import atomic_write_json
 
-    bundle = load_data(args.data)
+    bundle = load_data(args.data, _data_args(args.set), source="--set")
     info: dict[str, Any] = {"name": bundle.name, "source": bundle.source, "task": bundle.task,
                             "emotions": list(bundle.emotions), "feature_dims": bundle.feature_dims, "splits": {},
                             "report": bundle.report.as_dict(), "bayes": bundle.bayes}
