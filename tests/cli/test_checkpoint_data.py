@@ -65,17 +65,24 @@ def test_checkpoints_without_recorded_options_fall_back_to_the_run_config(traine
     assert len(_rows(tmp_path / "m.csv")) == 7
 
 
-def test_robustness_refuses_other_reader_options(trained, tmp_path, capsys):
+def test_robustness_reads_the_training_draw_and_refuses_other_options(trained, tmp_path, capsys):
     out, _ = trained
+    # no --set: the options every checkpoint was trained with
     assert main(["robustness", "--runs", str(out), "--data", "synthetic", "--no-progress",
-                 "--out", str(tmp_path / "r")]) == 2
+                 "--out", str(tmp_path / "r")]) == 0
+    assert "reader options from the checkpoints' training runs: n_train=64" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["data_args"] == DRAW
+    # options that read other data than training did are refused, naming every one that differs
+    assert main(["robustness", "--runs", str(out), "--data", "synthetic", "--no-progress",
+                 "--out", str(tmp_path / "r2"), "--set", "background=0.5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "best.ckpt" in err and "'background'" in err and "expected 0.1, got 0.5" in err
-    assert "--set background=0.1 --set n_train=64 to read" in err  # every option that differs
+    assert "--set background=0.1 --set n_train=64 to read" in err
+    assert not (tmp_path / "r2.json").exists()
     # the evaluation split's size is free: another iid draw of the same benchmark
     assert main(["robustness", "--runs", str(out), "--data", "synthetic", "--no-progress", "--out",
-                 str(tmp_path / "r"), "--set", "background=0.1", "--set", "n_train=64", "--set", "n_test=40"]) == 0
-    assert (tmp_path / "r.json").exists()
+                 str(tmp_path / "r3"), "--set", "background=0.1", "--set", "n_train=64", "--set", "n_test=40"]) == 0
+    assert json.loads((tmp_path / "r3.json").read_text())["data_args"]["n_test"] == 40
 
 
 def test_effective_options_fill_in_the_reader_defaults():

@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated subset of models (default: all found)")
     p.add_argument("--out", help="output stem (default: <runs>/robustness_<dataset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader options (data_args), the same as in training")
+                   help="reader options (data_args); by default those every checkpoint was trained with, when "
+                        "they agree; checkpoints trained with other options are refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
@@ -323,12 +324,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from mmfusion.data import load_data
-    from mmfusion.engine.robustness import run_robustness
+    from mmfusion.engine.robustness import run_robustness, shared_training_options, trained_checkpoints
 
     console = _console()
     data_args = _data_args(args.set)
     bundle = load_data(args.data, data_args, source="--set")
     models = [m.strip() for m in args.models.split(",")] if args.models else None
+    if not data_args:  # as test and predict: the options the models were trained with, when they all agree
+        inherited = shared_training_options(trained_checkpoints(Path(args.runs), bundle.name, models), args.data)
+        if inherited:
+            console.print("reader options from the checkpoints' training runs: "
+                          + ", ".join(f"{k}={v}" for k, v in inherited.items()), markup=False)
+            data_args = inherited
+            bundle = load_data(args.data, data_args, source="checkpoints' training runs")
     res = run_robustness(Path(args.runs), bundle, models, Path(args.out) if args.out else None, console,
                          progress=not args.no_progress, spec=args.data, data_args=data_args)
     rows = [(m, per) for m, per in res["table"].items()]

@@ -28,7 +28,7 @@ from rich.progress import (
 
 from mmfusion.batch import Batch
 from mmfusion.data import DatasetBundle, FusionDataset
-from mmfusion.engine.checkpoints import check_compatible, check_same_reader_options, load_system
+from mmfusion.engine.checkpoints import check_compatible, check_same_reader_options, load_system, reader_options
 from mmfusion.engine.system import compute_metrics
 from mmfusion.errors import DataError
 from mmfusion.inspect.plots import pyplot, save_figure
@@ -95,6 +95,27 @@ def evaluate(model: torch.nn.Module, bundle: DatasetBundle, condition: str, *, s
     return compute_metrics(torch.cat(preds).numpy(), torch.cat(labels).numpy(), bundle.task, bundle.emotions)
 
 
+def trained_checkpoints(root: Path, dataset: str, models: Sequence[str] | None = None) -> list[Path]:
+    """Every ``<root>/<model>/<dataset>/seed_*/checkpoints/best.ckpt`` (of ``models`` only, when given)."""
+    found = sorted(root.glob(f"*/{dataset}/seed_*/checkpoints/best.ckpt"))
+    if models:
+        found = [p for p in found if p.parts[-5] in models]
+    if not found:
+        raise DataError("no trained checkpoints found", file=root,
+                        expected=f"<model>/{dataset}/seed_*/checkpoints/best.ckpt (run mmfusion bench first)",
+                        actual="none")
+    return found
+
+
+def shared_training_options(checkpoints: Sequence[Path], spec: str) -> dict[str, Any]:
+    """The reader options every checkpoint was trained with when it read ``spec``'s reader, if they all agree
+    (else, or when none recorded any, ``{}``: the per-checkpoint check then names what differs)."""
+    seen = []
+    for ckpt in checkpoints:
+        seen.append(reader_options(load_system(ckpt), ckpt, spec)[1])
+    return seen[0] if all(s == seen[0] for s in seen) else {}
+
+
 def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | None = None,
                    out: Path | None = None, console: Any = None, progress: bool = True, *,
                    spec: str | None = None, data_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -104,13 +125,7 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
     checkpoint's training run: a model is never scored on data read with other options than it was trained on.
     With a rich ``console`` and ``progress``, a progress bar counts the (checkpoint, condition) evaluations."""
     key, _ = main_metric(bundle.task)
-    found = sorted(root.glob(f"*/{bundle.name}/seed_*/checkpoints/best.ckpt"))
-    if models:
-        found = [p for p in found if p.parts[-5] in models]
-    if not found:
-        raise DataError("no trained checkpoints found", file=root,
-                        expected=f"<model>/{bundle.name}/seed_*/checkpoints/best.ckpt (run mmfusion bench first)",
-                        actual="none")
+    found = trained_checkpoints(root, bundle.name, models)
     conds = conditions(bundle.modalities)
     std = feature_std(bundle)
     scores: dict[str, dict[str, list[float]]] = {}
@@ -142,8 +157,8 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
     csv_lines += [c + "," + ",".join(f"{table[m][c]['mean']:.6g},{table[m][c]['std']:.6g}" for m in table)
                   for c in conds]
     atomic_write_text(f"{out}.csv", "\n".join(csv_lines) + "\n")
-    atomic_write_json(f"{out}.json", {"data": bundle.describe(), "metric": key, "conditions": conds,
-                                      "models": table})
+    atomic_write_json(f"{out}.json", {"data": bundle.describe(), "data_args": dict(data_args or {}), "metric": key,
+                                      "conditions": conds, "models": table})
     _plot(Path(f"{out}.png"), table, conds, key, bundle.name)
     return {"table": table, "conditions": conds, "metric": key, "files": [f"{out}.{e}" for e in
                                                                         ("md", "csv", "json", "png")]}
