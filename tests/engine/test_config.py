@@ -62,3 +62,26 @@ def test_values_out_of_range_are_refused_by_name(sets, key, expected):
 def test_other_models_widths_and_dropouts_are_bounded_too(sets):
     with pytest.raises(ConfigError, match="out of range"):
         resolve_config(None, {"model": "lf_lstm"}, sets=sets)
+
+
+@pytest.mark.parametrize(("sets", "key"), [(["train.precision=8-bit"], "precision"),
+                                           (["train.accelerator=tpu2"], "accelerator")])
+def test_unknown_precision_or_accelerator_names_the_choices(sets, key):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, sets=sets)
+    assert f"'{key}'" in str(err.value) and "expected one of" in str(err.value)
+
+
+def test_a_gpu_run_without_a_gpu_is_refused_before_any_directory_is_made(tmp_path, monkeypatch):
+    import torch
+
+    from mmfusion.engine.runs import fit
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    cfg = resolve_config(None, {"model": "lf_lstm_tiny", "out": str(tmp_path / "runs")},
+                         sets=["train.accelerator=gpu"])
+    with pytest.raises(ConfigError, match="no GPU is visible") as err:
+        fit(cfg)
+    assert "'devices'" in str(err.value) and "--accelerator cpu" in str(err.value)
+    assert not (tmp_path / "runs").exists()

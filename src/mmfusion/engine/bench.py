@@ -13,6 +13,7 @@ from typing import Any
 
 from mmfusion.data import load_data
 from mmfusion.engine.runs import (
+    check_devices_available,
     fit_one,
     metric_keys,
     resolve_config,
@@ -47,6 +48,7 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
               name: str | None = None, resume: bool = True, console: Any = None) -> dict[str, Any]:
     data_spec = flags.get("data") or "synthetic"
     probe = resolve_config(None, {**flags, "model": models[0].partition(":")[0]}, sets)
+    check_devices_available(probe.train)
     bundle = load_data(data_spec, probe.data_args, source="data_args")
     cdir = Path(config_dir) if config_dir else default_config_dir()
     rows, per_model = [], {}

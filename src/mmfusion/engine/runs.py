@@ -34,6 +34,22 @@ from mmfusion.metrics import SENTIMENT_KEYS
 from mmfusion.models import config_class, list_models, load_pretrained
 from mmfusion.runtime import launched_worker
 
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def check_devices_available(tc: TrainConfig) -> None:
+    """Refuse a GPU run on a machine without (enough) GPUs before any run directory is made (Lightning would stop
+    with its own exception after the directory exists)."""
+    if tc.accelerator in ("gpu", "cuda"):
+        have = torch.cuda.device_count()
+        if have == 0 and tc.accelerator == "gpu" and torch.backends.mps.is_available():
+            have = 1
+        if have < tc.devices:
+            problem = "no GPU is visible to this process" if have == 0 else f"only {have} GPU(s) visible"
+            raise ConfigError(f"{problem} (accelerator {tc.accelerator}; --accelerator cpu or auto trains on the CPU)",
+                              source="train", key="devices", expected=f"at most {have} devices", actual=tc.devices)
+
 
 @dataclass
 class TrainConfig:
@@ -58,6 +74,12 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
 
     def validate(self, source: str | None = None) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError("unknown precision", source=source, key="precision", expected=f"one of {PRECISIONS}",
+                              actual=self.precision)
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError("unknown accelerator", source=source, key="accelerator",
+                              expected=f"one of {ACCELERATORS}", actual=self.accelerator)
         check_bounds(self, source=source, above={"lr": 0, "lr_factor": 0}, below={"lr_factor": 1},
                      at_least={"batch_size": 1, "max_epochs": 1, "weight_decay": 0, "grad_clip": 0, "patience": 0,
                                "lr_patience": 0, "devices": 1, "num_workers": 0, "threads": 0})
@@ -388,6 +410,7 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
     With ``data_args.fold: all`` every cross-validation fold is trained in turn (each as its own dataset directory,
     ``<dataset>_fold<k>``), and ``<dataset>_cv/summary.{md,csv,json}`` gives each fold's seed mean and the mean ± std
     over folds, as cross-validated results are reported."""
+    check_devices_available(cfg.train)
     folds = cross_validation_folds(cfg)
     if folds is None:
         return _fit_dataset(cfg, resume=resume, console=console)
