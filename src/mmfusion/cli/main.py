@@ -261,14 +261,15 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
         from mmfusion.runtime import compile_model
 
         system.model = compile_model(system.model)
-    loader = make_loader(bundle, args.split, args.batch_size, False)
+    loader = make_loader(bundle, args.split, args.batch_size, False, labeled=not write_predictions_only)
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=True,
                         enable_model_summary=False)
     ids, pred, labels, _ = predict_arrays(trainer, system, loader)
     stem = Path(args.ckpt).resolve().parent.parent / f"{args.split}_{bundle.name}"
     if write_predictions_only:
         out = Path(args.out) if args.out else stem.with_suffix(".predictions.csv")
-        write_predictions(out, ids, pred, labels, bundle.task, bundle.emotions)
+        write_predictions(out, ids, pred, labels if bundle.splits[args.split].labeled else None, bundle.task,
+                          bundle.emotions)
         console.print(f"wrote {len(ids)} predictions to {out}")
         return 0
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
@@ -357,6 +358,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from mmfusion.data import load_data
 
     bundle = load_data(args.data, _data_args(args.set), source="--set")
+    if args.layout != "h5":  # the pickle layouts hold three labelled splits
+        for split in ("train", "valid", "test"):
+            bundle.split(split, labeled=True)
     if args.layout == "h5":
         from mmfusion.data.custom import write_custom
 

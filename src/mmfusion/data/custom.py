@@ -6,10 +6,12 @@ Layout (every array is a plain HDF5 dataset, readable from any language)::
                                    emotions = "neutral,happy,..." (emotion task only)
     /<split>/<modality>/features   (N, T_m, d_m) float32, real frames first, zero padding after
     /<split>/<modality>/lengths    (N,) int64, 0 <= length <= T_m
-    /<split>/labels                (N,) float32 scores, or (N, E) int64 in {0, 1} for E binary emotions
+    /<split>/labels                (N,) float32 scores, or (N, E) int64 in {0, 1} for E binary emotions (optional)
     /<split>/ids                   (N,) UTF-8 strings (optional)
 
-``<split>`` is train, valid and test; ``<modality>`` any of text, vision, audio (at least one).
+``<split>`` is train, valid and test (training needs all three; a file of clips to predict may hold one); a split
+without labels can be predicted but not trained or scored on. ``<modality>`` any of text, vision, audio (at least
+one).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def write_custom(path: str | Path, bundle: DatasetBundle) -> Path:
                 gm.create_dataset("features", data=s.features[m].astype(np.float32), compression="gzip",
                                   compression_opts=1)
                 gm.create_dataset("lengths", data=s.lengths[m].astype(np.int64))
-            g.create_dataset("labels", data=s.labels)
+            if s.labeled:
+                g.create_dataset("labels", data=s.labels)
             g.create_dataset("ids", data=np.array(s.ids, dtype=object), dtype=h5py.string_dtype())
     tmp.replace(path)
     return path
@@ -76,19 +79,24 @@ def read_custom(path: str | Path) -> DatasetBundle:
             raise DataError("unknown task", file=file, key="task", expected="regression or emotion", actual=task)
         emotions = tuple(e for e in str(h5.attrs.get("emotions", "")).split(",") if e)
         splits = {}
-        for split in SPLITS:
-            if split not in h5:
-                raise DataError("missing split", file=file, key=split, expected=list(SPLITS), actual=list(h5))
+        if not any(split in h5 for split in SPLITS):
+            raise DataError("no split", file=file, expected=f"one or more of {list(SPLITS)}", actual=list(h5))
+        for split in [s for s in SPLITS if s in h5]:
             g = h5[split]
-            if "labels" not in g:
-                raise DataError("missing key", file=file, split=split, key="labels", expected="labels",
-                                actual=list(g))
-            labels = np.asarray(g["labels"][()])
-            n = labels.shape[0]
             mods = [m for m in MODALITIES if m in g]
             if not mods:
                 raise DataError("no modality group", file=file, split=split, expected=list(MODALITIES),
                                 actual=list(g))
+            labeled = "labels" in g  # clips without labels can be predicted, not trained or scored on
+            if labeled:
+                labels = np.asarray(g["labels"][()])
+                n = labels.shape[0]
+            else:
+                if "features" not in g[mods[0]]:
+                    raise DataError("missing key", file=file, split=split, key=f"{mods[0]}/features",
+                                    expected="features and lengths", actual=list(g[mods[0]]))
+                n = int(g[mods[0]]["features"].shape[0])
+                labels = (np.full((n, len(emotions)), -1) if task == "emotion" else np.full(n, np.nan))
             features, lengths = {}, {}
             for m in mods:
                 for key in ("features", "lengths"):
@@ -100,7 +108,9 @@ def read_custom(path: str | Path) -> DatasetBundle:
                 L = check_lengths(g[m]["lengths"][()], x.shape[1], n, file=file, split=split, key=f"{m}/lengths")
                 x[np.arange(x.shape[1])[None, :] >= L[:, None]] = 0.0
                 features[m], lengths[m] = x, L
-            if task == "emotion":
+            if not labeled:
+                labels = labels.astype(np.int64 if task == "emotion" else np.float32)
+            elif task == "emotion":
                 if labels.ndim != 2 or labels.shape[1] != len(emotions) or not np.isin(labels, (0, 1)).all():
                     raise DataError("wrong emotion labels", file=file, split=split, key="labels",
                                     expected=f"(N, {len(emotions)}) in {{0, 1}}", actual=f"{labels.shape}")
@@ -114,7 +124,7 @@ def read_custom(path: str | Path) -> DatasetBundle:
                 ids = [v.decode() if isinstance(v, bytes) else str(v) for v in g["ids"][()]]
             else:
                 ids = [f"{split}_{i:05d}" for i in range(n)]
-            splits[split] = SplitData(features, lengths, labels, ids)
+            splits[split] = SplitData(features, lengths, labels, ids, labeled=labeled)
             count_empty(splits[split], split, report)
     return DatasetBundle(name=Path(file).stem, task=task, splits=splits, source=f"h5:{file}",  # type: ignore[arg-type]
                          emotions=emotions, report=report)

@@ -26,6 +26,8 @@ class SplitData:
     """One split. ``features[m]``: (N, T_m, d_m) float32 with real frames first; ``lengths[m]``: (N,) int64;
     ``labels``: (N,) float32 (regression) or (N, E) int64 (E binary emotions); ``ids``: N strings;
     ``extras``: optional per-sample arrays (N, ...) such as the built-in benchmark's term values.
+    ``labeled`` is False for clips without labels (mmfusion's HDF5 format allows them, to predict new clips); their
+    ``labels`` are then placeholders (NaN scores, or -1 per emotion) that no metric or loss may read.
 
     Clip datasets (raw video/audio for MSAF's networks) have fixed-size arrays and no ``lengths``; their splits may
     share one (memory-mapped) array and select their samples with ``rows``."""
@@ -36,6 +38,7 @@ class SplitData:
     ids: list[str]
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     rows: np.ndarray | None = None
+    labeled: bool = True
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -77,12 +80,27 @@ class DatasetBundle:
     bayes: dict[str, float] | None = None  # metric ceilings, known only for the built-in benchmark
 
     @property
+    def _first(self) -> SplitData:
+        """The training split, or where a file holds only clips to predict, its first split."""
+        return self.splits.get("train") or next(iter(self.splits.values()))
+
+    @property
     def modalities(self) -> list[str]:
-        return self.splits["train"].modalities
+        return self._first.modalities
 
     @property
     def feature_dims(self) -> dict[str, int]:
-        return {m: int(x.shape[-1]) for m, x in self.splits["train"].features.items()}
+        return {m: int(x.shape[-1]) for m, x in self._first.features.items()}
+
+    def split(self, name: str, *, labeled: bool = True) -> SplitData:
+        """Split ``name``; a :class:`DataError` naming the file if it is missing, or (``labeled``) has no labels."""
+        if name not in self.splits:
+            raise DataError("missing split", file=self.source, key=name, expected=f"a {name!r} split",
+                            actual=f"splits {list(self.splits)}")
+        if labeled and not self.splits[name].labeled:
+            raise DataError("this split has no labels (its clips can be predicted, not trained or scored on)",
+                            file=self.source, split=name, key="labels", expected="labels", actual="none")
+        return self.splits[name]
 
     @property
     def output_dim(self) -> int:
@@ -90,11 +108,12 @@ class DatasetBundle:
         return {"regression": 1, "emotion": 2 * len(self.emotions), "classification": len(self.emotions)}[self.task]
 
     def describe(self) -> str:
-        sizes = "/".join(str(len(self.splits[s])) for s in SPLITS if s in self.splits)
-        tr = self.splits["train"]
+        held = [s for s in SPLITS if s in self.splits]
+        sizes = "/".join(str(len(self.splits[s])) for s in held)
+        tr = self._first
         dims = ", ".join(f"{m} {tr.features[m].shape[1]}x{d}" if m in tr.lengths else
                          f"{m} {'x'.join(map(str, tr.features[m].shape[1:]))}" for m, d in self.feature_dims.items())
-        return f"{self.name} ({self.task}; train/valid/test {sizes}; {dims})"
+        return f"{self.name} ({self.task}; {'/'.join(held)} {sizes}; {dims})"
 
 
 def lengths_from_left_padding(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from mmfusion.engine.runs import (
     check_devices_available,
     fit_one,
     metric_keys,
+    require_training_splits,
     resolve_config,
     results_csv,
     results_markdown,
@@ -50,6 +51,7 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
     probe = resolve_config(None, {**flags, "model": models[0].partition(":")[0]}, sets)
     check_devices_available(probe.train)
     bundle = load_data(data_spec, probe.data_args, source="data_args")
+    require_training_splits(bundle)
     cdir = Path(config_dir) if config_dir else default_config_dir()
     rows, per_model = [], {}
     extra_keys: list[str] = []

@@ -22,16 +22,21 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def read_prediction(pred: np.ndarray, label: Any, task: str, names: Sequence[str]) -> str:
-    """One line a person can read: the score, each emotion's probability of being present, or the class."""
+    """One line a person can read: the score, each emotion's probability of being present, or the class; with the
+    label beside it unless ``label`` is None (a clip without labels)."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1)
     if task == "regression":
-        return f"score {pred[0]:+.3f} (label {float(label):+.3f})"
+        return f"score {pred[0]:+.3f}" + ("" if label is None else f" (label {float(label):+.3f})")
     if task == "emotion":
         logits = pred.reshape(len(names), 2)
         p = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))  # softmax over (absent, present)
-        return ", ".join(f"{e} {q:.2f} (label {int(y)})" for e, q, y in zip(names, p, np.asarray(label), strict=True))
+        ys = [None] * len(names) if label is None else [int(y) for y in np.asarray(label)]
+        return ", ".join(f"{e} {q:.2f}" + ("" if y is None else f" (label {y})")
+                         for e, q, y in zip(names, p, ys, strict=True))
     k = int(np.argmax(pred))
     name = names[k] if k < len(names) else str(k)
+    if label is None:
+        return f"class {name}"
     truth = names[int(label)] if int(label) < len(names) else str(int(label))
     return f"class {name} (label {truth})"
 
@@ -41,7 +46,7 @@ def explain_sample(model: Any, bundle: DatasetBundle, split: str, index: int, ou
     if not hasattr(model, "explain"):
         raise ConfigError("this model has no attention maps to explain", key="model", expected="mea",
                           actual=type(model).__name__)
-    data = bundle.splits[split]
+    data = bundle.split(split, labeled=False)
     if not 0 <= index < len(data):
         raise DataError("sample index out of range", file=bundle.source, split=split, key="index",
                         expected=f"0 <= index < {len(data)}", actual=index)
@@ -84,8 +89,9 @@ def explain_sample(model: Any, bundle: DatasetBundle, split: str, index: int, ou
     np.savez_compressed(buf, **{k.replace("/", "__"): v for k, v in arrays.items()})
     atomic_write_bytes(out / "arrays.npz", buf.getvalue())
     meta = {"id": data.ids[index], "split": split, "index": index, "prediction": arrays["prediction"].tolist(),
-            "label": np.asarray(data.labels[index]).tolist(),
-            "reading": read_prediction(arrays["prediction"], data.labels[index], bundle.task, bundle.emotions),
+            "label": np.asarray(data.labels[index]).tolist() if data.labeled else None,
+            "reading": read_prediction(arrays["prediction"], data.labels[index] if data.labeled else None,
+                                       bundle.task, bundle.emotions),
             "files": [str(f) for f in files],
             "arrays": sorted(arrays), "lengths": {m: int(data.lengths[m][index]) for m in mods}}
     atomic_write_json(out / "explain.json", meta)
@@ -95,7 +101,7 @@ def explain_sample(model: Any, bundle: DatasetBundle, split: str, index: int, ou
 def embed_codes(model: Any, bundle: DatasetBundle, split: str, out: Path, method: str = "tsne",
                 max_samples: int = 300, batch_size: int = 64) -> Path:
     """Plot the exclusive and agnostic codes of up to ``max_samples`` samples in 2-D (t-SNE or PCA)."""
-    data = bundle.splits[split]
+    data = bundle.split(split, labeled=False)
     ds = FusionDataset(data)
     n = min(max_samples, len(data))
     codes: dict[str, list[np.ndarray]] = {}

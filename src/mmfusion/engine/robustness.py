@@ -73,7 +73,7 @@ def perturb(batch: Batch, condition: str, feature_std: Mapping[str, torch.Tensor
 def feature_std(bundle: DatasetBundle) -> dict[str, torch.Tensor]:
     """Per-feature standard deviation of the real training frames of each modality: {m: (d_m,)}."""
     out = {}
-    s = bundle.splits["train"]
+    s = bundle.split("train", labeled=False)
     for m in s.modalities:
         real = s.features[m][np.arange(s.features[m].shape[1])[None, :] < s.lengths[m][:, None]]
         out[m] = torch.from_numpy(real.std(0).astype(np.float32) if len(real) else np.ones(real.shape[-1], "f4"))
@@ -84,7 +84,7 @@ def feature_std(bundle: DatasetBundle) -> dict[str, torch.Tensor]:
 def evaluate(model: torch.nn.Module, bundle: DatasetBundle, condition: str, *, split: str = "test",
              batch_size: int = 64, seed: int = 0, std: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
     model.eval()
-    ds = FusionDataset(bundle.splits[split])
+    ds = FusionDataset(bundle.split(split))
     gen = torch.Generator().manual_seed(seed)
     std = std if std is not None else feature_std(bundle)
     preds, labels = [], []

@@ -197,33 +197,44 @@ def run_dir_for(cfg: RunConfig, bundle: DatasetBundle, seed: int) -> Path:
     return Path(cfg.out) / name / bundle.name / f"seed_{seed}"
 
 
+def require_training_splits(bundle: DatasetBundle) -> None:
+    """Training needs labelled train, valid and test splits: say which is missing before any run starts."""
+    for split in ("train", "valid", "test"):
+        bundle.split(split)
+
+
 def make_loader(bundle: DatasetBundle, split: str, batch_size: int, shuffle: bool, num_workers: int = 0,
-                seed: int = 0) -> torch.utils.data.DataLoader:
-    ds = FusionDataset(bundle.splits[split])
+                seed: int = 0, *, labeled: bool = True) -> torch.utils.data.DataLoader:
+    """Batches of ``split`` (a clear error if the bundle lacks it or, with ``labeled``, its labels)."""
+    ds = FusionDataset(bundle.split(split, labeled=labeled))
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=ds.collate,
                                        num_workers=num_workers, generator=gen)
 
 
-def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: np.ndarray, task: str,
+def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: np.ndarray | None, task: str,
                       emotions: Sequence[str]) -> None:
+    """One row per clip: its id, the prediction and (where ``labels`` is given) the label; atomically."""
     buf = io.StringIO()
     w = csv.writer(buf)
+    known = labels is not None
     if task == "regression":
-        w.writerow(["id", "prediction", "label"])
-        for i, p, y in zip(ids, pred.reshape(-1), labels.reshape(-1)):
-            w.writerow([i, f"{p:.6f}", f"{y:.6f}"])
+        w.writerow(["id", "prediction"] + ["label"] * known)
+        for k, (i, p) in enumerate(zip(ids, pred.reshape(-1))):
+            w.writerow([i, f"{p:.6f}"] + ([f"{labels.reshape(-1)[k]:.6f}"] if known else []))
     elif task == "classification":
-        w.writerow(["id", "prediction", "label", "prediction_name", "label_name"])
-        for i, p, y in zip(ids, pred.argmax(-1), labels.reshape(-1)):
-            w.writerow([i, int(p), int(y), emotions[int(p)], emotions[int(y)]])
+        w.writerow(["id", "prediction"] + ["label"] * known + ["prediction_name"] + ["label_name"] * known)
+        for k, (i, p) in enumerate(zip(ids, pred.argmax(-1))):
+            y = int(labels.reshape(-1)[k]) if known else None
+            w.writerow([i, int(p)] + ([y] if known else []) + [emotions[int(p)]]
+                       + ([emotions[y]] if known else []))
     else:
         logits = pred.reshape(len(ids), len(emotions), 2)
-        w.writerow(["id"] + [f"prediction_{e}" for e in emotions] + [f"label_{e}" for e in emotions]
+        w.writerow(["id"] + [f"prediction_{e}" for e in emotions] + [f"label_{e}" for e in emotions] * known
                    + [f"p_{e}" for e in emotions])
         probs = torch.softmax(torch.from_numpy(logits), -1)[..., 1].numpy()
-        for i, row, y, pr in zip(ids, logits.argmax(-1), labels, probs):
-            w.writerow([i, *row.tolist(), *y.tolist(), *[f"{v:.4f}" for v in pr]])
+        for k, (i, row, pr) in enumerate(zip(ids, logits.argmax(-1), probs)):
+            w.writerow([i, *row.tolist(), *(labels[k].tolist() if known else []), *[f"{v:.4f}" for v in pr]])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -444,6 +455,7 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
 
 def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
     bundle = load_data(cfg.data, cfg.data_args, source="data_args")
+    require_training_splits(bundle)
     for line in bundle.report.lines():
         if console:
             console.print(f"data: {line}", style="dim", markup=False)

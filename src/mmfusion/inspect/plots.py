@@ -97,5 +97,6 @@ def embedding(path: Path, codes: Mapping[str, np.ndarray], modalities: Sequence[
             ax.scatter(Y[sel, 0], Y[sel, 1], s=9, c=colours[m], marker=markers.get(branch, "."),
                        label=f"{branch} {m}", alpha=0.7)
     ax.legend(fontsize=7, markerscale=1.5)
-    ax.set_title(f"{method.upper()} of the decoupled codes", fontsize=9)
+    name = {"tsne": "t-SNE", "pca": "PCA"}.get(method, method)
+    ax.set_title(f"{name} of the decoupled codes", fontsize=9)
     return save_figure(fig, path)
