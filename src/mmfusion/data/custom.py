@@ -96,7 +96,8 @@ def read_custom(path: str | Path) -> DatasetBundle:
                     raise DataError("missing key", file=file, split=split, key=f"{mods[0]}/features",
                                     expected="features and lengths", actual=list(g[mods[0]]))
                 n = int(g[mods[0]]["features"].shape[0])
-                labels = (np.full((n, len(emotions)), -1) if task == "emotion" else np.full(n, np.nan))
+                labels = (np.full((n, len(emotions)), -1, np.int64) if task == "emotion"
+                          else np.full(n, np.nan, np.float32))
             features, lengths = {}, {}
             for m in mods:
                 for key in ("features", "lengths"):
@@ -109,7 +110,7 @@ def read_custom(path: str | Path) -> DatasetBundle:
                 x[np.arange(x.shape[1])[None, :] >= L[:, None]] = 0.0
                 features[m], lengths[m] = x, L
             if not labeled:
-                labels = labels.astype(np.int64 if task == "emotion" else np.float32)
+                pass  # placeholders, never read
             elif task == "emotion":
                 if labels.ndim != 2 or labels.shape[1] != len(emotions) or not np.isin(labels, (0, 1)).all():
                     raise DataError("wrong emotion labels", file=file, split=split, key="labels",

@@ -82,7 +82,7 @@ class DatasetBundle:
     @property
     def _first(self) -> SplitData:
         """The training split, or where a file holds only clips to predict, its first split."""
-        return self.splits.get("train") or next(iter(self.splits.values()))
+        return self.splits["train"] if "train" in self.splits else next(iter(self.splits.values()))
 
     @property
     def modalities(self) -> list[str]:

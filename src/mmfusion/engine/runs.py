@@ -218,23 +218,23 @@ def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: 
     buf = io.StringIO()
     w = csv.writer(buf)
     known = labels is not None
+    flat = labels.reshape(len(ids), -1) if labels is not None else None  # (N, 1) scores or classes, (N, E) emotions
     if task == "regression":
         w.writerow(["id", "prediction"] + ["label"] * known)
         for k, (i, p) in enumerate(zip(ids, pred.reshape(-1))):
-            w.writerow([i, f"{p:.6f}"] + ([f"{labels.reshape(-1)[k]:.6f}"] if known else []))
+            w.writerow([i, f"{p:.6f}"] + ([f"{flat[k, 0]:.6f}"] if flat is not None else []))
     elif task == "classification":
         w.writerow(["id", "prediction"] + ["label"] * known + ["prediction_name"] + ["label_name"] * known)
         for k, (i, p) in enumerate(zip(ids, pred.argmax(-1))):
-            y = int(labels.reshape(-1)[k]) if known else None
-            w.writerow([i, int(p)] + ([y] if known else []) + [emotions[int(p)]]
-                       + ([emotions[y]] if known else []))
+            y = [int(flat[k, 0])] if flat is not None else []
+            w.writerow([i, int(p), *y, emotions[int(p)], *[emotions[v] for v in y]])
     else:
         logits = pred.reshape(len(ids), len(emotions), 2)
         w.writerow(["id"] + [f"prediction_{e}" for e in emotions] + [f"label_{e}" for e in emotions] * known
                    + [f"p_{e}" for e in emotions])
         probs = torch.softmax(torch.from_numpy(logits), -1)[..., 1].numpy()
         for k, (i, row, pr) in enumerate(zip(ids, logits.argmax(-1), probs)):
-            w.writerow([i, *row.tolist(), *(labels[k].tolist() if known else []), *[f"{v:.4f}" for v in pr]])
+            w.writerow([i, *row.tolist(), *(flat[k].tolist() if flat is not None else []), *[f"{v:.4f}" for v in pr]])
     atomic_write_text(path, buf.getvalue())
 
 
