@@ -85,3 +85,19 @@ def test_a_gpu_run_without_a_gpu_is_refused_before_any_directory_is_made(tmp_pat
         fit(cfg)
     assert "'devices'" in str(err.value) and "--accelerator cpu" in str(err.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_that_cannot_read_the_data_is_refused_before_training(tmp_path):
+    from mmfusion.engine.bench import run_bench
+    from mmfusion.engine.runs import fit
+
+    cfg = resolve_config(None, {"model": "msaf_ravdess_tiny", "out": str(tmp_path / "runs")})
+    with pytest.raises(ConfigError) as err:
+        fit(cfg)
+    assert "feature sequences" in str(err.value) and "'model'" in str(err.value) and "mea" in str(err.value)
+    # a bench checks every model (and its config) before the first one trains
+    with pytest.raises(ConfigError, match="msaf_ntu_tiny does not read"):
+        run_bench(["lf_lstm_tiny", "msaf_ntu_tiny"], {"out": str(tmp_path / "runs")}, [])
+    with pytest.raises(ConfigError, match="unknown model"):
+        run_bench(["lf_lstm_tiny", "nope"], {"out": str(tmp_path / "runs")}, [])
+    assert not (tmp_path / "runs").exists()

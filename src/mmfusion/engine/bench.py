@@ -14,6 +14,7 @@ from typing import Any
 from mmfusion.data import load_data
 from mmfusion.engine.runs import (
     check_devices_available,
+    check_model_reads,
     fit_one,
     metric_keys,
     require_training_splits,
@@ -55,11 +56,15 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
     cdir = Path(config_dir) if config_dir else default_config_dir()
     rows, per_model = [], {}
     extra_keys: list[str] = []
+    plans = []  # every model's config checked (and its fit to the data) before the first one trains
     for spec in models:
         model, _, ablation = spec.partition(":")  # "mea:no_hca" is MEA with that ablation
         cfile = cdir / model / f"{dataset_key(bundle.name)}.yaml"
         extra = {"model": model, **({"ablation": ablation} if ablation else {})}
         cfg = resolve_config(str(cfile) if cfile.exists() else None, {**flags, **extra}, sets)
+        check_model_reads(cfg.model, bundle)
+        plans.append((spec, cfile, cfg))
+    for spec, cfile, cfg in plans:
         if console:
             console.rule(f"{spec} ({cfile if cfile.exists() else 'default config'})", characters="-")
         results = [fit_one(cfg, bundle, s, resume=resume, console=console) for s in cfg.seeds]

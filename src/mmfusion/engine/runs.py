@@ -31,7 +31,7 @@ from mmfusion.data import DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import SENTIMENT_KEYS
-from mmfusion.models import config_class, list_models, load_pretrained
+from mmfusion.models import config_class, list_models, load_pretrained, model_inputs
 from mmfusion.runtime import launched_worker
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
@@ -195,6 +195,16 @@ def env_info() -> dict[str, Any]:
 def run_dir_for(cfg: RunConfig, bundle: DatasetBundle, seed: int) -> Path:
     name = cfg.model + (f"-{cfg.ablation}" if cfg.ablation else "")
     return Path(cfg.out) / name / bundle.name / f"seed_{seed}"
+
+
+def check_model_reads(model: str, bundle: DatasetBundle) -> None:
+    """Refuse a model that cannot read this data (a clip network on feature sequences, or the other way round)
+    before any run starts, naming the models that can."""
+    have = "sequences" if bundle.splits[next(iter(bundle.splits))].lengths else "clips"
+    if model_inputs(model) != have:
+        kind = {"sequences": "feature sequences", "clips": "raw video/audio clips"}
+        raise ConfigError(f"{bundle.source} holds {kind[have]}, which {model} does not read", key="model",
+                          expected=f"one of {list_models(have)}", actual=model)
 
 
 def require_training_splits(bundle: DatasetBundle) -> None:
@@ -456,6 +466,7 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
 def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
     bundle = load_data(cfg.data, cfg.data_args, source="data_args")
     require_training_splits(bundle)
+    check_model_reads(cfg.model, bundle)
     for line in bundle.report.lines():
         if console:
             console.print(f"data: {line}", style="dim", markup=False)

@@ -6,7 +6,8 @@ from mmfusion.models.registry import (
     config_class,
     list_models,
     load_pretrained,
+    model_inputs,
     register_model,
 )
 
-__all__ = ["build", "config_class", "list_models", "load_pretrained", "register_model"]
+__all__ = ["build", "config_class", "list_models", "load_pretrained", "model_inputs", "register_model"]

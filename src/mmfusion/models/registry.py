@@ -47,6 +47,12 @@ def list_models(inputs: str | None = None) -> list[str]:
     return sorted(n for n in _REGISTRY if inputs is None or _INPUTS[n] == inputs)
 
 
+def model_inputs(name: str) -> str:
+    """What model ``name`` reads: "sequences" (feature sequences with masks) or "clips" (raw video/audio)."""
+    _ensure_loaded()
+    return _INPUTS[name]
+
+
 def config_class(name: str) -> type | None:
     _ensure_loaded()
     return _CONFIGS.get(name)
