@@ -89,7 +89,14 @@ def test_several_seeds_give_mean_and_std_with_bayes_row(tmp_path, capsys):
     # rerunning without --resume refuses to overwrite; with --resume it reuses the finished runs
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(args + ["--resume"]) == 0
+    assert main(args + ["--resume", "--no-progress"]) == 0  # how it is shown is not a setting of the run
+    assert "finished earlier, reusing its results" in capsys.readouterr().out
+    # other settings would report the finished runs' results under settings they did not come from
+    before = (out / "lf_lstm_tiny" / "synthetic" / "seed_1" / "metrics.json").read_text()
+    assert main(args + ["--resume", "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "seed_1/config.yaml" in err and "'train.lr'" in err and "expected 0.001, got 0.1" in err
+    assert (out / "lf_lstm_tiny" / "synthetic" / "seed_1" / "metrics.json").read_text() == before
 
 
 def test_bad_input_is_one_clear_line(tmp_path, capsys):

@@ -272,6 +272,40 @@ def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], n
     return ids, pred, labels, seconds
 
 
+# settings that do not change what a run computes: how it is shown, logged or threaded
+PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers"}
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if k in ("train",) and isinstance(v, Mapping) and not prefix:
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> None:
+    """Refuse to reuse or continue ``run`` with other settings than it was made with (its ``config.yaml``): its
+    results (or the epochs trained so far) would be reported under settings they did not come from."""
+    try:
+        stored = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return  # nothing recorded (a run interrupted before it wrote its config): it starts afresh
+    if not isinstance(stored, Mapping):
+        return
+    before = _flat(stored)
+    now = _flat(yaml.safe_load(yaml.safe_dump(dict(resolved), sort_keys=False)))  # as it would be stored
+    differ = [k for k in sorted(set(before) | set(now)) if k not in PRESENTATION_ONLY and before.get(k) != now.get(k)]
+    if differ:
+        k = differ[0]
+        raise ConfigError(f"this run was made with other settings ({', '.join(differ)}); --resume would report its "
+                          "results under these. Give the run's settings, or another --out for a new run",
+                          source=str(run / "config.yaml"), key=k, expected=before.get(k), actual=now.get(k))
+
+
 def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = False,
             console: Any = None) -> dict[str, Any]:
     """Train and test one seed. With ``resume``, a finished run is read back and an interrupted one continues from
@@ -289,6 +323,9 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     if run.exists() and not resume and not worker:
         raise ConfigError("run directory already exists; pass --resume to continue or reuse it, or choose --out",
                           source=str(run), key="out", expected="a new directory", actual=str(run))
+    resolved = cfg.as_dict() | {"seeds": [seed], "dataset": bundle.describe()}
+    if resume and not worker:
+        check_same_settings(run, resolved)
     if resume and metrics_file.exists():
         if console:
             console.print(f"{run}: finished earlier, reusing its results", style="dim", markup=False)
@@ -304,7 +341,6 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         torch.set_num_threads(tc.threads)
     if not worker:
         run.mkdir(parents=True, exist_ok=True)
-        resolved = cfg.as_dict() | {"seeds": [seed], "dataset": bundle.describe()}
         atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         atomic_write_json(run / "env.json", env_info())
         atomic_write_json(run / "data_report.json", bundle.report.as_dict())
