@@ -298,12 +298,13 @@ def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> None:
         return
     before = _flat(stored)
     now = _flat(yaml.safe_load(yaml.safe_dump(dict(resolved), sort_keys=False)))  # as it would be stored
-    differ = [k for k in sorted(set(before) | set(now)) if k not in PRESENTATION_ONLY and before.get(k) != now.get(k)]
+    # a setting the stored config lacks (or has no more) came with another version of mmfusion: not compared
+    differ = [k for k in sorted(set(before) & set(now)) if k not in PRESENTATION_ONLY and before[k] != now[k]]
     if differ:
         k = differ[0]
         raise ConfigError(f"this run was made with other settings ({', '.join(differ)}); --resume would report its "
                           "results under these. Give the run's settings, or another --out for a new run",
-                          source=str(run / "config.yaml"), key=k, expected=before.get(k), actual=now.get(k))
+                          source=str(run / "config.yaml"), key=k, expected=before[k], actual=now[k])
 
 
 def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = False,
