@@ -383,6 +383,18 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     with ctrl_c_is_an_interrupt(trainer):
         trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
+    diverged = system.diverged
+    if diverged is not None:
+        score = ckpt_cb.best_model_score
+        where = f"epoch {diverged['epoch']}, step {diverged['step']}"
+        if score is None or not bool(torch.isfinite(score)):
+            raise ConfigError(f"training diverged: the loss became {diverged['loss']} at {where}, before any epoch "
+                              "with a finite validation loss; nothing to test. Lower the learning rate or clip "
+                              "gradients (train.grad_clip)", source=str(run), key="train.lr",
+                              expected="a smaller value", actual=tc.lr)
+        if console:
+            console.print(f"{run}: training diverged (loss {diverged['loss']} at {where}); stopped there and "
+                          "tested the best checkpoint before it", style="bold yellow", markup=False)
     if worker:  # the first process scores the test split and writes the results
         return {"seed": seed, "model": cfg.model, "ablation": cfg.ablation}
 
@@ -408,7 +420,7 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
-        "resumed_from_epoch": resumed_from,
+        "resumed_from_epoch": resumed_from, "diverged": diverged,
     }
     write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
     atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))

@@ -56,6 +56,7 @@ class FusionSystem(L.LightningModule):
         self.train_cfg = dict(train or {})
         self._val_outputs: list[tuple[Tensor, Tensor]] = []
         self.val_history: list[dict[str, float]] = []
+        self.diverged: dict[str, float] | None = None  # where the training loss first became NaN or infinite
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         return self.model(batch.features, batch.masks)
@@ -76,8 +77,14 @@ class FusionSystem(L.LightningModule):
                  on_epoch=True, on_step=False, prog_bar=True, sync_dist=True)
         return total, out["pred"]
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        loss = self._step(batch, "train")[0]
+        if not bool(torch.isfinite(loss.detach())):  # diverged: stop here instead of training on NaN weights
+            self.diverged = {"epoch": int(self.current_epoch), "step": int(self.global_step),
+                             "loss": float(loss.detach())}
+            self.trainer.should_stop = True
+            return None  # no update from this batch
+        return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         _, pred = self._step(batch, "val")
@@ -92,7 +99,8 @@ class FusionSystem(L.LightningModule):
         if self.trainer.world_size > 1:  # every device scored a share of the split: the metrics need all of it
             pred_t, labels_t = (self._gather_split(t) for t in (pred_t, labels_t))
         pred, labels = pred_t.numpy(), labels_t.numpy()
-        metrics = compute_metrics(pred, labels, self.task, self.emotions)
+        with np.errstate(all="ignore"):  # a diverging model's inf/NaN scores give NaN metrics, said once by fit
+            metrics = compute_metrics(pred, labels, self.task, self.emotions)
         key = main_metric(self.task)[0]
         # the same value on every device; sync_dist only keeps Lightning from warning that it might not be
         self.log(f"val_{key}", metrics[key], prog_bar=True, sync_dist=True)
