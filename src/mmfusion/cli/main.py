@@ -207,7 +207,7 @@ def _quiet() -> None:
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|exists and is not empty|"
-                            "`training_step` returned `None`|"
+                            "`training_step` returned `None`|functional.all_gather is deprecated|"
                             "smaller than the logging interval).*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)

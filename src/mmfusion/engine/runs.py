@@ -383,21 +383,20 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     with ctrl_c_is_an_interrupt(trainer):
         trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
-    diverged = system.diverged
-    if diverged is not None:
-        score = ckpt_cb.best_model_score
-        where = f"epoch {diverged['epoch']}, step {diverged['step']}"
-        if score is None or not bool(torch.isfinite(score)):
-            raise ConfigError(f"training diverged: the loss became {diverged['loss']} at {where}, before any epoch "
-                              "with a finite validation loss; nothing to test. Lower the learning rate or clip "
-                              "gradients (train.grad_clip)", source=str(run), key="train.lr",
-                              expected="a smaller value", actual=tc.lr)
-        if console:
-            console.print(f"{run}: training diverged (loss {diverged['loss']} at {where}); stopped there and "
-                          "tested the best checkpoint before it", style="bold yellow", markup=False)
     if worker:  # the first process scores the test split and writes the results
         return {"seed": seed, "model": cfg.model, "ablation": cfg.ablation}
-
+    diverged = system.diverged
+    score = ckpt_cb.best_model_score  # None only where no validation ran
+    if (diverged is not None and score is None) or (score is not None and not bool(torch.isfinite(score))):
+        where = (f"the training loss became {diverged['loss']} at epoch {diverged['epoch']}, step "
+                 f"{diverged['step']}" if diverged else "the validation loss was not finite")
+        raise ConfigError(f"training diverged: {where}, before any epoch with a finite validation loss; nothing to "
+                          "test. Lower the learning rate or clip gradients (train.grad_clip)", source=str(run),
+                          key="train.lr", expected="a smaller value", actual=tc.lr)
+    if diverged is not None and console:
+        console.print(f"{run}: training diverged (loss {diverged['loss']} at epoch {diverged['epoch']}, step "
+                      f"{diverged['step']}); stopped there and tested the best checkpoint before it",
+                      style="bold yellow", markup=False)
     best = ckpt_cb.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])

@@ -79,10 +79,16 @@ class FusionSystem(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         loss = self._step(batch, "train")[0]
-        if not bool(torch.isfinite(loss.detach())):  # diverged: stop here instead of training on NaN weights
+        bad = not bool(torch.isfinite(loss.detach()))
+        several = self.trainer.world_size > 1
+        if several:  # every device stops at the same step, or the others would wait for it forever
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:  # diverged: stop here instead of training on NaN weights
             self.diverged = {"epoch": int(self.current_epoch), "step": int(self.global_step),
                              "loss": float(loss.detach())}
             self.trainer.should_stop = True
+            if several:  # zero gradients, through the same collective operations on every device
+                return sum((p * 0.0).sum() for p in self.parameters() if p.requires_grad)
             return None  # no update from this batch
         return loss
 
