@@ -45,6 +45,7 @@ def test_layering_file_then_flags_then_set(tmp_path):
     (["model_args.kernels={text: 4}"], "kernels.text", "an odd positive int"),
     (["model_args.kernels={txt: 3}"], "kernels.txt", "one of"),
     (["model_args.alpha=-1"], "alpha", ">= 0"),
+    (["seeds=[1, 2, 1]"], "seeds", "distinct seeds"),
 ])
 def test_values_out_of_range_are_refused_by_name(sets, key, expected):
     """Out-of-range numbers give one ConfigError naming the key, the bound and the value, not an error from deep

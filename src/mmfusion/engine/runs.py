@@ -149,6 +149,9 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
     cfg.model_args = resolve_model_args(cfg.model, cfg.model_args, cfg.ablation, source=file or "command line")
     if not cfg.seeds:
         raise ConfigError("need at least one seed", key="seeds", expected="a list of ints", actual=cfg.seeds)
+    if len(set(cfg.seeds)) != len(cfg.seeds):  # one run directory per seed: a repeat would stop at "exists"
+        raise ConfigError("a seed is listed twice", source=file or "command line", key="seeds",
+                          expected="distinct seeds", actual=cfg.seeds)
     return cfg
 
 
