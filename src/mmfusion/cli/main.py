@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/.../checkpoints/best.ckpt)")
         p.add_argument("--data", required=True, help="data SPEC")
-        p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+        p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                       help="split to evaluate (default test)")
         p.add_argument("--out", help="output file, default beside the checkpoint's run: test writes metrics to X.json "
                                      "and per-clip predictions to X.predictions.csv; predict writes a .csv")
         p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass (default 64)")
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "--data synthetic --index 0")
     p.add_argument("--ckpt", required=True, help="checkpoint of a model with attention maps (mea)")
     p.add_argument("--data", required=True, help="data SPEC")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="split the sample and the embedded codes come from (default test)")
     p.add_argument("--index", type=int, default=0, help="sample index within the split (default 0)")
     p.add_argument("--out", help="output directory (default: beside the checkpoint, explain/<split>_<index>)")
     p.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
