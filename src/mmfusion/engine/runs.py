@@ -279,14 +279,10 @@ def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], n
 PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers"}
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if k in ("train",) and isinstance(v, Mapping) and not prefix:
-            out.update(_flat(v, f"{key}."))
-        else:
-            out[key] = v
+def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved run config with the ``train`` section's keys spelt ``train.<key>``."""
+    out = {k: v for k, v in config.items() if k != "train"}
+    out.update({f"train.{k}": v for k, v in (config.get("train") or {}).items()})
     return out
 
 

@@ -56,7 +56,8 @@ class FusionSystem(L.LightningModule):
         self.train_cfg = dict(train or {})
         self._val_outputs: list[tuple[Tensor, Tensor]] = []
         self.val_history: list[dict[str, float]] = []
-        self.diverged: dict[str, float] | None = None  # where the training loss first became NaN or infinite
+        self.diverged: dict[str, Any] | None = None  # epoch, step and loss where the training loss first became
+        # NaN or infinite
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         return self.model(batch.features, batch.masks)
