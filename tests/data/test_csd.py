@@ -61,3 +61,20 @@ def test_ambiguous_directory_is_a_clear_error(tmp_path):
     (tmp_path / "CMU_MOSI_COVAREP.csd").rename(tmp_path / "features_b.csd")
     with pytest.raises(DataError, match="cannot tell which file holds audio"):
         load_data(f"csd:{tmp_path}")
+
+
+def test_neg_inf_frames_count_as_zero_in_the_word_average_and_are_reported(tmp_path):
+    _write_dir(tmp_path, n_videos=3)
+    import h5py
+
+    with h5py.File(tmp_path / "CMU_MOSI_COVAREP.csd", "r+") as h5:
+        feats = h5["COVAREP/data/vid0/features"]
+        feats[0:2, 0] = -np.inf  # frames 0 and 1 of the first audio channel
+    bundle = load_data(f"csd:{tmp_path}")
+    assert bundle.report.neg_inf == {"CMU_MOSI_COVAREP.csd": 2}
+    assert "replaced 2 -inf values by 0 in CMU_MOSI_COVAREP.csd" in bundle.report.lines()
+    split = next(s for s in bundle.splits.values() if "vid0[0]" in s.ids)
+    i = split.ids.index("vid0[0]")
+    # word 0 (0-0.5 s) averages audio frames 0..4 = (0, 0, 2, 3, 4) / 5 once the two -inf are zeros
+    np.testing.assert_allclose(split.features["audio"][i, :3, 0], [1.8, 7.0, 12.0])
+    np.testing.assert_allclose(split.features["audio"][i, :3, 1], [2.0, 7.0, 12.0])

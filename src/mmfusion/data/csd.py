@@ -67,6 +67,13 @@ def read_sequence(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _progress(items: list[str], what: str) -> Any:
+    """A transient progress bar over the videos (a MOSEI-size directory takes minutes)."""
+    from rich.progress import track
+
+    return track(items, description=what, transient=True)
+
+
 def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) bool: interval a_i and interval b_j share more than 1 µs (touching ends do not count)."""
     inter = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
@@ -115,9 +122,18 @@ def read_csd(root: str | Path, *, align: Literal["words", "none"] = "words",
         raise DataError("no video has labels and all three modalities", file=root)
 
     samples: list[tuple[str, str, dict[str, np.ndarray], float]] = []
-    for vid in videos:
+    for vid in _progress(videos, f"reading {root.name}"):
         lab, lab_iv = seqs["labels"][vid]
         t_feat, t_iv = seqs["text"][vid]
+        if align == "words":  # -inf (COVAREP) -> 0 before averaging, counted once per video (spec: count, report)
+            clean = {}
+            for m in ("audio", "vision"):
+                feat = seqs[m][vid][0]
+                bad = np.isneginf(feat)
+                if bad.any():
+                    report.neg_inf[spec[m]] = report.neg_inf.get(spec[m], 0) + int(bad.sum())
+                    feat = np.where(bad, 0.0, feat)
+                clean[m] = feat
         for i, (s, e) in enumerate(lab_iv):
             seg = np.array([[s, e]])
             words = _overlap(seg, t_iv)[0]
@@ -125,11 +141,12 @@ def read_csd(root: str | Path, *, align: Literal["words", "none"] = "words",
             for m in ("audio", "vision"):
                 feat, iv = seqs[m][vid]
                 if align == "words":
-                    ov = _overlap(t_iv[words], iv).astype(np.float64)  # (words, frames)
+                    # only frames within the words' span can overlap a word: the overlap matrix stays small
+                    span = np.array([[t_iv[words, 0].min(), t_iv[words, 1].max()]]) if words.any() else seg
+                    near = _overlap(span, iv)[0]
+                    ov = _overlap(t_iv[words], iv[near]).astype(np.float64)  # (words, nearby frames)
                     cnt = ov.sum(1, keepdims=True)
-                    with np.errstate(invalid="ignore"):
-                        clean = np.where(np.isneginf(feat), 0.0, feat)
-                    streams[m] = (ov @ clean) / np.maximum(cnt, 1)  # average of the overlapping frames
+                    streams[m] = (ov @ clean[m][near]) / np.maximum(cnt, 1)  # average of the overlapping frames
                 else:
                     streams[m] = feat[_overlap(seg, iv)[0]]
             samples.append((vid, f"{vid}[{i}]", streams, float(np.asarray(lab[i]).reshape(-1)[0])))
