@@ -347,12 +347,14 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     rows = [(m, per) for m, per in res["table"].items()]
     from rich.table import Table
 
+    from mmfusion.engine.runs import fmt
+
     table = Table(title=f"test {res['metric']} under perturbation (mean ± std over seeds)", title_justify="left")
     table.add_column("condition")
     for m, _ in rows:
         table.add_column(m, justify="right")
     for c in res["conditions"]:
-        table.add_row(c, *[f"{per[c]['mean']:.3f} ± {per[c]['std']:.3f}" for _, per in rows])
+        table.add_row(c, *[fmt({**per[c], "n": per[c]["seeds"]}, 3) for _, per in rows])  # one seed: no ±
     console.print(table)
     console.print(f"table: {res['files'][0]} (+ .csv, .json, .png)")
     return 0

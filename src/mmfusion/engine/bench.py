@@ -77,7 +77,9 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
     keys = metric_keys(bundle)
     out_root = Path(probe.out)
     stem = out_root / (name or f"bench_{bundle.name}")
-    title = f"{bundle.describe()}: test split, mean ± std over seeds {list(probe.seeds)}"
+    seeds = list(probe.seeds)
+    title = (f"{bundle.describe()}: test split, " + (f"mean ± std over seeds {seeds}" if len(seeds) > 1
+                                                       else f"seed {seeds[0]}"))
     md = f"# {title}\n\n" + results_markdown(rows, keys + extra_keys, bundle, EXTRA)
     if bundle.task == "regression":
         md += ("\nAcc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative. "
