@@ -121,3 +121,28 @@ def test_mixed_precision_trains_with_gradient_clipping(tmp_path, precision):
                  "--set", "data_args.n_test=16", "--max-epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
     metrics = json.loads((out / "mea_tiny" / "synthetic" / "seed_1111" / "metrics.json").read_text())
     assert all(math.isfinite(metrics[k]) for k in ("mae", "corr"))
+
+
+def test_resume_with_a_larger_epoch_budget_trains_on(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "runs"
+    args = ["fit", "--model", "lf_lstm_tiny", "--data", "synthetic", "--out", str(out), "--batch-size", "16",
+            "--no-progress", "--set", "data_args.n_train=64", "--set", "data_args.n_valid=16",
+            "--set", "data_args.n_test=16", "--set", "train.patience=0"]
+    run = out / "lf_lstm_tiny" / "synthetic" / "seed_1111"
+    assert main(args + ["--max-epochs", "2"]) == 0
+    assert main(args + ["--max-epochs", "3", "--resume"]) == 0
+    assert "training on from 2 to 3 epochs" in capsys.readouterr().out.replace("\n", " ")
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * (64 // 16)  # one more epoch, not three afresh
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["resumed_from_epoch"] == 1
+    assert json.loads((run / "metrics_2_epochs.json").read_text())["epochs_run"] == 2  # the earlier results stay
+    # a smaller budget is another setting; a run that stopped early would not train further
+    assert main(args + ["--max-epochs", "2", "--resume"]) == 2
+    assert "'train.max_epochs'" in capsys.readouterr().err
+    metrics["epochs_run"] = 2  # as if early stopping had ended it after 2 of its 3 epochs
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(args + ["--max-epochs", "5", "--resume"]) == 2
+    assert "stopped early after 2 epochs" in capsys.readouterr().err

@@ -39,8 +39,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32")
     p.add_argument("--resume", action="store_true",
-                   help="reuse finished runs and continue interrupted ones from their last checkpoint (with the "
-                        "settings they were made with; other settings are refused, naming the first that differs)")
+                   help="reuse finished runs and continue interrupted ones from their last checkpoint, with the "
+                        "settings they were made with (others are refused, naming the first that differs); a "
+                        "larger --max-epochs trains a finished run on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pretrained", action="append", default=[], metavar="BRANCH=PATH",
                    help="local weights for a model branch, e.g. --pretrained video=resnext50.pth (state dict)")

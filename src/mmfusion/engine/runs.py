@@ -286,19 +286,22 @@ def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> None:
+def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> int | None:
     """Refuse to reuse or continue ``run`` with other settings than it was made with (its ``config.yaml``): its
-    results (or the epochs trained so far) would be reported under settings they did not come from."""
+    results (or the epochs trained so far) would be reported under settings they did not come from. The one change
+    allowed is a larger epoch budget (training on): then the run's ``max_epochs`` is returned, else None."""
     try:
         stored = yaml.safe_load((run / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
-        return  # nothing recorded (a run interrupted before it wrote its config): it starts afresh
+        return None  # nothing recorded (a run interrupted before it wrote its config): it starts afresh
     if not isinstance(stored, Mapping):
-        return
+        return None
     before = _flat(stored)
     now = _flat(yaml.safe_load(yaml.safe_dump(dict(resolved), sort_keys=False)))  # as it would be stored
     # a setting the stored config lacks (or has no more) came with another version of mmfusion: not compared
     differ = [k for k in sorted(set(before) & set(now)) if k not in PRESENTATION_ONLY and before[k] != now[k]]
+    if differ == ["train.max_epochs"] and now["train.max_epochs"] > before["train.max_epochs"]:
+        return int(before["train.max_epochs"])
     if differ:
         k = differ[0]
         raise ConfigError(f"this run was made with other settings ({', '.join(differ)}); --resume would report its "
@@ -324,8 +327,19 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         raise ConfigError("run directory already exists; pass --resume to continue or reuse it, or choose --out",
                           source=str(run), key="out", expected="a new directory", actual=str(run))
     resolved = cfg.as_dict() | {"seeds": [seed], "dataset": bundle.describe()}
-    if resume and not worker:
-        check_same_settings(run, resolved)
+    extend_from = check_same_settings(run, resolved) if resume and not worker else None
+    if extend_from is not None and metrics_file.exists():  # a finished run, trained on to a larger budget
+        done = json.loads(metrics_file.read_text())
+        if done.get("diverged") or int(done.get("epochs_run", extend_from)) < extend_from:
+            why = "diverged" if done.get("diverged") else f"stopped early after {done.get('epochs_run')} epochs"
+            raise ConfigError(f"this run {why}; more epochs would not train it further. Choose another --out for a "
+                              "new run", source=str(run / "metrics.json"), key="train.max_epochs",
+                              expected=extend_from, actual=cfg.train.max_epochs)
+        kept = run / f"metrics_{extend_from}_epochs.json"
+        metrics_file.replace(kept)  # its results stay, under a name that says what they are
+        if console:
+            console.print(f"{run}: training on from {extend_from} to {cfg.train.max_epochs} epochs (the "
+                          f"{extend_from}-epoch results are kept in {kept.name})", style="yellow", markup=False)
     if resume and metrics_file.exists():
         if console:
             console.print(f"{run}: finished earlier, reusing its results", style="dim", markup=False)
