@@ -27,6 +27,15 @@ def test_explain_writes_maps_weights_and_embedding(tmp_path, capsys):
     for f in ("psa_text_layer0.png", "psa_vanilla_vision_layer1.png", "hca_text_layer0_coarse.png", "wal.png",
               "dgf_exclusive.png", "codes_pca.png"):
         assert (exp / f).stat().st_size > 1000, f
+    # the same sample by its id
+    assert main(["explain", "--ckpt", str(ckpt), "--data", "synthetic", "--id", meta["id"], "--out",
+                 str(tmp_path / "by_id"), "--embedding", "none"]) == 0
+    assert json.loads((tmp_path / "by_id" / "explain.json").read_text())["index"] == 3
+    capsys.readouterr()
+    assert main(["explain", "--ckpt", str(ckpt), "--data", "synthetic", "--id", meta["id"] + "x",
+                 "--embedding", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "no sample with this id" in err and meta["id"] in err  # the close ids are named
 
 
 def test_the_prediction_is_read_out_per_task():

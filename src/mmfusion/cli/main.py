@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data SPEC")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                    help="split the sample and the embedded codes come from (default test)")
-    p.add_argument("--index", type=int, default=0, help="sample index within the split (default 0)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--index", type=int, default=0, help="sample index within the split (default 0)")
+    which.add_argument("--id", help="the sample's id instead of its index, as in predictions.csv (e.g. a video "
+                                    "segment's name)")
     p.add_argument("--out", help="output directory (default: beside the checkpoint, explain/<split>_<index>)")
     p.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
                    help="2-D plot of exclusive vs agnostic codes of the split (default tsne)")
@@ -313,13 +316,14 @@ def _checkpoint_data(system: Any, args: argparse.Namespace, say: Any) -> tuple[A
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from mmfusion.engine.checkpoints import load_system
-    from mmfusion.engine.explain import embed_codes, explain_sample
+    from mmfusion.engine.explain import embed_codes, explain_sample, sample_index
 
     system = load_system(args.ckpt)
     bundle, _ = _checkpoint_data(system, args, print)
+    index = args.index if args.id is None else sample_index(bundle, args.split, args.id)
     out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "explain" / (
-        f"{args.split}_{args.index}")
-    meta = explain_sample(system.model, bundle, args.split, args.index, out)
+        f"{args.split}_{index}")
+    meta = explain_sample(system.model, bundle, args.split, index, out)
     print(f"sample {meta['id']}: {meta['reading']}")
     print(f"wrote {len(meta['files'])} plots and arrays.npz to {out}")
     if args.embedding != "none":

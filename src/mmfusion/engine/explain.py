@@ -41,6 +41,20 @@ def read_prediction(pred: np.ndarray, label: Any, task: str, names: Sequence[str
     return f"class {name} (label {truth})"
 
 
+def sample_index(bundle: DatasetBundle, split: str, sample_id: str) -> int:
+    """The index of the sample called ``sample_id`` in ``split`` (a clear error naming close ids if none is)."""
+    ids = bundle.split(split, labeled=False).ids
+    try:
+        return ids.index(sample_id)
+    except ValueError:
+        import difflib
+
+        close = difflib.get_close_matches(sample_id, ids, n=3)
+        raise DataError("no sample with this id", file=bundle.source, split=split, key="id",
+                        expected=f"one of the split's {len(ids)} ids" + (f", e.g. {close}" if close else ""),
+                        actual=sample_id) from None
+
+
 def explain_sample(model: Any, bundle: DatasetBundle, split: str, index: int, out: Path) -> dict[str, Any]:
     """Run ``model.explain`` on one sample (alone: predictions do not depend on batch company) and save."""
     if not hasattr(model, "explain"):
