@@ -109,14 +109,12 @@ def read_custom(path: str | Path) -> DatasetBundle:
                 L = check_lengths(g[m]["lengths"][()], x.shape[1], n, file=file, split=split, key=f"{m}/lengths")
                 x[np.arange(x.shape[1])[None, :] >= L[:, None]] = 0.0
                 features[m], lengths[m] = x, L
-            if not labeled:
-                pass  # placeholders, never read
-            elif task == "emotion":
+            if labeled and task == "emotion":  # (unlabelled splits keep their placeholders, never read)
                 if labels.ndim != 2 or labels.shape[1] != len(emotions) or not np.isin(labels, (0, 1)).all():
                     raise DataError("wrong emotion labels", file=file, split=split, key="labels",
                                     expected=f"(N, {len(emotions)}) in {{0, 1}}", actual=f"{labels.shape}")
                 labels = labels.astype(np.int64)
-            else:
+            elif labeled:
                 labels = labels.reshape(n).astype(np.float32)
                 if not np.isfinite(labels).all():
                     raise DataError("labels contain NaN or inf", file=file, split=split, key="labels",

@@ -89,6 +89,12 @@ class DatasetBundle:
         return self._first.modalities
 
     @property
+    def inputs(self) -> str:
+        """"sequences" (feature sequences with lengths) or "clips" (fixed-size raw video/audio), as models declare
+        what they read (:func:`mmfusion.models.model_inputs`)."""
+        return "sequences" if self._first.lengths else "clips"
+
+    @property
     def feature_dims(self) -> dict[str, int]:
         return {m: int(x.shape[-1]) for m, x in self._first.features.items()}
 

@@ -203,7 +203,7 @@ def run_dir_for(cfg: RunConfig, bundle: DatasetBundle, seed: int) -> Path:
 def check_model_reads(model: str, bundle: DatasetBundle) -> None:
     """Refuse a model that cannot read this data (a clip network on feature sequences, or the other way round)
     before any run starts, naming the models that can."""
-    have = "sequences" if bundle.splits[next(iter(bundle.splits))].lengths else "clips"
+    have = bundle.inputs
     if model_inputs(model) != have:
         kind = {"sequences": "feature sequences", "clips": "raw video/audio clips"}
         raise ConfigError(f"{bundle.source} holds {kind[have]}, which {model} does not read", key="model",
@@ -231,15 +231,15 @@ def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: 
     buf = io.StringIO()
     w = csv.writer(buf)
     known = labels is not None
-    flat = labels.reshape(len(ids), -1) if labels is not None else None  # (N, 1) scores or classes, (N, E) emotions
+    flat = labels.reshape(len(ids), -1) if known else None  # (N, 1) scores or classes, (N, E) emotions
     if task == "regression":
         w.writerow(["id", "prediction"] + ["label"] * known)
         for k, (i, p) in enumerate(zip(ids, pred.reshape(-1))):
-            w.writerow([i, f"{p:.6f}"] + ([f"{flat[k, 0]:.6f}"] if flat is not None else []))
+            w.writerow([i, f"{p:.6f}"] + ([f"{flat[k, 0]:.6f}"] if known else []))
     elif task == "classification":
         w.writerow(["id", "prediction"] + ["label"] * known + ["prediction_name"] + ["label_name"] * known)
         for k, (i, p) in enumerate(zip(ids, pred.argmax(-1))):
-            y = [int(flat[k, 0])] if flat is not None else []
+            y = [int(flat[k, 0])] if known else []
             w.writerow([i, int(p), *y, emotions[int(p)], *[emotions[v] for v in y]])
     else:
         logits = pred.reshape(len(ids), len(emotions), 2)
@@ -247,7 +247,7 @@ def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: 
                    + [f"p_{e}" for e in emotions])
         probs = torch.softmax(torch.from_numpy(logits), -1)[..., 1].numpy()
         for k, (i, row, pr) in enumerate(zip(ids, logits.argmax(-1), probs)):
-            w.writerow([i, *row.tolist(), *(flat[k].tolist() if flat is not None else []), *[f"{v:.4f}" for v in pr]])
+            w.writerow([i, *row.tolist(), *(flat[k].tolist() if known else []), *[f"{v:.4f}" for v in pr]])
     atomic_write_text(path, buf.getvalue())
 
 
