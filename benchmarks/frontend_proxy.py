@@ -22,7 +22,10 @@ Variants (each changes only what it names, after the model is built with the see
 - ``no_positions``: no sinusoidal positions before the Bi-LSTM (not the paper's: spec §1 adds them);
 - ``forget_bias_1``: the input-side forget-gate bias of every Bi-LSTM set to 1 (the recurrent side keeps
   PyTorch's initialisation);
-- ``orthogonal_recurrent``: each gate's recurrent weight block initialised orthogonal.
+- ``orthogonal_recurrent``: each gate's recurrent weight block initialised orthogonal;
+- ``lstm_out_scaled``, ``lstm_out_scaled_x2``: the Bi-LSTM's output multiplied by sqrt(D), 2·sqrt(D) (it is bounded
+  by 1, while the front end without it hands on sqrt(D)-scaled values: is it the scale of what reaches the
+  attention stacks?).
 
 Writes ``frontend_proxy.json`` (in ``benchmarks/out/`` or ``--out-dir``) after every run, atomically, and a Markdown
 table beside it; a run already in the JSON is skipped, so an interrupted call goes on with the next one.
@@ -59,6 +62,18 @@ TINY = {"dim": 16, "rep_dim": 16, "num_heads": 2, "embed_dropout": 0.0, "res_dro
 class _NoPositions(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return x
+
+
+class _ScaledOutput(nn.Module):
+    """A masked Bi-LSTM whose output sequence is multiplied by a constant."""
+
+    def __init__(self, lstm: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.lstm, self.factor = lstm, factor
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        out, last = self.lstm(x, mask)
+        return out * self.factor, last
 
 
 def _front_ends(model: nn.Module) -> list[ModalityFrontEnd]:
@@ -99,6 +114,14 @@ def _orthogonal_recurrent(model: nn.Module) -> None:
                     nn.init.orthogonal_(block)
 
 
+def _lstm_out_scale(factor: float) -> Callable[[nn.Module], None]:
+    """Multiply the Bi-LSTM's output by factor·sqrt(D)."""
+    def apply(model: nn.Module) -> None:
+        for fe in _front_ends(model):
+            fe.lstm = _ScaledOutput(fe.lstm, factor * math.sqrt(fe.conv.out_channels))
+    return apply
+
+
 # variant -> (frontend option, change applied to the built model)
 VARIANTS: dict[str, tuple[str, Callable[[nn.Module], None] | None]] = {
     "paper": ("conv_lstm", None),
@@ -110,6 +133,8 @@ VARIANTS: dict[str, tuple[str, Callable[[nn.Module], None] | None]] = {
     "no_positions": ("conv_lstm", _no_positions),
     "forget_bias_1": ("conv_lstm", _forget_bias_1),
     "orthogonal_recurrent": ("conv_lstm", _orthogonal_recurrent),
+    "lstm_out_scaled": ("conv_lstm", _lstm_out_scale(1.0)),
+    "lstm_out_scaled_x2": ("conv_lstm", _lstm_out_scale(2.0)),
 }
 
 

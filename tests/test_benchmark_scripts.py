@@ -65,6 +65,12 @@ def test_frontend_proxy_variants_change_only_what_they_name():
     x, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
     assert all(torch.equal(fe.positions(x, mask), x) for fe in fes["no_positions"])
     assert not torch.equal(fes["paper"][0].positions(x, mask), x)
+    for v, factor in (("lstm_out_scaled", 4.0), ("lstm_out_scaled_x2", 8.0)):  # the same weights, output × factor
+        assert [p for _, p in models[v].named_parameters()] and all(
+            torch.equal(p, q) for p, q in zip(models[v].parameters(), models["paper"].parameters(), strict=True))
+        for fe, ref in zip(fes[v], fes["paper"], strict=True):
+            feats = torch.randn(2, 5, fe.conv.in_channels)
+            torch.testing.assert_close(fe(feats, mask), ref(feats, mask) * factor)
     for v in ("residual", "unscaled", "scale_x2", "scale_x4", "no_positions"):
         assert all(torch.equal(p, paper[n]) for n, p in models[v].named_parameters()), v
     changed = {v: {n for n, p in models[v].named_parameters() if not torch.equal(p, paper[n])}
