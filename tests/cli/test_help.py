@@ -20,7 +20,17 @@ def test_every_command_is_listed_and_has_help(capsys):
 def test_models_lists_every_registered_model_and_ablations(capsys):
     assert main(["models", "--ablations"]) == 0
     out = capsys.readouterr().out
-    assert "mea   ablations:" in out and "no_hca" in out and "msaf_ravdess" in out and "mult" in out
+    from mmfusion.models import list_models
+    from mmfusion.models.mea import MEAConfig
+
+    assert all(name in out.split() for name in list_models())
+    # every ablation on its own line with the settings it makes and the Table V row it stands for
+    assert set(MEAConfig.ABLATION_NOTES) == set(MEAConfig.ABLATIONS)
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert set(lines) == set(MEAConfig.ABLATIONS)
+    assert "use_hca=false" in lines["no_hca"] and MEAConfig.ABLATION_NOTES["no_hca"] in lines["no_hca"]
+    assert "fusion=concat" in lines["dgf_concat"]
+    assert "mea_tiny   ablations: as above" in out
 
 
 def test_data_describes_a_draw_with_reader_options(tmp_path, capsys):

@@ -436,11 +436,28 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from mmfusion.models import config_class, list_models
 
+    listed: set[type] = set()
     for name in list_models():
         cls = config_class(name)
-        abl = sorted(getattr(cls, "ABLATIONS", {})) if cls else []
-        print(name + (f"   ablations: {', '.join(abl)}" if args.ablations and abl else ""))
+        table = getattr(cls, "ABLATIONS", {}) if cls else {}
+        if not (args.ablations and table):
+            print(name)
+        elif cls in listed:  # a variant of a model listed above (e.g. its _tiny size): the same switches
+            print(f"{name}   ablations: as above")
+        else:
+            listed.add(cls)
+            notes = getattr(cls, "ABLATION_NOTES", {})
+            print(f"{name}   ablations (--ablation NAME, or the settings beside it with --set model_args.KEY=VALUE):")
+            settings = {a: " ".join(f"{k}={_yaml_value(v)}" for k, v in table[a].items()) for a in table}
+            width = max(map(len, table)), max(map(len, settings.values()))
+            for a in sorted(table):
+                print(f"  {a:<{width[0]}}  {settings[a]:<{width[1]}}  {notes.get(a, '')}".rstrip())
     return 0
+
+
+def _yaml_value(value: object) -> str:
+    """A setting as it is written on the command line (``false``, not ``False``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -106,6 +106,24 @@ class MEAConfig:
         "dgf_add": {"fusion": "add"},
         "dgf_multiply": {"fusion": "multiply"},
     }
+    ABLATION_NOTES: ClassVar[dict[str, str]] = {  # the paper's Table V row each switch stands for
+        "no_dis": "w/o L_dis: no disparity constraint between exclusive and agnostic codes",
+        "dis_orthogonal": "L_dis as DSN's orthogonality loss ||H_e^T H_a||_F^2 instead of HSIC",
+        "no_adversarial": "w/o the double discriminator: no L_exc, no L_agn, no importance discriminator",
+        "no_omega": "w/o the regulatory weight ω: L_agn unweighted, no importance discriminator",
+        "no_exclusive": "w/o the exclusive branch (PSA, WAL, exclusive encoders and their graph)",
+        "no_agnostic": "w/o the agnostic branch (HCA, agnostic encoder and its graph)",
+        "no_psa": "w/o PSA (and the WAL after it): the exclusive encoders read the front-end outputs Z_m",
+        "no_prediction": "w/o the prediction chain: µ = 0, plain self-attention in every PSA layer",
+        "no_wal": "w/o the Weighted Attention Layers",
+        "no_hca": "w/o HCA: the agnostic encoder reads the front-end outputs Z_m",
+        "no_mixed": "w/o the mixed-grained MRU of every HCA layer",
+        "no_coarse": "w/o the coarse-grained MRU of every HCA layer",
+        "no_fine": "w/o the two fine-grained MRUs of every HCA layer",
+        "dgf_concat": "DGF replaced by concatenating the modality codes",
+        "dgf_add": "DGF replaced by adding the modality codes",
+        "dgf_multiply": "DGF replaced by the element-wise product of the modality codes",
+    }
 
     def validate(self, source: str | None = None) -> None:
         from mmfusion.errors import ConfigError
