@@ -102,3 +102,15 @@ def test_a_model_that_cannot_read_the_data_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="unknown model"):
         run_bench(["lf_lstm_tiny", "nope"], {"out": str(tmp_path / "runs")}, [])
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_ablation_and_a_setting_that_contradicts_it_are_refused():
+    """--ablation no_hca with use_hca=true: one of the two would be silently ignored."""
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, {"model": "mea", "ablation": "no_hca"}, sets=["model_args.use_hca=true"])
+    assert "'no_hca'" in str(err.value) and "model_args.use_hca" in str(err.value)
+    assert err.value.expected is False and err.value.actual is True
+    same = resolve_config(None, {"model": "mea", "ablation": "no_hca"}, sets=["model_args.use_hca=false"])
+    assert same.model_args["use_hca"] is False  # agreeing settings (a saved config.yaml holds both) are fine
+    other = resolve_config(None, {"model": "mea", "ablation": "no_hca"}, sets=["model_args.mu=0.1"])
+    assert other.model_args == {"mu": 0.1, "use_hca": False}

@@ -164,6 +164,11 @@ def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None
         if ablation not in table:
             raise ConfigError(f"unknown ablation for {model}", source=source, key="ablation",
                               expected=f"one of {sorted(table)}", actual=ablation)
+        clash = {k: v for k, v in table[ablation].items() if k in args and args[k] != v}
+        if clash:  # one of the two would be silently ignored
+            key, value = next(iter(clash.items()))
+            raise ConfigError(f"the ablation {ablation!r} sets {key}={value}; the config or --set says otherwise",
+                              source=source, key=f"model_args.{key}", expected=value, actual=args[key])
         args = {**args, **table[ablation]}
     if cls is not None:
         check_model_values(build_checked(cls, args, source=f"{source} [model_args]"), source=f"{source} [model_args]")
