@@ -101,6 +101,10 @@ def test_a_model_that_cannot_read_the_data_is_refused_before_training(tmp_path):
         run_bench(["lf_lstm_tiny", "msaf_ntu_tiny"], {"out": str(tmp_path / "runs")}, [])
     with pytest.raises(ConfigError, match="unknown model"):
         run_bench(["lf_lstm_tiny", "nope"], {"out": str(tmp_path / "runs")}, [])
+    with pytest.raises(ConfigError, match=r"each model once.*\['lf_lstm_tiny'\]"):
+        run_bench(["lf_lstm_tiny", "mea_tiny", "lf_lstm_tiny"], {"out": str(tmp_path / "runs")}, [])
+    with pytest.raises(ConfigError, match="no model to bench"):  # `--models ,`
+        run_bench([], {"out": str(tmp_path / "runs")}, [])
     assert not (tmp_path / "runs").exists()
 
 

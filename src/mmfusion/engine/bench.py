@@ -23,6 +23,7 @@ from mmfusion.engine.runs import (
     results_markdown,
     summarize,
 )
+from mmfusion.errors import ConfigError
 from mmfusion.inspect.plots import pyplot, save_figure
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import main_metric
@@ -48,6 +49,10 @@ def default_config_dir() -> Path:
 
 def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[str], *, config_dir: str | None = None,
               name: str | None = None, resume: bool = True, console: Any = None) -> dict[str, Any]:
+    repeated = sorted({m for m in models if list(models).count(m) > 1})
+    if repeated or not models:  # a repeat would reuse the first one's run and fill two rows with the same numbers
+        raise ConfigError("each model once" if models else "no model to bench", source="--models", key="models",
+                          expected="distinct names", actual=repeated or list(models))
     data_spec = flags.get("data") or "synthetic"
     probe = resolve_config(None, {**flags, "model": models[0].partition(":")[0]}, sets)
     check_devices_available(probe.train)
