@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from mmfusion.cli.main import main
@@ -51,3 +52,22 @@ def test_robustness_conditions_change_inputs_as_described():
         assert (dropped.masks[m] <= batch.masks[m]).all() and dropped.masks[m].any(1).all()
         assert dropped.masks[m].sum() < batch.masks[m].sum()
     assert len(conditions(bundle.modalities)) == 1 + 3 + 9 + 3
+
+
+def test_robustness_models_take_bench_names_and_refuse_unknown_ones(tmp_path):
+    """--models mea:no_hca (as bench takes it) finds the run directory mea-no_hca; a name with no checkpoint is
+    an error naming what there is, not a column silently left out."""
+    from mmfusion.engine.robustness import trained_checkpoints
+    from mmfusion.errors import DataError
+
+    for model in ("mea", "mea-no_hca", "lf_lstm"):
+        ckpt = tmp_path / model / "synthetic" / "seed_1" / "checkpoints" / "best.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
+    assert [p.parts[-5] for p in trained_checkpoints(tmp_path, "synthetic", ["mea:no_hca", "lf_lstm"])] == [
+        "lf_lstm", "mea-no_hca"]
+    assert len(trained_checkpoints(tmp_path, "synthetic", ["mea-no_hca"])) == 1
+    assert len(trained_checkpoints(tmp_path, "synthetic")) == 3
+    with pytest.raises(DataError) as err:
+        trained_checkpoints(tmp_path, "synthetic", ["mea", "mult"])
+    assert "['mult']" in str(err.value) and "mea-no_hca" in str(err.value) and "--models" in str(err.value)

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  mmfusion robustness --runs runs/demo --data synthetic")
     p.add_argument("--runs", default="runs", help="output root of `mmfusion bench`/`fit` (default: runs)")
     p.add_argument("--data", default="synthetic", help="data SPEC the models were trained on")
-    p.add_argument("--models", help="comma-separated subset of models (default: all found)")
+    p.add_argument("--models", help="comma-separated subset of the trained models, named as bench takes them "
+                                    "(mea:no_hca) or as their run directories (mea-no_hca); default: all found")
     p.add_argument("--out", help="output stem (default: <runs>/robustness_<dataset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="reader options (data_args); by default those every checkpoint was trained with, when "

@@ -96,10 +96,16 @@ def evaluate(model: torch.nn.Module, bundle: DatasetBundle, condition: str, *, s
 
 
 def trained_checkpoints(root: Path, dataset: str, models: Sequence[str] | None = None) -> list[Path]:
-    """Every ``<root>/<model>/<dataset>/seed_*/checkpoints/best.ckpt`` (of ``models`` only, when given)."""
+    """Every ``<root>/<model>/<dataset>/seed_*/checkpoints/best.ckpt`` (of ``models`` only, when given: names as
+    their run directories have them, ``mea-no_hca``, or as ``bench`` takes them, ``mea:no_hca``)."""
     found = sorted(root.glob(f"*/{dataset}/seed_*/checkpoints/best.ckpt"))
-    if models:
-        found = [p for p in found if p.parts[-5] in models]
+    if models and found:
+        wanted = {m.replace(":", "-", 1) for m in models}  # bench's "mea:no_hca" trains into "mea-no_hca/"
+        have = sorted({p.parts[-5] for p in found})
+        if wanted - set(have):  # a misspelt name would otherwise drop out of the table unnoticed
+            raise DataError(f"no trained checkpoints of {sorted(wanted - set(have))} for {dataset}", file=root,
+                            key="--models", expected=f"some of {have}", actual=list(models))
+        found = [p for p in found if p.parts[-5] in wanted]
     if not found:
         raise DataError("no trained checkpoints found", file=root,
                         expected=f"<model>/{dataset}/seed_*/checkpoints/best.ckpt (run mmfusion bench first)",
