@@ -113,11 +113,16 @@ def _plot(path: str, rows: Sequence[tuple[str, Mapping[str, Any]]], bundle: Any)
     names = [n for n, _ in rows]
     means = [s[key]["mean"] for _, s in rows]
     stds = [s[key]["std"] for _, s in rows]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.6))
-    ax.bar(names, means, yerr=stds, capsize=4, color="#4c72b0")
+    several = any(s[key].get("n", 1) > 1 for _, s in rows)  # one seed: no error bars, no "± std"
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.6 + (0.6 if len(rows) > 6 else 0.0)))
+    ax.bar(names, means, yerr=stds if several else None, capsize=4, color="#4c72b0")
+    if len(rows) > 6 or max(map(len, names)) > 12:  # long labels side by side would overlap
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     if bundle.bayes and key in bundle.bayes:
         ax.axhline(bundle.bayes[key], color="#c44e52", linestyle="--", label="Bayes-optimal")
         ax.legend(loc="lower right")
-    ax.set_ylabel(f"test {key} (mean ± std)")
+    ax.set_ylabel(f"test {key}" + (" (mean ± std)" if several else ""))
     ax.set_title(bundle.name)
     save_figure(fig, path)
