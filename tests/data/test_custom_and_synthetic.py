@@ -78,3 +78,17 @@ def test_custom_format_errors(tmp_path):
         h5.attrs["format"] = "other"
     with pytest.raises(DataError, match="not an mmfusion dataset"):
         load_data(str(p))
+
+
+@pytest.mark.parametrize(("out", "layout", "says"), [
+    ("data.pkl", None, "--layout mult or --layout mmsa"),  # .pkl: MulT's or MMSA's layout?
+    ("data.h5", "mult", "'.pkl'"),  # a pickle in a file named .h5 would go to the HDF5 reader later
+    ("data.pkl", "h5", "'.h5'"),
+    ("data", None, "no suffix"),
+])
+def test_convert_refuses_a_file_name_that_says_another_format(tmp_path, capsys, out, layout, says):
+    args = ["convert", "synthetic", str(tmp_path / out), "--set", "n_train=40"]
+    assert main(args + (["--layout", layout] if layout else [])) == 2
+    err = capsys.readouterr().err
+    assert says in err and out in err
+    assert not any(tmp_path.iterdir())  # nothing written

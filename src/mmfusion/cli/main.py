@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmfusion.errors import MMFusionError
+from mmfusion.errors import ConfigError, MMFusionError
 from mmfusion.runtime import keep_freed_memory
 
 EPILOG_FIT = """examples:
@@ -153,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
     p.add_argument("data", help="data SPEC to read")
-    p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout")
-    p.add_argument("--layout", choices=["h5", "mult", "mmsa"], default="h5",
-                   help="h5 (default): mmfusion's HDF5 format; mult / mmsa: that project's pickle layout")
+    p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout mult or mmsa")
+    p.add_argument("--layout", choices=["h5", "mult", "mmsa"],
+                   help="h5 (default for a .h5 file): mmfusion's HDF5 format; mult / mmsa: that project's pickle "
+                        "layout (a .pkl file)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader options (data_args)")
 
     p = sub.add_parser("prepare", help="decode raw clips (ravdess:DIR, ntu:DIR) once into the dataset's cache "
@@ -369,6 +370,19 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from mmfusion.data import load_data
 
+    suffix = Path(args.out).suffix.lower()
+    pickled = suffix in (".pkl", ".pickle")
+    if args.layout is None and pickled:  # MulT's or MMSA's? Both are .pkl
+        raise ConfigError("a .pkl output is one of two pickle layouts", source=args.out, key="--layout",
+                          expected="--layout mult or --layout mmsa (or a .h5 file for mmfusion's format)",
+                          actual=None)
+    args.layout = args.layout or "h5"
+    if pickled != (args.layout != "h5") or not (pickled or suffix in (".h5", ".hdf5")):
+        # a file whose name says another format than it holds is read with the wrong reader later
+        raise ConfigError(f"the {args.layout} layout is written to a "
+                          + ("'.h5' (or .hdf5)" if args.layout == "h5" else "'.pkl' (or .pickle)") + " file",
+                          source=args.out, key="out", expected="a matching suffix",
+                          actual=suffix or "no suffix")
     bundle = load_data(args.data, _data_args(args.set), source="--set")
     if args.layout != "h5":  # the pickle layouts hold three labelled splits
         for split in ("train", "valid", "test"):
