@@ -33,6 +33,19 @@ def test_models_lists_every_registered_model_and_ablations(capsys):
     assert "mea_tiny   ablations: as above" in out
 
 
+def test_models_json_says_what_each_model_reads_and_its_ablations(tmp_path, capsys):
+    from mmfusion.models import list_models
+    from mmfusion.models.mea import MEAConfig
+
+    assert main(["models", "--json", str(tmp_path / "models.json")]) == 0
+    info = json.loads((tmp_path / "models.json").read_text())
+    assert sorted(info) == list_models()
+    assert info["mea"]["reads"] == "sequences" and info["msaf_ravdess"]["reads"] == "clips"
+    assert info["mea"]["ablations"]["no_hca"] == {"settings": {"use_hca": False},
+                                                 "note": MEAConfig.ABLATION_NOTES["no_hca"]}
+    assert len(info["mea_tiny"]["ablations"]) == len(MEAConfig.ABLATIONS) and info["mult"]["ablations"] == {}
+
+
 def test_data_describes_a_draw_with_reader_options(tmp_path, capsys):
     out = tmp_path / "d.json"
     assert main(["data", "synthetic", "--set", "n_train=40", "--set", "n_valid=10", "--json", str(out)]) == 0

@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models (and their ablations)")
     p.add_argument("--ablations", action="store_true", help="also list each model's named ablations")
+    p.add_argument("--json", help="also write every model, what it reads and its ablations to this JSON file")
     return parser
 
 
@@ -449,8 +450,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from mmfusion.models import config_class, list_models
+    from mmfusion.io import atomic_write_json
+    from mmfusion.models import config_class, list_models, model_inputs
 
+    if args.json:
+        info = {}
+        for name in list_models():
+            cls = config_class(name)
+            table, notes = getattr(cls, "ABLATIONS", {}), getattr(cls, "ABLATION_NOTES", {})
+            info[name] = {"reads": model_inputs(name),
+                          "ablations": {a: {"settings": dict(table[a]), "note": notes.get(a)} for a in sorted(table)}}
+        atomic_write_json(args.json, info)
     listed: set[type] = set()
     for name in list_models():
         cls = config_class(name)
