@@ -118,3 +118,11 @@ def test_an_ablation_and_a_setting_that_contradicts_it_are_refused():
     assert same.model_args["use_hca"] is False  # agreeing settings (a saved config.yaml holds both) are fine
     other = resolve_config(None, {"model": "mea", "ablation": "no_hca"}, sets=["model_args.mu=0.1"])
     assert other.model_args == {"mu": 0.1, "use_hca": False}
+
+
+def test_an_ablation_of_a_model_without_any_names_the_models_that_have_them():
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, {"model": "lf_lstm", "ablation": "no_hca"})
+    assert "lf_lstm has no named ablations" in str(err.value) and "'mea'" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown ablation for mea.*no_hca"):
+        resolve_config(None, {"model": "mea", "ablation": "no_hcaa"})

@@ -162,8 +162,10 @@ def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None
     if ablation:
         table = getattr(cls, "ABLATIONS", {}) if cls else {}
         if ablation not in table:
-            raise ConfigError(f"unknown ablation for {model}", source=source, key="ablation",
-                              expected=f"one of {sorted(table)}", actual=ablation)
+            with_some = [m for m in list_models() if getattr(config_class(m), "ABLATIONS", None)]
+            raise ConfigError(f"unknown ablation for {model}" if table else f"{model} has no named ablations",
+                              source=source, key="ablation", actual=ablation,
+                              expected=f"one of {sorted(table)}" if table else f"a model that has some: {with_some}")
         clash = {k: v for k, v in table[ablation].items() if k in args and args[k] != v}
         if clash:  # one of the two would be silently ignored
             key, value = next(iter(clash.items()))
