@@ -378,16 +378,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
                           expected="--layout mult or --layout mmsa (or a .h5 file for mmfusion's format)",
                           actual=None)
     args.layout = args.layout or "h5"
-    if pickled != (args.layout != "h5") or not (pickled or suffix in (".h5", ".hdf5")):
-        # a file whose name says another format than it holds is read with the wrong reader later
-        raise ConfigError(f"the {args.layout} layout is written to a "
-                          + ("'.h5' (or .hdf5)" if args.layout == "h5" else "'.pkl' (or .pickle)") + " file",
-                          source=args.out, key="out", expected="a matching suffix",
-                          actual=suffix or "no suffix")
+    suffixes = (".h5", ".hdf5") if args.layout == "h5" else (".pkl", ".pickle")
+    if suffix not in suffixes:  # a file whose name says another format than it holds goes to the wrong reader
+        raise ConfigError(f"the {args.layout} layout is written to a '{suffixes[0]}' (or {suffixes[1]}) file",
+                          source=args.out, key="out", expected="a matching suffix", actual=suffix or "no suffix")
     bundle = load_data(args.data, _data_args(args.set), source="--set")
     if args.layout != "h5":  # the pickle layouts hold three labelled splits
-        for split in ("train", "valid", "test"):
-            bundle.split(split, labeled=True)
+        from mmfusion.engine.runs import require_training_splits
+
+        require_training_splits(bundle)
     if args.layout == "h5":
         from mmfusion.data.custom import write_custom
 
