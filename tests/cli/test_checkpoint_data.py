@@ -85,6 +85,23 @@ def test_robustness_reads_the_training_draw_and_refuses_other_options(trained, t
     assert json.loads((tmp_path / "r3.json").read_text())["data_args"]["n_test"] == 40
 
 
+def test_robustness_reads_the_options_without_building_models_twice(trained, tmp_path, monkeypatch):
+    """Finding the options the checkpoints share reads their hyper-parameters only; each model is built once, to be
+    evaluated."""
+    from mmfusion.engine import checkpoints, robustness
+
+    out, run = trained
+    built = []
+    real = checkpoints.FusionSystem
+    monkeypatch.setattr(checkpoints, "FusionSystem", lambda **hp: built.append(hp) or real(**hp))
+    assert robustness.read_hparams(run / "checkpoints" / "best.ckpt")["meta"]["data_args"] == DRAW
+    assert robustness.shared_training_options(robustness.trained_checkpoints(out, "synthetic"), "synthetic") == DRAW
+    assert built == []
+    assert main(["robustness", "--runs", str(out), "--data", "synthetic", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert len(built) == 1
+
+
 def test_effective_options_fill_in_the_reader_defaults():
     assert effective_reader_options("synthetic", {"n_train": 1500}) == effective_reader_options("synthetic")
     assert effective_reader_options("synthetic:emotion")["task"] == "emotion"

@@ -308,7 +308,7 @@ def _checkpoint_data(system: Any, args: argparse.Namespace, say: Any) -> tuple[A
     from mmfusion.data import load_data
     from mmfusion.engine.checkpoints import check_compatible, reader_options
 
-    options, inherited = reader_options(system, args.ckpt, args.data, _data_args(args.set))
+    options, inherited = reader_options(system.hparams, args.ckpt, args.data, _data_args(args.set))
     if inherited:
         say("reader options from the checkpoint's training run: "
             + ", ".join(f"{k}={v}" for k, v in inherited.items()) + " (override with --set KEY=VALUE)")

@@ -15,23 +15,34 @@ from mmfusion.engine.system import FusionSystem
 from mmfusion.errors import ConfigError, DataError
 
 
-def load_system(path: str | Path) -> FusionSystem:
-    """Rebuild the model from the hyper-parameters stored in the checkpoint and load its weights.
-
-    The checkpoint is read with ``torch.load(weights_only=True)``: it can hold tensors and plain data only.
-    """
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's contents (``hyper_parameters``, ``state_dict``, ...), read with
+    ``torch.load(weights_only=True)``: tensors and plain data only, nothing in it is run. ``mmap=True`` maps the
+    tensors instead of reading them, for callers that only need the hyper-parameters."""
     path = Path(path)
     if not path.exists():
         raise DataError("checkpoint not found", file=path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise DataError(f"not a loadable mmfusion checkpoint ({_load_failure(exc)})", file=path) from None
     if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
         raise DataError("not an mmfusion checkpoint", file=path, expected="hyper_parameters and state_dict",
                         actual=sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__)
-    hp = dict(ckpt["hyper_parameters"])
-    system = FusionSystem(**hp)
+    return ckpt
+
+
+def read_hparams(path: str | Path) -> dict[str, Any]:
+    """The hyper-parameters a checkpoint was trained with (model, task, reader options), without building the model
+    or reading its weights."""
+    return dict(read_checkpoint(path, mmap=True)["hyper_parameters"])
+
+
+def load_system(path: str | Path) -> FusionSystem:
+    """Rebuild the model from the hyper-parameters stored in the checkpoint and load its weights (read as
+    :func:`read_checkpoint` reads them)."""
+    ckpt = read_checkpoint(path)
+    system = FusionSystem(**dict(ckpt["hyper_parameters"]))
     system.load_state_dict(ckpt["state_dict"])
     system.eval()
     return system
@@ -59,13 +70,14 @@ def check_compatible(system: FusionSystem, bundle: DatasetBundle, ckpt: str | Pa
                         expected=system.hparams["task"], actual=bundle.task)
 
 
-def training_data(system: FusionSystem, ckpt: str | Path) -> tuple[str | None, dict[str, Any]]:
-    """The data SPEC and reader options (``data_args``) the checkpoint was trained with.
+def training_data(hparams: Mapping[str, Any], ckpt: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """The data SPEC and reader options (``data_args``) checkpoint ``ckpt`` with hyper-parameters ``hparams``
+    (``system.hparams`` or :func:`read_hparams`) was trained with.
 
     Read from the checkpoint's metadata; for checkpoints written before it recorded them, from the ``config.yaml``
     of the run directory the checkpoint sits in (``<run>/checkpoints/<name>.ckpt``). ``(None, {})`` if neither says.
     """
-    meta = dict(system.hparams.get("meta") or {})
+    meta = dict(hparams.get("meta") or {})
     if "data_args" in meta:
         return meta.get("data_spec"), dict(meta["data_args"] or {})
     config = Path(ckpt).resolve().parent.parent / "config.yaml"
@@ -78,7 +90,7 @@ def training_data(system: FusionSystem, ckpt: str | Path) -> tuple[str | None, d
     return raw.get("data"), dict(raw.get("data_args") or {})
 
 
-def reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
+def reader_options(hparams: Mapping[str, Any], ckpt: str | Path, spec: str,
                    overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Reader options to evaluate the checkpoint on ``spec`` with: those it was trained with, then ``overrides``.
 
@@ -87,7 +99,7 @@ def reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
     draw's test split). Returns ``(options, inherited)``: everything to pass to ``load_data`` and the part of it that
     came from the training run.
     """
-    train_spec, train_args = training_data(system, ckpt)
+    train_spec, train_args = training_data(hparams, ckpt)
     inherited: dict[str, Any] = {}
     if _same_reader(train_spec, spec):
         inherited = {k: v for k, v in train_args.items() if k not in (overrides or {})}
@@ -107,7 +119,7 @@ def _same_reader(train_spec: str | None, spec: str) -> bool:
 EVALUATION_SIZES: dict[str, tuple[str, ...]] = {"synthetic": ("n_valid", "n_test")}
 
 
-def check_same_reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
+def check_same_reader_options(hparams: Mapping[str, Any], ckpt: str | Path, spec: str,
                               data_args: Mapping[str, Any] | None) -> None:
     """Raise if ``spec`` with ``data_args`` reads other data than the checkpoint was trained on with its options.
 
@@ -115,7 +127,7 @@ def check_same_reader_options(system: FusionSystem, ckpt: str | Path, spec: str,
     (:data:`EVALUATION_SIZES`); a checkpoint that does not record its training data, or was trained on data of
     another reader, is not checked.
     """
-    train_spec, train_args = training_data(system, ckpt)
+    train_spec, train_args = training_data(hparams, ckpt)
     if not _same_reader(train_spec, spec):
         return
     try:

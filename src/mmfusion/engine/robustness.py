@@ -28,7 +28,13 @@ from rich.progress import (
 
 from mmfusion.batch import Batch
 from mmfusion.data import DatasetBundle, FusionDataset
-from mmfusion.engine.checkpoints import check_compatible, check_same_reader_options, load_system, reader_options
+from mmfusion.engine.checkpoints import (
+    check_compatible,
+    check_same_reader_options,
+    load_system,
+    read_hparams,
+    reader_options,
+)
 from mmfusion.engine.system import compute_metrics
 from mmfusion.errors import DataError
 from mmfusion.inspect.plots import pyplot, save_figure
@@ -116,9 +122,7 @@ def trained_checkpoints(root: Path, dataset: str, models: Sequence[str] | None =
 def shared_training_options(checkpoints: Sequence[Path], spec: str) -> dict[str, Any]:
     """The reader options every checkpoint was trained with when it read ``spec``'s reader, if they all agree
     (else, or when none recorded any, ``{}``: the per-checkpoint check then names what differs)."""
-    seen = []
-    for ckpt in checkpoints:
-        seen.append(reader_options(load_system(ckpt), ckpt, spec)[1])
+    seen = [reader_options(read_hparams(ckpt), ckpt, spec)[1] for ckpt in checkpoints]
     return seen[0] if all(s == seen[0] for s in seen) else {}
 
 
@@ -142,7 +146,7 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
             system = load_system(ckpt)
             check_compatible(system, bundle, ckpt)
             if spec is not None:
-                check_same_reader_options(system, ckpt, spec, data_args)
+                check_same_reader_options(system.hparams, ckpt, spec, data_args)
             for cond in conds:
                 bar.update(task, description=f"{model_name} {ckpt.parts[-3]} {cond}")
                 value = evaluate(system.model, bundle, cond, std=std)[key]
