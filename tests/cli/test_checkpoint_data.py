@@ -124,3 +124,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_not_run(tmp_path, capsy
     assert err.count("\n") == 1 and "evil.ckpt" in err and "nothing in it was run" in err and "system" in err
     assert "weights_only` set to `False`" not in err  # no advice to load it unrestricted
     assert not marker.exists()
+
+
+def test_hyper_parameters_read_from_either_checkpoint_format(tmp_path):
+    """read_hparams maps the tensors of torch.save's zip format and reads older (legacy) files whole."""
+    from mmfusion.engine.checkpoints import read_hparams
+
+    for zipped in (True, False):
+        path = tmp_path / f"zip_{zipped}.ckpt"
+        torch.save({"hyper_parameters": {"model_name": "x", "zipped": zipped}, "state_dict": {"w": torch.ones(3)}},
+                   path, _use_new_zipfile_serialization=zipped)
+        assert read_hparams(path) == {"model_name": "x", "zipped": zipped}
