@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mmfusion.errors import ConfigError
+from mmfusion.errors import ConfigError, did_you_mean
 
 C = TypeVar("C")
 
@@ -85,7 +85,7 @@ def replace_checked(config: C, overrides: Mapping[str, Any] | None, *, source: s
     for key, value in overrides.items():
         if key not in names:
             raise ConfigError(f"unknown key for {type(config).__name__}", source=source, key=key,
-                              expected=f"one of {names}", actual=key)
+                              expected=f"one of {names}", actual=key, hint=did_you_mean(key, names))
         checked[key] = _coerce(value, hints[key], source=source, key=key)
     new = dataclasses.replace(config, **checked)  # type: ignore[type-var]
     post = getattr(new, "validate", None)

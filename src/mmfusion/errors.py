@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -45,12 +47,20 @@ class ConfigError(MMFusionError):
     """An unknown configuration key, or a value of the wrong type."""
 
     def __init__(self, problem: str, *, source: str | None = None, key: str | None = None,
-                 expected: Any = None, actual: Any = None) -> None:
+                 expected: Any = None, actual: Any = None, hint: str = "") -> None:
         msg = f"{source}: " if source else ""
         msg += problem
         if key is not None:
             msg += f" (key {key!r})"
         if expected is not None or actual is not None:
             msg += f": expected {expected}, got {actual!r}"
+        if hint:
+            msg += f"; {hint}"
         super().__init__(msg)
         self.source, self.key, self.expected, self.actual = source, key, expected, actual
+
+
+def did_you_mean(name: Any, options: Iterable[Any]) -> str:
+    """``did you mean 'x'?`` for the option closest to a misspelt ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
+    return f"did you mean {close[0]!r}?" if close else ""

@@ -24,6 +24,25 @@ def test_wrong_type_and_unknown_model_arg(tmp_path):
         resolve_config(None, {"model": "nope"})
 
 
+@pytest.mark.parametrize(("flags", "sets", "suggestion"), [
+    ({"model": "lf_lstm"}, ["model_args.hiden=3"], "did you mean 'hidden'?"),
+    ({}, ["train.max_epoch=3"], "did you mean 'max_epochs'?"),
+    ({}, ["trian.lr=0.1"], "did you mean 'train'?"),
+    ({"model": "mea_tin"}, [], "did you mean 'mea_tiny'?"),
+    ({"model": "mea", "ablation": "no_hcaa"}, [], "did you mean 'no_hca'?"),
+])
+def test_a_misspelt_name_gets_the_closest_one_suggested(flags, sets, suggestion):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, flags, sets=sets)
+    assert str(err.value).endswith(suggestion)
+
+
+def test_nothing_is_suggested_when_no_name_is_close():
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, {"model": "zzzzzz"})
+    assert "did you mean" not in str(err.value) and "unknown model" in str(err.value)
+
+
 def test_layering_file_then_flags_then_set(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train:\n  max_epochs: 3\n  lr: 0.01\nseeds: [1, 2]\n")
@@ -126,3 +145,14 @@ def test_an_ablation_of_a_model_without_any_names_the_models_that_have_them():
     assert "lf_lstm has no named ablations" in str(err.value) and "'mea'" in str(err.value)
     with pytest.raises(ConfigError, match="unknown ablation for mea.*no_hca"):
         resolve_config(None, {"model": "mea", "ablation": "no_hcaa"})
+
+
+def test_a_misspelt_reader_option_is_named_with_the_closest_one():
+    from mmfusion.data import load_data
+
+    with pytest.raises(ConfigError) as err:
+        load_data("ravdess:/no/such/dir", {"fodl": 2})
+    assert "'fodl'" in str(err.value) and str(err.value).endswith("did you mean 'fold'?")
+    with pytest.raises(ConfigError) as err:  # a reader without options says so instead of "one of []"
+        load_data("mult:/no/such.pkl", {"fold": 2})
+    assert "takes no options" in str(err.value) and "[]" not in str(err.value)

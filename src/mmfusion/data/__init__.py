@@ -15,7 +15,7 @@ from typing import Any
 
 from mmfusion.config import build_checked
 from mmfusion.data.dataset import DatasetBundle, FusionDataset, LoadReport, SplitData
-from mmfusion.errors import ConfigError, DataError
+from mmfusion.errors import ConfigError, DataError, did_you_mean
 
 __all__ = ["DatasetBundle", "FusionDataset", "LoadReport", "SplitData", "load_data", "DATA_KINDS", "data_kind",
            "effective_reader_options"]
@@ -99,8 +99,10 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
     allowed = set(_reader_defaults(reader)) if reader is not None else set()
     unknown = set(args) - allowed
     if unknown:
-        raise ConfigError(f"unknown option for {kind} data", source=source or "data_args", key=sorted(unknown)[0],
-                          expected=f"one of {sorted(allowed)}", actual=sorted(unknown)[0])
+        first = sorted(unknown)[0]
+        raise ConfigError(f"unknown option for {kind} data", source=source or "data_args", key=first,
+                          expected=f"one of {sorted(allowed)}" if allowed else "none (this reader takes no options)",
+                          actual=first, hint=did_you_mean(first, allowed))
     if reader is not None:
         return reader(rest, **args)
     if kind == "mult":

@@ -28,7 +28,7 @@ import yaml
 
 from mmfusion.config import build_checked, check_bounds, check_model_values, load_yaml, parse_value
 from mmfusion.data import DatasetBundle, FusionDataset, load_data
-from mmfusion.errors import ConfigError
+from mmfusion.errors import ConfigError, did_you_mean
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import SENTIMENT_KEYS
 from mmfusion.models import config_class, list_models, load_pretrained, model_inputs
@@ -131,7 +131,7 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
         for key, value in data.items():
             if key not in TOP_KEYS:
                 raise ConfigError("unknown config key", source=source, key=key, expected=f"one of {sorted(TOP_KEYS)}",
-                                  actual=key)
+                                  actual=key, hint=did_you_mean(key, TOP_KEYS))
             if key in ("train", "model_args", "data_args"):
                 if not isinstance(value, Mapping):
                     raise ConfigError("wrong type", source=source, key=key, expected="mapping", actual=value)
@@ -144,8 +144,9 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
     cfg = build_checked(RunConfig, raw, source=file or "command line")
     cfg.train = train
     if cfg.model not in list_models():
-        raise ConfigError("unknown model", source=file or "command line", key="model",
-                          expected=f"one of {list_models()}", actual=cfg.model)
+        models = list_models()
+        raise ConfigError("unknown model", source=file or "command line", key="model", expected=f"one of {models}",
+                          actual=cfg.model, hint=did_you_mean(cfg.model, models))
     cfg.model_args = resolve_model_args(cfg.model, cfg.model_args, cfg.ablation, source=file or "command line")
     if not cfg.seeds:
         raise ConfigError("need at least one seed", key="seeds", expected="a list of ints", actual=cfg.seeds)
@@ -165,7 +166,8 @@ def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None
             with_some = [m for m in list_models() if getattr(config_class(m), "ABLATIONS", None)]
             raise ConfigError(f"unknown ablation for {model}" if table else f"{model} has no named ablations",
                               source=source, key="ablation", actual=ablation,
-                              expected=f"one of {sorted(table)}" if table else f"a model that has some: {with_some}")
+                              expected=f"one of {sorted(table)}" if table else f"a model that has some: {with_some}",
+                              hint=did_you_mean(ablation, table))
         clash = {k: v for k, v in table[ablation].items() if k in args and args[k] != v}
         if clash:  # one of the two would be silently ignored
             key, value = next(iter(clash.items()))
