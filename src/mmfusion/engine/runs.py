@@ -143,8 +143,8 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
     train = build_checked(TrainConfig, raw.pop("train"), source="train")
     cfg = build_checked(RunConfig, raw, source=file or "command line")
     cfg.train = train
-    if cfg.model not in list_models():
-        models = list_models()
+    models = list_models()
+    if cfg.model not in models:
         raise ConfigError("unknown model", source=file or "command line", key="model", expected=f"one of {models}",
                           actual=cfg.model, hint=did_you_mean(cfg.model, models))
     cfg.model_args = resolve_model_args(cfg.model, cfg.model_args, cfg.ablation, source=file or "command line")
