@@ -202,6 +202,16 @@ def _decode_into_cache(cache: Path, ids: list[str], arrays: dict[str, tuple[tupl
     del maps
 
 
+def _finish_cache(cache: Path, ids: list[str], settings: dict[str, Any], **columns: list[int]) -> None:
+    """Write one int64 array per clip column (``<name>.npy``) and the clip ids, then mark the cache finished:
+    ``done.json`` comes last, so a call interrupted before it is completed by the next one."""
+    for name, values in columns.items():
+        np.save(cache / f"{name}.npy", np.array(values, dtype=np.int64))
+    (cache / "ids.json").write_text(json.dumps(ids))
+    atomic_write_json(cache / "done.json", settings)
+    (cache / "progress.json").unlink(missing_ok=True)
+
+
 # --- RAVDESS -----------------------------------------------------------------------------------------------------
 def prepare_ravdess(root: str | Path, *, frames: int = 30, size: int = 224, speech_only: bool = True) -> Path:
     """Decode every clip once into the cache; returns the cache directory."""
@@ -235,11 +245,8 @@ def prepare_ravdess(root: str | Path, *, frames: int = 30, size: int = 224, spee
     _decode_into_cache(cache, [c[0].stem for c in clips],
                        {"video": ((len(clips), 3, frames, size, size), np.uint8),
                         "audio": ((len(clips), 13, 212), np.float32)}, decode, "decoding RAVDESS")
-    np.save(cache / "labels.npy", np.array([c[1] for c in clips], dtype=np.int64))
-    np.save(cache / "actors.npy", np.array([c[2] for c in clips], dtype=np.int64))
-    (cache / "ids.json").write_text(json.dumps([c[0].stem for c in clips]))
-    atomic_write_json(cache / "done.json", settings)
-    (cache / "progress.json").unlink(missing_ok=True)
+    _finish_cache(cache, [c[0].stem for c in clips], settings,
+                  labels=[c[1] for c in clips], actors=[c[2] for c in clips])
     return cache
 
 
@@ -319,11 +326,8 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
                        {"rgb": ((len(samples), 3, frames, size, size), np.uint8),
                         "skeleton": ((len(samples), 2, 3, skeleton_frames, 25), np.float32)},
                        decode, "decoding NTU RGB+D")
-    np.save(cache / "labels.npy", np.array([s[3] for s in samples], dtype=np.int64))
-    np.save(cache / "subjects.npy", np.array([s[2] for s in samples], dtype=np.int64))
-    (cache / "ids.json").write_text(json.dumps([s[0].stem for s in samples]))
-    atomic_write_json(cache / "done.json", settings)
-    (cache / "progress.json").unlink(missing_ok=True)
+    _finish_cache(cache, [s[0].stem for s in samples], settings,
+                  labels=[s[3] for s in samples], subjects=[s[2] for s in samples])
     return cache
 
 
