@@ -1,5 +1,7 @@
 """The compiled narrow-head attention kernel against float64 autograd, and against the PyTorch fallback."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,18 +104,28 @@ def test_attend_agrees_with_the_pytorch_fallback(ext, monkeypatch):
 
 
 def test_inference_uses_the_kernel_and_matches_sdpa(ext, monkeypatch):
-    """Without gradients the kernel replaces SDPA for narrow heads; the numbers are SDPA's."""
-    calls = []
-    real = attention_module.narrow_attention_op
-    monkeypatch.setattr(attention_module, "narrow_attention_op", lambda *a: calls.append(1) or real(*a))
+    """Without gradients the kernel replaces SDPA for narrow heads, called directly rather than through the
+    registered operator (whose dispatch costs more than a small attention); the numbers are SDPA's and the
+    operator's. With gradients the operator runs (its backward is registered there)."""
+    kernel_calls, op_calls = [], []
+    real_kernel, real_op = attention_module._kernel_forward, attention_module.narrow_attention_op
+    monkeypatch.setattr(attention_module, "_kernel_forward", lambda *a: kernel_calls.append(1) or real_kernel(*a))
+    monkeypatch.setattr(attention_module, "narrow_attention_op", lambda *a: op_calls.append(1) or real_op(*a))
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 3, n, 5, generator=g) for n in (7, 10, 10))
     mask = torch.tensor([[True] * 10, [True] * 4 + [False] * 6])
     with torch.no_grad():
         out, _ = attention(q, k, v, mask)
         want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
-    assert calls, "the compiled kernel did not run"
+    assert kernel_calls, "the compiled kernel did not run"
+    assert not op_calls, "inference went through the operator's dispatch"
     torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out, real_op(q, k, v, None, 1.0, 1.0 / math.sqrt(5), mask, False)[0])
+    with torch.inference_mode():
+        assert torch.equal(attention(q, k, v, mask)[0], out) and len(op_calls) == 0
+    qg = q.clone().requires_grad_()
+    attention(qg, k, v, mask)[0].sum().backward()
+    assert op_calls and qg.grad is not None
 
 
 def test_disabled_kernels_fall_back(monkeypatch):
