@@ -1,6 +1,7 @@
 """The compiled narrow-head attention kernel against float64 autograd, and against the PyTorch fallback."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -126,6 +127,22 @@ def test_inference_uses_the_kernel_and_matches_sdpa(ext, monkeypatch):
     qg = q.clone().requires_grad_()
     attention(qg, k, v, mask)[0].sum().backward()
     assert op_calls and qg.grad is not None
+
+
+def test_a_trace_records_the_operator_not_a_constant(ext):
+    """torch.jit.trace without gradients: the kernel must be recorded as the operator, so the traced module follows
+    new inputs instead of replaying the traced call's output."""
+    class Attend(torch.nn.Module):
+        def forward(self, q, k, v, mask):
+            return attention(q, k, v, mask)[0]
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v, q2 = (torch.randn(1, 2, 6, 5, generator=g) for _ in range(4))
+    mask = torch.tensor([[True] * 4 + [False] * 2])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace is deprecated in favour of torch.compile / export
+        traced = torch.jit.trace(Attend(), (q, k, v, mask))
+        torch.testing.assert_close(traced(q2, k, v, mask), Attend()(q2, k, v, mask))
 
 
 def test_disabled_kernels_fall_back(monkeypatch):

@@ -204,9 +204,10 @@ def use_compiled_kernel(q: Tensor) -> bool:
 
 
 def _needs_operator(*tensors: Tensor | None) -> bool:
-    """True where the kernel must run as :func:`narrow_attention_op`: inside ``torch.compile`` (the graph holds the
-    operator) or when autograd records the call (its backward is registered on the operator)."""
-    if torch.compiler.is_compiling():
+    """True where the kernel must run as :func:`narrow_attention_op`: inside ``torch.compile`` or a
+    ``torch.jit.trace`` (the graph must hold the operator; a direct call would be recorded as a constant) or when
+    autograd records the call (its backward is registered on the operator)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return True
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
