@@ -102,3 +102,17 @@ def test_frontend_proxy_skips_finished_runs_and_refuses_other_settings(tmp_path,
     longer = [a if a != "4" else "6" for a in args]  # --steps 6
     with pytest.raises(SystemExit, match=r"'steps': 4.*give another --out-dir"):
         proxy.main(longer)
+
+
+def test_frontend_proxy_weight_decay_trains_otherwise_and_is_kept_apart(tmp_path):
+    """--weight-decay changes the training (AdamW), and its runs are not mixed with plain Adam runs in one file."""
+    proxy = _load("frontend_proxy")
+    args = ["--variants", "paper", "--seeds", "5", "--steps", "4", "--every", "2", "--n-train", "64"]
+    proxy.main(args + ["--out-dir", str(tmp_path / "adam")])
+    proxy.main(args + ["--weight-decay", "0.5", "--out-dir", str(tmp_path / "adamw")])
+    adam, adamw = (json.loads((tmp_path / d / "frontend_proxy.json").read_text()) for d in ("adam", "adamw"))
+    assert (adam["weight_decay"], adamw["weight_decay"]) == (0.0, 0.5)
+    assert adam["runs"][0]["history"] != adamw["runs"][0]["history"]
+    assert "AdamW, weight decay 0.5" in (tmp_path / "adamw" / "frontend_proxy.md").read_text()
+    with pytest.raises(SystemExit, match=r"'weight_decay': 0.0.*give another --out-dir"):
+        proxy.main(args + ["--weight-decay", "0.5", "--out-dir", str(tmp_path / "adam")])
