@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmfusion.metrics import SENTIMENT_KEYS, emotion_metrics, pearson, sentiment_metrics
+from mmfusion.metrics import SENTIMENT_KEYS, constant_predictions, emotion_metrics, pearson, sentiment_metrics
 
 
 def test_sentiment_hand_computed():
@@ -34,6 +34,12 @@ def test_a_subset_of_keys_gives_the_same_values():
 
 def test_pearson_constant_is_zero_not_nan():
     assert pearson(np.ones(5), np.arange(5.0)) == 0.0
+
+
+def test_constant_regression_predictions_are_named():
+    assert "one value (0.5) for all 4 samples" in constant_predictions(np.full((4, 1), 0.5), "regression")
+    assert constant_predictions(np.array([0.5, 0.5, 0.5 + 1e-6]), "regression") is None
+    assert constant_predictions(np.zeros((4, 3)), "classification") is None  # accuracy and F1 stay defined
 
 
 def test_emotion_hand_computed():

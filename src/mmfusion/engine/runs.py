@@ -30,7 +30,7 @@ from mmfusion.config import build_checked, check_bounds, check_model_values, loa
 from mmfusion.data import DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError, did_you_mean
 from mmfusion.io import atomic_write_json, atomic_write_text
-from mmfusion.metrics import SENTIMENT_KEYS
+from mmfusion.metrics import SENTIMENT_KEYS, constant_predictions
 from mmfusion.models import config_class, list_models, load_pretrained, model_inputs
 from mmfusion.runtime import launched_worker
 
@@ -429,6 +429,9 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         enable_model_summary=False)
     ids, pred, labels, pred_seconds = predict_arrays(scorer, system, test_loader)
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
+    warning = constant_predictions(pred, bundle.task)
+    if warning and console:
+        console.print(f"{run}: warning: {warning}", style="bold yellow", markup=False)
     extra: dict[str, Any] = {}
     if "terms" in bundle.splits["test"].extras and bundle.task == "regression":
         from mmfusion.data.synthetic import term_capture
@@ -441,7 +444,7 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
-        "resumed_from_epoch": resumed_from, "diverged": diverged,
+        "resumed_from_epoch": resumed_from, "diverged": diverged, "warnings": [warning] if warning else [],
     }
     write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
     atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
@@ -469,6 +472,7 @@ def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any
                   "| " + " | ".join(f"{bundle.bayes[k]:.4f}" for k in keys) + " |", ""]
     if bundle.task == "regression":
         lines.append("Acc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative.")
+    lines += [f"\n**Warning:** {w}." for w in result.get("warnings", [])]
     return "\n".join(lines) + "\n"
 
 

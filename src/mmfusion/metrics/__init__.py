@@ -19,6 +19,20 @@ def pearson(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((p - p.mean()) * (y - y.mean())) / (sp * sy))
 
 
+def constant_predictions(pred: np.ndarray, task: str) -> str | None:
+    """A warning when regression predictions (N,) or (N, 1) are one value for every sample, else None.
+
+    A model that has collapsed to a constant gets Corr 0 from :func:`pearson` (Corr is undefined there), which reads
+    like a poor model rather than a broken run; callers print this next to the metrics.
+    """
+    p = np.asarray(pred, np.float64).reshape(-1)
+    if task != "regression" or p.size < 2 or p.std() >= 1e-12:
+        return None
+    return (f"the predictions are one value ({p[0]:.4g}) for all {p.size} samples: the model has collapsed to a "
+            "constant, and Corr, undefined for a constant, is reported as 0 (a smaller learning rate or less weight "
+            "decay usually helps)")
+
+
 def sentiment_metrics(pred: np.ndarray, label: np.ndarray,
                       keys: Collection[str] = SENTIMENT_KEYS) -> dict[str, float]:
     """MAE, Corr, Acc7, Acc5 and Acc2/weighted F1 in both conventions, for scores in [-3, 3].
