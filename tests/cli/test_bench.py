@@ -71,3 +71,26 @@ def test_robustness_models_take_bench_names_and_refuse_unknown_ones(tmp_path):
     with pytest.raises(DataError) as err:
         trained_checkpoints(tmp_path, "synthetic", ["mea", "mult"])
     assert "['mult']" in str(err.value) and "mea-no_hca" in str(err.value) and "--models" in str(err.value)
+
+
+def test_bench_names_the_seeds_that_collapsed(tmp_path, capsys, monkeypatch):
+    """A seed whose predictions are one value is listed under the table, not only averaged into it."""
+    from mmfusion.engine import system as system_module
+
+    predict_step = system_module.FusionSystem.predict_step
+
+    def collapsed_for_seed_2(self, batch, batch_idx):
+        out = predict_step(self, batch, batch_idx)
+        return {**out, "pred": out["pred"] * 0 + 0.5} if self.hparams["meta"]["seed"] == 2 else out
+
+    monkeypatch.setattr(system_module.FusionSystem, "predict_step", collapsed_for_seed_2)
+    out = tmp_path / "runs"
+    assert main(["bench", "--models", "lf_lstm_tiny", "--data", "synthetic", "--seeds", "1", "2", "--out", str(out),
+                 *SMALL]) == 0
+    assert "note: lf_lstm_tiny, seed 2: the predictions are one value (0.5)" in capsys.readouterr().out.replace(
+        "\n", "")
+    md = (out / "bench_synthetic.md").read_text()
+    assert "**Runs to look at**" in md and "- lf_lstm_tiny, seed 2: the predictions are one value" in md
+    assert "seed 1:" not in md
+    notes = json.loads((out / "bench_synthetic.json").read_text())["models"]["lf_lstm_tiny"]["notes"]
+    assert len(notes) == 1 and notes[0].startswith("lf_lstm_tiny, seed 2")

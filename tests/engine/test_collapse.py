@@ -24,13 +24,17 @@ def test_constant_predictions_are_flagged_by_fit_and_test(tmp_path, capsys, monk
 
     monkeypatch.setattr(system_module.FusionSystem, "predict_step", collapsed)
     capsys.readouterr()
-    assert main(["fit", "--model", "lf_lstm_tiny", "--out", str(tmp_path / "again"), *SMALL]) == 0
+    assert main(["fit", "--model", "lf_lstm_tiny", "--out", str(tmp_path / "again"), "--seeds", "1111", "7",
+                 *SMALL]) == 0
     printed = capsys.readouterr().out.replace("\n", "")
     assert "warning: the predictions are one value (0.25) for all 16 samples" in printed
     again = tmp_path / "again" / "lf_lstm_tiny" / "synthetic" / "seed_1111"
     metrics = json.loads((again / "metrics.json").read_text())
     assert metrics["corr"] == 0.0 and "collapsed to a constant" in metrics["warnings"][0]
     assert "**Warning:** the predictions are one value" in (again / "summary.md").read_text()
+    summary = (again.parent / "summary.md").read_text()  # the seeds' summary names both
+    assert "**Runs to look at**" in summary and "- lf_lstm_tiny, seed 7: the predictions are one value" in summary
+    assert len(json.loads((again.parent / "summary.json").read_text())["notes"]) == 2
 
     report = tmp_path / "test.json"
     # (the checkpoint's reader options, the small draw, are inherited)

@@ -37,6 +37,8 @@ def test_divergence_after_a_good_epoch_stops_and_tests_the_best_checkpoint(tmp_p
     run = out / "lf_lstm_tiny" / "synthetic" / "seed_1111"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["diverged"]["epoch"] == 1 and metrics["best_epoch"] == 0 and math.isfinite(metrics["corr"])
+    summary = (run.parent / "summary.md").read_text()
+    assert "- lf_lstm_tiny, seed 1111: training diverged (loss nan at epoch 1" in summary
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] <= 1  # stopped in the epoch it diverged, not trained on to the budget
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())  # the NaN step made no update

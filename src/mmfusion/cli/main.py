@@ -236,6 +236,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     rows.append((f"{name}, mean over folds" if rows else name, summary["metrics"]))
     _print_table(console, f"{cfg.model} on {summary['data']} ({len(cfg.seeds)} seed(s), test split)", rows, keys,
                  summary["bayes"])
+    for note in summary["notes"]:  # seeds that diverged or collapsed, inside the means above
+        console.print(f"note: {note}", style="yellow", markup=False)
     console.print(f"results: {summary['summary_dir']}/summary.{{md,csv,json}}")
     return 0
 
@@ -248,6 +250,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out = run_bench(models, flags, sets, config_dir=args.config_dir, name=args.name, resume=True, console=console)
     _print_table(console, out["title"], out["rows"], out["keys"], out["bayes"])
+    for note in out["notes"]:  # seeds that diverged or collapsed, inside the means above
+        console.print(f"note: {note}", style="yellow", markup=False)
     console.print(f"table: {out['files']['md']} (+ .csv, .json, .png)")
     return 0
 

@@ -17,10 +17,12 @@ from mmfusion.engine.runs import (
     check_model_reads,
     fit_one,
     metric_keys,
+    notes_markdown,
     require_training_splits,
     resolve_config,
     results_csv,
     results_markdown,
+    run_notes,
     summarize,
 )
 from mmfusion.errors import ConfigError
@@ -59,7 +61,7 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
     bundle = load_data(data_spec, probe.data_args, source="data_args")
     require_training_splits(bundle)
     cdir = Path(config_dir) if config_dir else default_config_dir()
-    rows, per_model = [], {}
+    rows, per_model, notes = [], {}, []
     extra_keys: list[str] = []
     plans = []  # every model's config checked (and its fit to the data) before the first one trains
     for spec in models:
@@ -77,7 +79,8 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
         keys = metric_keys(bundle) + extra_keys + list(EXTRA)
         stats = summarize(results, keys)
         per_model[spec] = {"config": str(cfile) if cfile.exists() else None, "seeds": list(cfg.seeds),
-                           "metrics": stats}
+                           "metrics": stats, "notes": run_notes(spec, results)}
+        notes += per_model[spec]["notes"]
         rows.append((spec, stats))
     keys = metric_keys(bundle)
     out_root = Path(probe.out)
@@ -94,8 +97,10 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
                "carries that label term fully, 0 that it ignores it.\n")
     if bundle.bayes:
         md += "Bayes-optimal: expected score of the best possible predictor for each metric on this test split.\n"
+    md += notes_markdown(notes)
     files = {"md": f"{stem}.md", "csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}
-    result = {"title": title, "rows": rows, "keys": keys + extra_keys, "bayes": bundle.bayes, "files": files}
+    result = {"title": title, "rows": rows, "keys": keys + extra_keys, "bayes": bundle.bayes, "files": files,
+              "notes": notes}
     if launched_worker():  # the first process of a multi-device run writes the table
         return result
     atomic_write_text(files["md"], md)

@@ -476,6 +476,25 @@ def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any
     return "\n".join(lines) + "\n"
 
 
+def run_notes(spec: str, results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What a mean ± std would hide: the seeds of ``spec`` that diverged or whose predictions collapsed."""
+    notes = []
+    for r in results:
+        if r.get("diverged"):
+            d = r["diverged"]
+            notes.append(f"{spec}, seed {r['seed']}: training diverged (loss {d['loss']} at epoch {d['epoch']}, "
+                         f"step {d['step']}); the best checkpoint before it was tested")
+        notes += [f"{spec}, seed {r['seed']}: {w}" for w in r.get("warnings", [])]
+    return notes
+
+
+def notes_markdown(notes: Sequence[str]) -> str:
+    """The :func:`run_notes` of a table as a Markdown list under it ("" when there are none)."""
+    if not notes:
+        return ""
+    return "\n**Runs to look at** (included in the means above):\n\n" + "".join(f"- {n}.\n" for n in notes)
+
+
 def summarize(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
     """Mean, sample std (ddof=1; 0 for one seed) and count ``n`` of each key over seeds."""
     out = {}
@@ -523,7 +542,8 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
                "data": f"{cfg.data}, {len(folds)}-fold cross-validation, mean ± std over folds",
                "task": per_fold[0]["task"], "seeds": list(cfg.seeds), "folds": folds, "metrics": metrics,
                "per_fold": [s["metrics"] for s in per_fold], "bayes": None,
-               "runs": [r for s in per_fold for r in s["runs"]], "summary_dir": str(base)}
+               "runs": [r for s in per_fold for r in s["runs"]], "summary_dir": str(base),
+               "notes": [f"fold {k}: {n}" for k, s in zip(folds, per_fold, strict=True) for n in s["notes"]]}
     name = cfg.model + (f" ({cfg.ablation})" if cfg.ablation else "")
     rows = [(f"{name}, fold {k}", s["metrics"]) for k, s in zip(folds, per_fold, strict=True)]
     rows.append((f"**{name}, mean over folds**", metrics))
@@ -532,7 +552,8 @@ def fit(cfg: RunConfig, *, resume: bool = False, console: Any = None) -> dict[st
         return summary
     atomic_write_json(base / "summary.json", summary)
     atomic_write_text(base / "summary.md", f"# {name}: {summary['data']}\n\nFold rows: mean ± std over seeds "
-                      f"{', '.join(map(str, cfg.seeds))}.\n\n" + _rows_markdown(rows, shown))
+                      f"{', '.join(map(str, cfg.seeds))}.\n\n" + _rows_markdown(rows, shown)
+                      + notes_markdown(summary["notes"]))
     atomic_write_text(base / "summary.csv", results_csv(rows, keys))
     return summary
 
@@ -550,12 +571,14 @@ def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -
     base = run_dir_for(cfg, bundle, cfg.seeds[0]).parent
     summary = {"model": cfg.model, "ablation": cfg.ablation, "data": bundle.describe(), "task": bundle.task,
                "seeds": list(cfg.seeds), "metrics": summarize(results, keys), "bayes": bundle.bayes,
-               "runs": [str(run_dir_for(cfg, bundle, s)) for s in cfg.seeds], "summary_dir": str(base)}
+               "runs": [str(run_dir_for(cfg, bundle, s)) for s in cfg.seeds], "summary_dir": str(base),
+               "notes": run_notes(cfg.model + (f":{cfg.ablation}" if cfg.ablation else ""), results)}
     if launched_worker():
         return summary
     atomic_write_json(base / "summary.json", summary)
     rows = [(cfg.model + (f" ({cfg.ablation})" if cfg.ablation else ""), summary["metrics"])]
-    atomic_write_text(base / "summary.md", results_markdown(rows, metric_keys(bundle), bundle))
+    atomic_write_text(base / "summary.md", results_markdown(rows, metric_keys(bundle), bundle)
+                      + notes_markdown(summary["notes"]))
     atomic_write_text(base / "summary.csv", results_csv(rows, keys))
     return summary
 
