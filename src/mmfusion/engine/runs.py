@@ -58,7 +58,7 @@ class TrainConfig:
     batch_size: int = 32
     max_epochs: int = 30
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # Adam's L2 penalty (added to the gradient, as torch.optim.Adam does; not AdamW's)
     grad_clip: float = 0.8  # gradient-norm clipping (0 disables)
     patience: int = 10  # early stopping on validation loss, in epochs (0 disables)
     lr_patience: int = 5  # ReduceLROnPlateau on validation loss
