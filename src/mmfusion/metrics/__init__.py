@@ -10,11 +10,15 @@ from sklearn.metrics import accuracy_score, f1_score
 SENTIMENT_KEYS: tuple[str, ...] = ("mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0")
 
 
+CONSTANT_STD = 1e-12
+"""Standard deviation below which :func:`pearson` treats a side as constant (and :func:`constant_predictions` warns)."""
+
+
 def pearson(p: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation; 0 when either side is constant (where it is undefined)."""
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
     sp, sy = p.std(), y.std()
-    if sp < 1e-12 or sy < 1e-12:
+    if sp < CONSTANT_STD or sy < CONSTANT_STD:
         return 0.0
     return float(np.mean((p - p.mean()) * (y - y.mean())) / (sp * sy))
 
@@ -26,7 +30,7 @@ def constant_predictions(pred: np.ndarray, task: str) -> str | None:
     like a poor model rather than a broken run; callers print this next to the metrics.
     """
     p = np.asarray(pred, np.float64).reshape(-1)
-    if task != "regression" or p.size < 2 or p.std() >= 1e-12:
+    if task != "regression" or p.size < 2 or p.std() >= CONSTANT_STD:
         return None
     return (f"the predictions are one value ({p[0]:.4g}) for all {p.size} samples: the model has collapsed to a "
             "constant, and Corr, undefined for a constant, is reported as 0 (a smaller learning rate or less weight "

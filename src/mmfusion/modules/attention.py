@@ -219,7 +219,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, s
     q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) bool or None, extra (B, H, T, S) or None
     -> (B, H, T, D_h); act is the exact GELU with ``extra_gelu`` (fused into the compiled kernel), else the
     identity. Rows with no real key give zeros. Where :func:`use_compiled_kernel` the compiled kernel runs: as
-    :func:`narrow_attention_op` while autograd records or ``torch.compile`` traces, called directly otherwise
+    :func:`narrow_attention_op` while autograd records or ``torch.compile`` / ``torch.jit.trace`` traces (see
+    :func:`_needs_operator`), called directly otherwise
     (inference skips the operator's dispatch); elsewhere :class:`SoftmaxAttention`.
     """
     if torch.is_autocast_enabled(q.device.type):  # the kernels expect one dtype throughout
