@@ -2,6 +2,7 @@
 
 Defaults live once, in the dataclass; YAML files and ``--set key=value`` hold only overrides. An unknown key or a
 value of the wrong type raises :class:`ConfigError` naming the source, the key, the expected and the actual value.
+A field holding a table with fixed entries (one kernel size per modality, say) is overridden entry by entry.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def _coerce(value: Any, tp: Any, *, source: str | None, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError("wrong type", source=source, key=key, expected="mapping", actual=value)
-        return dict(value)
+        key_type, value_type = typing.get_args(tp) or (Any, Any)
+        return {_coerce(k, key_type, source=source, key=key): _coerce(v, value_type, source=source, key=f"{key}.{k}")
+                for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError("wrong type", source=source, key=key, expected="float", actual=value)
@@ -87,11 +90,25 @@ def replace_checked(config: C, overrides: Mapping[str, Any] | None, *, source: s
             raise ConfigError(f"unknown key for {type(config).__name__}", source=source, key=key,
                               expected=f"one of {names}", actual=key, hint=did_you_mean(key, names))
         checked[key] = _coerce(value, hints[key], source=source, key=key)
+        current = getattr(config, key)
+        if isinstance(current, dict) and current and isinstance(checked[key], dict):
+            checked[key] = _merge_table(current, checked[key], source=source, key=key)
     new = dataclasses.replace(config, **checked)  # type: ignore[type-var]
     post = getattr(new, "validate", None)
     if callable(post):
         post(source=source)
     return new
+
+
+def _merge_table(current: Mapping[str, Any], override: Mapping[str, Any], *, source: str | None,
+                 key: str) -> dict[str, Any]:
+    """A field whose value is a table with fixed entries (e.g. one kernel size per modality): ``override`` sets
+    some of them and keeps the others; an entry the table does not have is an error, not silently ignored."""
+    for name in override:
+        if name not in current:
+            raise ConfigError("unknown entry", source=source, key=f"{key}.{name}", expected=f"one of {list(current)}",
+                              actual=name, hint=did_you_mean(name, current))
+    return {**current, **override}
 
 
 def check_bounds(config: Any, *, source: str | None = None, at_least: Mapping[str, float] | None = None,
@@ -108,11 +125,19 @@ def check_bounds(config: Any, *, source: str | None = None, at_least: Mapping[st
 
 def check_model_values(config: Any, *, source: str | None = None) -> None:
     """Generic bounds of a model config: an int field whose default is positive (a width, a count of layers or
-    heads, a kernel size) must stay >= 1, and a float field named ``*dropout`` must lie in [0, 1)."""
+    heads, a kernel size), or such an entry of a table field (a width per modality), must stay >= 1, and a float
+    field named ``*dropout`` must lie in [0, 1)."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(f.default, int) and not isinstance(f.default, bool) and f.default > 0:
             check_bounds(config, source=source, at_least={f.name: 1})
+        elif isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+            for name, v in value.items():  # a table of sizes (one per modality): each entry >= 1 as well
+                d = default.get(name) if isinstance(default, dict) else None
+                if isinstance(d, int) and not isinstance(d, bool) and d > 0 and isinstance(v, int) and v < 1:
+                    raise ConfigError("out of range", source=source, key=f"{f.name}.{name}", expected=">= 1",
+                                      actual=v)
         elif f.name.endswith("dropout") and isinstance(value, float):
             check_bounds(config, source=source, at_least={f.name: 0}, below={f.name: 1})
 

@@ -58,6 +58,12 @@ class ConfigError(MMFusionError):
             msg += f"; {hint}"
         super().__init__(msg)
         self.source, self.key, self.expected, self.actual = source, key, expected, actual
+        self.problem, self.hint = problem, hint
+
+    def with_source(self, source: str) -> ConfigError:
+        """The same error, naming ``source`` (where the offending value came from) instead."""
+        return ConfigError(self.problem, source=source, key=self.key, expected=self.expected, actual=self.actual,
+                           hint=self.hint)
 
 
 def did_you_mean(name: Any, options: Iterable[Any]) -> str:

@@ -156,3 +156,51 @@ def test_a_misspelt_reader_option_is_named_with_the_closest_one():
     with pytest.raises(ConfigError) as err:  # a reader without options says so instead of "one of []"
         load_data("mult:/no/such.pkl", {"fold": 2})
     assert "takes no options" in str(err.value) and "[]" not in str(err.value)
+
+
+def test_one_entry_of_a_table_is_set_and_the_others_kept(tmp_path):
+    """A per-modality table (kernel sizes, widths) is overridden entry by entry: by --set on top of a config file,
+    and on top of the model's defaults (not some other fallback) when a config gives only part of it."""
+    from mmfusion.models import build
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: mea\nmodel_args:\n  kernels: {text: 3, vision: 3, audio: 5}\n")
+    out = resolve_config(str(cfg), sets=["model_args.kernels.text=1"])
+    assert out.model_args["kernels"] == {"text": 1, "vision": 3, "audio": 5}
+    out = resolve_config(str(cfg), sets=["model_args.kernels={vision: 7}"])
+    assert out.model_args["kernels"] == {"text": 3, "vision": 7, "audio": 5}
+    tfn = build("tfn", {"text": 6, "vision": 5, "audio": 4}, 1, hidden={"text": 5})
+    assert tfn.config.hidden == {"text": 5, "vision": 16, "audio": 8}  # TFNConfig's defaults for the other two
+    assert tfn.subnets.mlps["audio"][2].out_features == 8
+
+
+@pytest.mark.parametrize(("model", "sets", "message"), [
+    ("tfn", ["model_args.hidden.text=abc"], "wrong type (key 'hidden.text'): expected int, got 'abc'"),
+    ("tfn", ["model_args.hidden={txt: 4}"], "unknown entry (key 'hidden.txt')"),
+    ("msaf_lstm", ["model_args.hidden.text=-4"], "out of range (key 'hidden.text'): expected >= 1, got -4"),
+    ("mea", ["model_args.kernels.audio=4"], "(key 'kernels.audio'): expected an odd positive int, got 4"),
+])
+def test_table_entries_are_checked_like_any_setting(model, sets, message):
+    """An entry of a table is type- and range-checked and a misspelt one refused, instead of an error from inside
+    torch or an entry that is silently ignored."""
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, {"model": model}, sets=sets)
+    assert message in str(err.value)
+    assert str(err.value).startswith("--set [model_args]: ")
+
+
+def test_an_error_names_where_the_offending_value_came_from(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: mea\nmodel_args:\n  dim: 41\n")
+    with pytest.raises(ConfigError) as err:  # the file's value
+        resolve_config(str(cfg))
+    assert str(err.value).startswith(f"{cfg} [model_args]: ") and "'dim'" in str(err.value)
+    cfg.write_text("model: mea\nmodel_args:\n  mu: 0.2\n")
+    for flags, sets, start in [({}, ["model_args.dimm=3"], "--set [model_args]: "),
+                               ({"ablation": "no_hcaa"}, [], "command line: "),
+                               ({"ablation": "no_hca"}, ["model_args.use_hca=true"], "--set [model_args]: "),
+                               ({"seeds": [1, 1]}, [], "command line: "),
+                               ({}, ["model=nope"], "--set: ")]:
+        with pytest.raises(ConfigError) as err:
+            resolve_config(str(cfg), flags, sets=sets)
+        assert str(err.value).startswith(start), (flags, sets, str(err.value))

@@ -120,40 +120,72 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError("--set needs key=value", source="--set", key=item, expected="key=value", actual=item)
-        section, dot, sub = key.partition(".")
-        if dot:
-            overrides.setdefault(section, {})[sub] = parse_value(value)
-        else:
-            overrides[key] = parse_value(value)
+        *path, last = key.split(".")  # model_args.kernels.audio=5 sets one entry of a table
+        _merge(overrides, _nested(path, {last: parse_value(value)}))
     if overrides:
         sources.append(("--set", overrides))
+    # where each value came from (the last source that set it), for error messages: top-level keys, model_args keys
+    top_sources: dict[str, str] = {}
+    arg_sources: dict[str, str] = {}
     for source, data in sources:
         for key, value in data.items():
             if key not in TOP_KEYS:
                 raise ConfigError("unknown config key", source=source, key=key, expected=f"one of {sorted(TOP_KEYS)}",
                                   actual=key, hint=did_you_mean(key, TOP_KEYS))
+            top_sources[key] = source
             if key in ("train", "model_args", "data_args"):
                 if not isinstance(value, Mapping):
                     raise ConfigError("wrong type", source=source, key=key, expected="mapping", actual=value)
-                raw.setdefault(key, {}).update(value)
+                _merge(raw.setdefault(key, {}), value)
                 if key == "train":  # check train keys against TrainConfig now, naming this source
                     build_checked(TrainConfig, value, source=f"{source} [train]")
+                if key == "model_args":
+                    arg_sources.update(dict.fromkeys(value, f"{source} [model_args]"))
             else:
                 raw[key] = value
+    default_source = file or "command line"
+
+    def named(err: ConfigError) -> ConfigError:
+        """``err`` naming the source of its offending value, e.g. --set rather than the YAML file."""
+        key = str(err.key)
+        origin = arg_sources.get(key.removeprefix("model_args.").split(".")[0]) if key.startswith("model_args.") \
+            or err.source == f"{default_source} [model_args]" else top_sources.get(key)
+        return err if origin is None or origin == err.source else err.with_source(origin)
+
     train = build_checked(TrainConfig, raw.pop("train"), source="train")
-    cfg = build_checked(RunConfig, raw, source=file or "command line")
-    cfg.train = train
-    models = list_models()
-    if cfg.model not in models:
-        raise ConfigError("unknown model", source=file or "command line", key="model", expected=f"one of {models}",
-                          actual=cfg.model, hint=did_you_mean(cfg.model, models))
-    cfg.model_args = resolve_model_args(cfg.model, cfg.model_args, cfg.ablation, source=file or "command line")
-    if not cfg.seeds:
-        raise ConfigError("need at least one seed", key="seeds", expected="a list of ints", actual=cfg.seeds)
-    if len(set(cfg.seeds)) != len(cfg.seeds):  # one run directory per seed: a repeat would stop at "exists"
-        raise ConfigError("a seed is listed twice", source=file or "command line", key="seeds",
-                          expected="distinct seeds", actual=cfg.seeds)
+    try:
+        cfg = build_checked(RunConfig, raw, source=default_source)
+        cfg.train = train
+        models = list_models()
+        if cfg.model not in models:
+            raise ConfigError("unknown model", source=default_source, key="model", expected=f"one of {models}",
+                              actual=cfg.model, hint=did_you_mean(cfg.model, models))
+        cfg.model_args = resolve_model_args(cfg.model, cfg.model_args, cfg.ablation, source=default_source)
+        if not cfg.seeds:
+            raise ConfigError("need at least one seed", source=default_source, key="seeds",
+                              expected="a list of ints", actual=cfg.seeds)
+        if len(set(cfg.seeds)) != len(cfg.seeds):  # one run directory per seed: a repeat would stop at "exists"
+            raise ConfigError("a seed is listed twice", source=default_source, key="seeds",
+                              expected="distinct seeds", actual=cfg.seeds)
+    except ConfigError as err:
+        raise named(err) from None
     return cfg
+
+
+def _nested(path: Sequence[str], leaf: dict[str, Any]) -> dict[str, Any]:
+    """``["a", "b"]``, ``{"c": 1}`` -> ``{"a": {"b": {"c": 1}}}``."""
+    for part in reversed(path):
+        leaf = {part: leaf}
+    return leaf
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Update ``into`` with ``new``, merging mappings found under the same key rather than replacing them."""
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
 def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None, *, source: str) -> dict[str, Any]:
