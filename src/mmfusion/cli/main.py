@@ -37,7 +37,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    "per device")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32")
+                   help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32 "
+                        "--set model_args.kernels.audio=5 (one entry of a per-modality table)")
     p.add_argument("--resume", action="store_true",
                    help="reuse finished runs and continue interrupted ones from their last checkpoint, with the "
                         "settings they were made with (others are refused, naming the first that differs); a "
