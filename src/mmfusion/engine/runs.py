@@ -182,10 +182,12 @@ def _nested(path: Sequence[str], leaf: dict[str, Any]) -> dict[str, Any]:
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
     """Update ``into`` with ``new``, merging mappings found under the same key rather than replacing them."""
     for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
+        if isinstance(value, Mapping):
+            if not isinstance(into.get(key), dict):
+                into[key] = {}
+            _merge(into[key], value)  # copied, never shared with ``new``
         else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
+            into[key] = value
 
 
 def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None, *, source: str) -> dict[str, Any]:
