@@ -135,11 +135,8 @@ class MEAConfig:
                                "beta": 0, "grl_lambda": 0, "embed_dropout": 0, "attn_dropout": 0, "res_dropout": 0,
                                "out_dropout": 0},
                      below={"embed_dropout": 1, "attn_dropout": 1, "res_dropout": 1, "out_dropout": 1})
-        for m, k in self.kernels.items():
-            if m not in MODALITIES:
-                raise ConfigError("unknown modality", source=source, key=f"kernels.{m}",
-                                  expected=f"one of {list(MODALITIES)}", actual=m)
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+        for m, k in self.kernels.items():  # (entries and their types are checked where the table is set)
+            if k < 1 or k % 2 == 0:
                 raise ConfigError("the front end's convolution keeps the length ('same' padding)", source=source,
                                   key=f"kernels.{m}", expected="an odd positive int", actual=k)
         if self.dim % self.num_heads or self.dim % 2:
