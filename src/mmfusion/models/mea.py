@@ -22,9 +22,9 @@ Deviations (all from the spec): WAL scores masked-mean-pooled sequences instead 
 are the front-end outputs (§3); dropouts and clipping take MulT's values (§6). Everything is masked.
 Two options beyond the spec: ``frontend="conv"`` drops the front end's Bi-LSTM (§1), which on the built-in benchmark
 delays MEA's learning of cross-modal cue matching after Table I's 3-frame convolution
-(docs/results/mea_synthetic_scale.md; with ``kernels`` of 1 the paper's front end learns it as early,
-docs/results/mea_synthetic_40k.md), and ``frontend="conv_lstm_residual"`` keeps it with a residual connection
-around it; the default is the paper's.
+(docs/results/mea_synthetic_scale.md), and ``frontend="conv_lstm_residual"`` keeps it with a residual connection
+around it; the default is the paper's. With ``kernels`` of 1 — the value the benchmark's configs use, Table I having
+no column for it — the paper's front end learns the matching as early (docs/results/mea_synthetic_40k.md).
 """
 
 from __future__ import annotations
