@@ -32,6 +32,7 @@ from mmfusion.data.dataset import (
     count_empty,
 )
 from mmfusion.errors import DataError
+from mmfusion.io import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -39,9 +40,7 @@ FORMAT_VERSION = 1
 def write_custom(path: str | Path, bundle: DatasetBundle) -> Path:
     """Write a dataset in the mmfusion HDF5 format (to a temporary name, then renamed into place)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["format"] = "mmfusion"
         h5.attrs["version"] = FORMAT_VERSION
         h5.attrs["task"] = bundle.task
@@ -56,7 +55,6 @@ def write_custom(path: str | Path, bundle: DatasetBundle) -> Path:
             if s.labeled:
                 g.create_dataset("labels", data=s.labels)
             g.create_dataset("ids", data=np.array(s.ids, dtype=object), dtype=h5py.string_dtype())
-    tmp.replace(path)
     return path
 
 
