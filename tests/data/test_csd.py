@@ -78,3 +78,29 @@ def test_neg_inf_frames_count_as_zero_in_the_word_average_and_are_reported(tmp_p
     # word 0 (0-0.5 s) averages audio frames 0..4 = (0, 0, 2, 3, 4) / 5 once the two -inf are zeros
     np.testing.assert_allclose(split.features["audio"][i, :3, 0], [1.8, 7.0, 12.0])
     np.testing.assert_allclose(split.features["audio"][i, :3, 1], [2.0, 7.0, 12.0])
+
+
+@pytest.mark.parametrize(("corrupt", "says"), [
+    ("dim", "feature size differs between videos (key 'data/vid3/features'): expected d=2 (as in data/vid0), got d=3"),
+    ("nan", "contains NaN or +inf (key 'data/vid0/features')"),
+    ("intervals", "intervals contain NaN or inf (key 'data/vid0/intervals')"),
+])
+def test_a_malformed_video_is_named_in_the_error(tmp_path, corrupt, says):
+    import h5py
+
+    _write_dir(tmp_path)
+    path = tmp_path / "CMU_MOSI_Visual_Facet_41.csd"
+    with h5py.File(path, "a") as h5:
+        grp = h5["FACET 4.1/data/" + ("vid3" if corrupt == "dim" else "vid0")]
+        feats, ivals = grp["features"][()], grp["intervals"][()]
+        del grp["features"], grp["intervals"]
+        if corrupt == "dim":
+            feats = np.concatenate([feats, feats[:, :1]], 1)
+        elif corrupt == "nan":
+            feats[3, 1] = np.nan
+        else:
+            ivals[2, 0] = np.inf
+        grp["features"], grp["intervals"] = feats, ivals
+    with pytest.raises(DataError) as err:
+        load_data(f"csd:{tmp_path}")
+    assert "CMU_MOSI_Visual_Facet_41.csd" in str(err.value) and says in str(err.value), str(err.value)

@@ -92,3 +92,50 @@ def test_convert_refuses_a_file_name_that_says_another_format(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert says in err and out in err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ("feature_size", "feature size differs across splits (split 'valid', key 'vision/features'): expected 12"),
+    ("modality", "modalities differ across splits (split 'test', key 'modalities')"),
+    ("labels", "wrong regression labels (split 'valid', key 'labels'): expected (8,) numbers, got (8, 2)"),
+    ("ids", "number of ids differs from the number of clips (split 'valid', key 'ids'): expected 8 ids, got 7"),
+])
+def test_splits_that_disagree_are_refused_with_the_split_and_key(tmp_path, change, says):
+    """A model is built from the training split's sizes; a split that differs would fail deep inside torch (and
+    labels or ids that do not match the clips would be silently cut or misread)."""
+    import h5py
+
+    from mmfusion.data.custom import write_custom
+
+    bundle = make_synthetic(SyntheticConfig(n_train=16, n_valid=8, n_test=8))
+    path = write_custom(tmp_path / "data.h5", bundle)
+    load_data(f"h5:{path}")  # as written, the splits agree
+    with h5py.File(path, "a") as h5:
+        if change == "feature_size":
+            x = h5["valid/vision/features"][:]
+            del h5["valid/vision/features"]
+            h5["valid/vision/features"] = x[..., :-1]
+        elif change == "modality":
+            del h5["test/audio"]
+        elif change == "ids":
+            ids = h5["valid/ids"][:]
+            del h5["valid/ids"]
+            h5["valid/ids"] = ids[:-1]
+        else:
+            y = h5["valid/labels"][:]
+            del h5["valid/labels"]
+            h5["valid/labels"] = np.stack([y, y], 1)
+    with pytest.raises(DataError) as err:
+        load_data(f"h5:{path}")
+    assert str(path) in str(err.value) and says in str(err.value)
+
+
+def test_emotion_label_shapes_must_agree_across_splits():
+    from mmfusion.data.dataset import DatasetBundle
+
+    bundle = make_synthetic(SyntheticConfig(n_train=16, n_valid=8, n_test=8, task="emotion"))
+    splits = dict(bundle.splits)
+    splits["test"].labels = splits["test"].labels[:, :3]
+    with pytest.raises(DataError, match=r"label shape differs across splits \(split 'test', key 'labels'\): "
+                                        r"expected \(N, 4\) \(as in split 'train'\), got \(N, 3\)"):
+        DatasetBundle(name="x", task="emotion", splits=splits, source="x.pkl", emotions=bundle.emotions)

@@ -100,3 +100,27 @@ def test_all_zero_stream_is_a_missing_modality(tmp_path):
     bundle = load_data(f"mult:{path}")
     assert bundle.splits["train"].lengths["vision"][2] == 0
     assert bundle.report.empty["train/vision"] == 1
+
+
+@pytest.mark.parametrize(("corrupt", "says"), [
+    # rows of different lengths: numpy cannot even make an array of them
+    (lambda raw: raw["valid"].update(labels=[[0.5], [1.0, 2.0], [0.0]]),
+     "not a rectangular array (rows of different lengths?) (split 'valid', key 'labels')"),
+    (lambda raw: raw["test"].update(labels=np.array([["a"]] * 3)), "not real numbers (split 'test', key 'labels')"),
+    # complex values would lose their imaginary part in the cast to float32
+    (lambda raw: raw["train"].update(audio=raw["train"]["audio"].astype(complex)),
+     "not real numbers (split 'train', key 'audio'): expected float array (N, T, d), got dtype complex128"),
+    # a float64 value beyond float32's range would become inf
+    (lambda raw: raw["train"].update(vision=np.where(np.arange(20) == 0, 1e39,
+                                                     raw["train"]["vision"].astype(np.float64))),
+     "values beyond float32's range (split 'train', key 'vision')"),
+    (lambda raw: raw["valid"].update(labels=np.full((3, 1, 1), 1e39)),
+     "beyond float32's range (split 'valid', key 'labels')"),
+    (lambda raw: raw["valid"].update(text=raw["valid"]["text"][:, :0]),
+     "no frames or no features (split 'valid', key 'text')"),
+])
+def test_values_a_float32_array_cannot_hold_are_refused(tmp_path, corrupt, says):
+    """Nothing is silently cast: ragged rows, strings, complex numbers and float64 values beyond float32's range
+    are each refused with the split and key, before any model sees them."""
+    msg = _corrupt(tmp_path, corrupt)
+    assert "bad.pkl" in msg and says in msg, msg

@@ -25,7 +25,16 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-from mmfusion.data.dataset import SPLITS, DatasetBundle, LoadReport, SplitData, clean_features, count_empty
+from mmfusion.data.dataset import (
+    SPLITS,
+    DatasetBundle,
+    LoadReport,
+    SplitData,
+    clean_features,
+    count_empty,
+    finite_float32,
+    real_array,
+)
 from mmfusion.errors import DataError
 
 KEYWORDS = {
@@ -56,13 +65,29 @@ def read_sequence(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 if key not in grp:
                     raise DataError("missing dataset", file=path, key=f"data/{vid}/{key}",
                                     expected="features and intervals", actual=list(grp.keys()))
-            feats = np.asarray(grp["features"][()])
-            ivals = np.asarray(grp["intervals"][()], dtype=np.float64)
+            key = f"data/{vid}/features"
+            feats = real_array(grp["features"][()], file=str(path), split=None, key=key,
+                               expected="(frames, d) numbers")
             if feats.ndim == 1:
                 feats = feats[:, None]
+            if feats.ndim != 2:
+                raise DataError("wrong rank", file=path, key=key, expected="(frames, d)", actual=f"{feats.shape}")
+            if out and feats.shape[1] != (d := next(iter(out.values()))[0].shape[1]):
+                raise DataError("feature size differs between videos", file=path, key=key,
+                                expected=f"d={d} (as in data/{next(iter(out))})", actual=f"d={feats.shape[1]}")
+            # NaN and +inf are refused; -inf (COVAREP's log features) is counted and replaced by the readers
+            if np.isnan(feats).any() or np.isposinf(feats).any():
+                raise DataError("contains NaN or +inf", file=path, key=key, expected="finite values or -inf",
+                                actual=f"{int(np.isnan(feats).sum())} NaN, {int(np.isposinf(feats).sum())} +inf")
+            key = f"data/{vid}/intervals"
+            ivals = real_array(grp["intervals"][()], file=str(path), split=None, key=key,
+                               expected="(frames, 2) start and end times").astype(np.float64)
             if ivals.shape != (feats.shape[0], 2):
-                raise DataError("intervals do not match features", file=path, key=f"data/{vid}/intervals",
+                raise DataError("intervals do not match features", file=path, key=key,
                                 expected=f"({feats.shape[0]}, 2)", actual=f"{ivals.shape}")
+            if not np.isfinite(ivals).all():
+                raise DataError("intervals contain NaN or inf", file=path, key=key, expected="finite times",
+                                actual=f"{int((~np.isfinite(ivals)).sum())} such values")
             out[vid] = (feats, ivals)
     return out
 
@@ -174,7 +199,8 @@ def read_csd(root: str | Path, *, align: Literal["words", "none"] = "words",
                 report.notes.append(f"{cut} {split} samples truncated to {T} {m} frames (max_len)")
             features[m] = clean_features(arr, file=str(root / spec[m]), split=split, key=m, report=report)
             lengths[m] = L
-        labels = np.array([smp[3] for smp in chosen], dtype=np.float32)
+        labels = finite_float32(np.array([smp[3] for smp in chosen], dtype=np.float64).reshape(-1),
+                                file=str(root / spec["labels"]), split=split, key="labels")
         splits[split] = SplitData(features, lengths, labels, [smp[1] for smp in chosen])
         count_empty(splits[split], split, report)
     return DatasetBundle(name=root.name, task="regression", splits=splits, source=f"csd:{root}", report=report)

@@ -30,6 +30,8 @@ from mmfusion.data.dataset import (
     check_lengths,
     clean_features,
     count_empty,
+    finite_float32,
+    real_array,
 )
 from mmfusion.errors import DataError
 from mmfusion.io import atomic_path
@@ -87,7 +89,11 @@ def read_custom(path: str | Path) -> DatasetBundle:
                                 actual=list(g))
             labeled = "labels" in g  # clips without labels can be predicted, not trained or scored on
             if labeled:
-                labels = np.asarray(g["labels"][()])
+                labels = real_array(g["labels"][()], file=file, split=split, key="labels",
+                                    expected="(N,) scores or (N, E) emotions in {0, 1}")
+                if labels.ndim == 0:
+                    raise DataError("labels must be an array", file=file, split=split, key="labels",
+                                    expected="(N,) scores or (N, E) emotions in {0, 1}", actual="a scalar")
                 n = labels.shape[0]
             else:
                 if "features" not in g[mods[0]]:
@@ -113,12 +119,19 @@ def read_custom(path: str | Path) -> DatasetBundle:
                                     expected=f"(N, {len(emotions)}) in {{0, 1}}", actual=f"{labels.shape}")
                 labels = labels.astype(np.int64)
             elif labeled:
-                labels = labels.reshape(n).astype(np.float32)
-                if not np.isfinite(labels).all():
-                    raise DataError("labels contain NaN or inf", file=file, split=split, key="labels",
-                                    expected="finite values", actual="non-finite")
+                if labels.shape not in {(n,), (n, 1)}:
+                    raise DataError("wrong regression labels", file=file, split=split, key="labels",
+                                    expected=f"({n},) numbers", actual=f"{labels.shape}")
+                labels = finite_float32(labels.reshape(n), file=file, split=split, key="labels")
             if "ids" in g:
-                ids = [v.decode() if isinstance(v, bytes) else str(v) for v in g["ids"][()]]
+                raw_ids = np.asarray(g["ids"][()])
+                if raw_ids.ndim != 1:
+                    raise DataError("wrong id array", file=file, split=split, key="ids", expected=f"({n},) strings",
+                                    actual=f"shape {raw_ids.shape}")
+                ids = [v.decode() if isinstance(v, bytes) else str(v) for v in raw_ids]
+                if len(ids) != n:
+                    raise DataError("number of ids differs from the number of clips", file=file, split=split,
+                                    key="ids", expected=f"{n} ids", actual=f"{len(ids)}")
             else:
                 ids = [f"{split}_{i:05d}" for i in range(n)]
             splits[split] = SplitData(features, lengths, labels, ids, labeled=labeled)

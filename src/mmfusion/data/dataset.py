@@ -79,6 +79,41 @@ class DatasetBundle:
     report: LoadReport = field(default_factory=LoadReport)
     bayes: dict[str, float] | None = None  # metric ceilings, known only for the built-in benchmark
 
+    def __post_init__(self) -> None:
+        self.check_splits_agree()
+
+    def check_splits_agree(self) -> None:
+        """Every split holds the same modalities with the same feature size (the whole per-sample shape for clip
+        data) and labels of the same shape: a model built from one split must read the others. A
+        :class:`DataError` names the file, the split and key that differ, and both values."""
+        if not self.splits:
+            return
+        ref_name = "train" if "train" in self.splits else next(iter(self.splits))
+        ref = self.splits[ref_name]
+
+        def size(s: SplitData, m: str) -> tuple[int, ...]:
+            x = s.features[m]
+            return tuple(x.shape[-1:]) if m in s.lengths else tuple(x.shape[1:])
+
+        for name, s in self.splits.items():
+            if name == ref_name:
+                continue
+            if sorted(s.features) != sorted(ref.features):
+                raise DataError("modalities differ across splits", file=self.source, split=name, key="modalities",
+                                expected=f"{ref.modalities} (as in split {ref_name!r})", actual=s.modalities)
+            for m in ref.modalities:
+                if size(s, m) != size(ref, m):
+                    what = "feature size" if m in ref.lengths else "sample shape"
+                    raise DataError(f"{what} differs across splits", file=self.source, split=name,
+                                    key=f"{m}/features",
+                                    expected=f"{'x'.join(map(str, size(ref, m)))} (as in split {ref_name!r})",
+                                    actual="x".join(map(str, size(s, m))))
+            if s.labeled and ref.labeled and s.labels.shape[1:] != ref.labels.shape[1:]:
+                raise DataError("label shape differs across splits", file=self.source, split=name, key="labels",
+                                expected=f"(N, {', '.join(map(str, ref.labels.shape[1:]))}) (as in split "
+                                         f"{ref_name!r})".replace("(N, )", "(N,)"),
+                                actual=f"(N, {', '.join(map(str, s.labels.shape[1:]))})".replace("(N, )", "(N,)"))
+
     @property
     def _first(self) -> SplitData:
         """The training split, or where a file holds only clips to predict, its first split."""
@@ -148,6 +183,41 @@ def left_to_right(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def real_array(raw: Any, *, file: str, split: str | None, key: str, expected: str) -> np.ndarray:
+    """``raw`` as a numpy array of real numbers (integer or floating dtype).
+
+    A ragged nesting (rows of different lengths), strings, objects or complex numbers raise :class:`DataError`
+    naming the file, split and key, with ``expected`` as the expected value.
+    """
+    if isinstance(raw, np.ndarray):
+        arr = raw
+    else:
+        try:
+            arr = np.asarray(raw)
+        except (ValueError, TypeError):
+            raise DataError("not a rectangular array (rows of different lengths?)", file=file, split=split,
+                            key=key, expected=expected, actual=type(raw).__name__) from None
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError("not real numbers", file=file, split=split, key=key, expected=expected,
+                        actual=f"dtype {arr.dtype}")
+    return arr
+
+
+def finite_float32(values: np.ndarray, *, file: str, split: str | None, key: str) -> np.ndarray:
+    """``values`` as float32, refusing NaN, infinities and values beyond float32's range (which would become
+    infinite)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError("contains NaN, inf or values beyond float32's range", file=file, split=split, key=key,
+                        expected=f"finite values within ±{FLOAT32_MAX:.3g}",
+                        actual=f"{int((~np.isfinite(out)).sum())} such values")
+    return out
+
+
 def clean_features(
     x: Any, *, file: str, split: str, key: str, report: LoadReport, expected_n: int | None = None
 ) -> np.ndarray:
@@ -155,22 +225,26 @@ def clean_features(
 
     NaN, ``+inf``, a wrong rank or a wrong N raise :class:`DataError` naming the file, split and key.
     """
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except Exception:
-            raise DataError("not an array", file=file, split=split, key=key, expected="array (N, T, d)",
-                            actual=type(x).__name__) from None
+    x = real_array(x, file=file, split=split, key=key, expected="float array (N, T, d)")
     if x.ndim != 3:
         raise DataError("wrong rank", file=file, split=split, key=key, expected="3 dims (N, T, d)",
                         actual=f"shape {tuple(x.shape)}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError("not numeric", file=file, split=split, key=key, expected="float array",
-                        actual=f"dtype {x.dtype}")
     if expected_n is not None and x.shape[0] != expected_n:
         raise DataError("number of samples differs across keys", file=file, split=split, key=key,
                         expected=f"N={expected_n}", actual=f"N={x.shape[0]}")
-    x = np.array(x, dtype=np.float32, copy=True)
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        raise DataError("no frames or no features", file=file, split=split, key=key, expected="T >= 1 and d >= 1",
+                        actual=f"shape {tuple(x.shape)}")
+    raw = x
+    with np.errstate(over="ignore"):
+        x = np.array(raw, dtype=np.float32, copy=True)
+    if raw.dtype != np.float32:  # a finite value that became infinite in float32 (only looked for where any did)
+        inf = np.isinf(x)
+        if inf.any() and (overflow := inf & np.isfinite(raw)).any():
+            i = tuple(np.argwhere(overflow)[0])
+            raise DataError("values beyond float32's range", file=file, split=split, key=key,
+                            expected=f"|value| <= {FLOAT32_MAX:.3g}",
+                            actual=f"{raw[i]:.3g} at sample {i[0]}, frame {i[1]}")
     n_nan = int(np.isnan(x).sum())
     if n_nan:
         where = np.argwhere(np.isnan(x))[0]
@@ -188,19 +262,20 @@ def clean_features(
 
 def check_lengths(lengths: Any, T: int, n: int, *, file: str, split: str, key: str) -> np.ndarray:
     """Validate a length array (N,) against the sequence length T."""
-    lengths = np.asarray(lengths)
+    lengths = real_array(lengths, file=file, split=split, key=key, expected=f"({n},) integers")
     if lengths.ndim != 1 or lengths.shape[0] != n:
         raise DataError("length array has the wrong shape", file=file, split=split, key=key,
                         expected=f"({n},)", actual=f"{tuple(lengths.shape)}")
-    if not np.issubdtype(lengths.dtype, np.number) or np.any(lengths != np.round(lengths)):
+    bad = ~np.isfinite(lengths) | (lengths != np.round(lengths))
+    if bad.any():
+        i = int(np.argmax(bad))
         raise DataError("lengths must be whole numbers", file=file, split=split, key=key,
-                        expected="integers", actual=f"dtype {lengths.dtype}")
-    lengths = lengths.astype(np.int64)
+                        expected="integers", actual=f"{lengths[i]} at sample {i}")
     if (lengths < 0).any() or (lengths > T).any():
         i = int(np.argmax((lengths < 0) | (lengths > T)))
         raise DataError("length outside the sequence", file=file, split=split, key=key,
-                        expected=f"0 <= length <= {T}", actual=f"{int(lengths[i])} at sample {i}")
-    return lengths
+                        expected=f"0 <= length <= {T}", actual=f"{lengths[i]:g} at sample {i}")
+    return lengths.astype(np.int64)
 
 
 def require_keys(d: Any, keys: Sequence[str], *, file: str, split: str | None, what: str) -> None:

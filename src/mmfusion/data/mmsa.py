@@ -21,7 +21,9 @@ from mmfusion.data.dataset import (
     check_lengths,
     clean_features,
     count_empty,
+    finite_float32,
     lengths_from_right_padding,
+    real_array,
     require_keys,
 )
 from mmfusion.data.mult import ids_from
@@ -42,18 +44,21 @@ def read_mmsa(path: str | Path) -> DatasetBundle:
     for split in SPLITS:
         d = raw[split]
         require_keys(d, REQUIRED, file=file, split=split, what="split")
-        labels = np.asarray(d["regression_labels"], dtype=np.float64).reshape(-1)
+        labels = real_array(d["regression_labels"], file=file, split=split, key="regression_labels",
+                            expected="(N,) sentiment scores")
+        if labels.ndim not in (1, 2) or labels.ndim == 2 and labels.shape[1] != 1:
+            raise DataError("wrong label shape", file=file, split=split, key="regression_labels",
+                            expected="(N,) sentiment scores", actual=f"{labels.shape}")
+        labels = finite_float32(labels.reshape(-1), file=file, split=split, key="regression_labels")
         n = labels.shape[0]
-        if not np.isfinite(labels).all():
-            raise DataError("labels contain NaN or inf", file=file, split=split, key="regression_labels",
-                            expected="finite values", actual="non-finite")
         features, lengths = {}, {}
         for m in ("text", "vision", "audio"):
             x = clean_features(d[m], file=file, split=split, key=m, report=report, expected_n=n)
             T = x.shape[1]
             if m == "text":
                 if "text_bert" in d:
-                    tb = np.asarray(d["text_bert"])
+                    tb = real_array(d["text_bert"], file=file, split=split, key="text_bert",
+                                    expected=f"({n}, 3, {T}) BERT inputs")
                     if tb.ndim != 3 or tb.shape[0] != n or tb.shape[1] != 3 or tb.shape[2] != T:
                         raise DataError("wrong shape", file=file, split=split, key="text_bert",
                                         expected=f"({n}, 3, {T})", actual=f"{tb.shape}")
@@ -65,7 +70,7 @@ def read_mmsa(path: str | Path) -> DatasetBundle:
             x[np.arange(T)[None, :] >= L[:, None]] = 0.0  # frames past the length are padding
             features[m], lengths[m] = x, L
         ids = ids_from(d["id"], n, file=file, split=split) if "id" in d else [f"{split}_{i:05d}" for i in range(n)]
-        splits[split] = SplitData(features, lengths, labels.astype(np.float32), ids)
+        splits[split] = SplitData(features, lengths, labels, ids)
         count_empty(splits[split], split, report)
     return DatasetBundle(name=Path(file).parent.name or Path(file).stem, task="regression", splits=splits,
                          source=f"mmsa:{file}", report=report)

@@ -22,8 +22,10 @@ from mmfusion.data.dataset import (
     SplitData,
     clean_features,
     count_empty,
+    finite_float32,
     left_to_right,
     lengths_from_left_padding,
+    real_array,
     require_keys,
 )
 from mmfusion.data.safe_pickle import safe_load
@@ -35,7 +37,11 @@ MULT_MODALITIES = ("text", "audio", "vision")
 
 def ids_from(raw: object, n: int, *, file: str, split: str) -> list[str]:
     """Sample ids as strings; multi-part ids (N, k) are joined with ``$_$`` (MMSA's convention)."""
-    arr = np.asarray(raw)
+    try:
+        arr = np.asarray(raw)
+    except (ValueError, TypeError):
+        raise DataError("not a rectangular id array (rows of different lengths?)", file=file, split=split,
+                        key="id", expected=f"N={n} ids", actual=type(raw).__name__) from None
     if arr.shape[:1] != (n,):
         raise DataError("id array has the wrong length", file=file, split=split, key="id", expected=f"N={n}",
                         actual=f"shape {arr.shape}")
@@ -54,8 +60,9 @@ def read_mult(path: str | Path) -> DatasetBundle:
     raw = safe_load(path)
     require_keys(raw, SPLITS, file=file, split=None, what="split")
     report = LoadReport()
-    first_labels = np.asarray(raw["train"]["labels"]) if isinstance(raw["train"], Mapping) and "labels" in raw[
-        "train"] else None
+    first_labels = real_array(raw["train"]["labels"], file=file, split="train", key="labels",
+                              expected="(N, 1, 1) sentiment scores or (N, E, 2) one-hot emotions") \
+        if isinstance(raw["train"], Mapping) and "labels" in raw["train"] else None
     emotions: tuple[str, ...] = ()
     if first_labels is not None and first_labels.ndim == 3 and first_labels.shape[-1] == 2 and first_labels.shape[
             1] > 1:
@@ -65,7 +72,8 @@ def read_mult(path: str | Path) -> DatasetBundle:
     for split in SPLITS:
         d = raw[split]
         require_keys(d, (*MULT_MODALITIES, "labels"), file=file, split=split, what="split")
-        labels = np.asarray(d["labels"])
+        labels = real_array(d["labels"], file=file, split=split, key="labels",
+                            expected="(N, 1, 1) sentiment scores or (N, E, 2) one-hot emotions")
         n = labels.shape[0] if labels.ndim else 0
         features, lengths = {}, {}
         for m in MULT_MODALITIES:
@@ -81,10 +89,7 @@ def read_mult(path: str | Path) -> DatasetBundle:
             if labels.size != n:
                 raise DataError("wrong label shape", file=file, split=split, key="labels",
                                 expected="(N, 1, 1) sentiment scores", actual=f"{labels.shape}")
-            labels_out = labels.reshape(n).astype(np.float32)
-        if not np.isfinite(labels_out.astype(np.float64)).all():
-            raise DataError("labels contain NaN or inf", file=file, split=split, key="labels",
-                            expected="finite values", actual="non-finite")
+            labels_out = finite_float32(labels.reshape(n), file=file, split=split, key="labels")
         ids = ids_from(d["id"], n, file=file, split=split) if "id" in d else [f"{split}_{i:05d}" for i in range(n)]
         splits[split] = SplitData(features, lengths, labels_out, ids)
         count_empty(splits[split], split, report)
