@@ -8,6 +8,8 @@ A field holding a table with fixed entries (one kernel size per modality, say) i
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +20,23 @@ import yaml
 from mmfusion.errors import ConfigError, did_you_mean
 
 C = TypeVar("C")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-3`` is a float (YAML 1.1, PyYAML's default,
+    wants a dot in the mantissa, ``1.0e-3``, and reads ``1e-3`` as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: Any) -> Any:
+    """``yaml.safe_load`` with exponent floats such as ``1e-3`` read as numbers (see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _type_name(tp: Any) -> str:
@@ -62,6 +81,9 @@ def _coerce(value: Any, tp: Any, *, source: str | None, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError("wrong type", source=source, key=key, expected="float", actual=value)
+        if not math.isfinite(value):
+            raise ConfigError("not a finite number", source=source, key=key, expected="a finite float",
+                              actual=value)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -150,7 +172,7 @@ def build_checked(cls: type[C], overrides: Mapping[str, Any] | None, *, source: 
 def parse_value(text: str) -> Any:
     """Parse the value of a ``--set key=value`` flag as YAML (numbers, booleans, lists)."""
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 
@@ -159,7 +181,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     """Read a YAML mapping with a clear error for a missing or malformed file."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml_load(fh)
     except FileNotFoundError:
         raise ConfigError("config file not found", source=str(path)) from None
     except yaml.YAMLError as exc:

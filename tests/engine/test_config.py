@@ -51,6 +51,23 @@ def test_layering_file_then_flags_then_set(tmp_path):
     assert out.model_args == {"hidden": 7}
 
 
+def test_exponent_numbers_are_floats_in_files_and_on_the_command_line(tmp_path):
+    """PyYAML reads YAML 1.1, where ``1e-3`` (no dot) is a string; learning rates are written that way."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: mea\ntrain:\n  lr: 1e-3\n  weight_decay: 5E-5\nmodel_args:\n  alpha: 2.5e-1\n")
+    out = resolve_config(str(cfg), sets=["data_args.noise=2e-1"])
+    assert (out.train.lr, out.train.weight_decay, out.model_args["alpha"], out.data_args["noise"]) == (
+        1e-3, 5e-5, 0.25, 0.2)
+    assert resolve_config(None, sets=["train.lr=3e-4"]).train.lr == 3e-4
+    assert resolve_config(None, sets=["train.max_epochs=12"]).train.max_epochs == 12  # ints stay ints
+
+
+@pytest.mark.parametrize("value", ["1e400", ".inf", "-.inf"])
+def test_an_infinite_setting_is_refused(value):
+    with pytest.raises(ConfigError, match=r"not a finite number \(key 'lr'\): expected a finite float"):
+        resolve_config(None, sets=[f"train.lr={value}"])
+
+
 @pytest.mark.parametrize(("sets", "key", "expected"), [
     (["train.max_epochs=0"], "max_epochs", ">= 1"),
     (["train.batch_size=0"], "batch_size", ">= 1"),

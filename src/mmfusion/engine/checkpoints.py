@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import yaml
 
+from mmfusion.config import yaml_load
 from mmfusion.data import DatasetBundle, data_kind, effective_reader_options
 from mmfusion.engine.system import FusionSystem
 from mmfusion.errors import ConfigError, DataError
@@ -84,7 +85,7 @@ def training_data(hparams: Mapping[str, Any], ckpt: str | Path) -> tuple[str | N
         return meta.get("data_spec"), dict(meta["data_args"] or {})
     config = Path(ckpt).resolve().parent.parent / "config.yaml"
     try:
-        raw = yaml.safe_load(config.read_text())
+        raw = yaml_load(config.read_text())
     except (OSError, yaml.YAMLError):
         return None, {}
     if not isinstance(raw, dict) or not isinstance(raw.get("data_args") or {}, dict):

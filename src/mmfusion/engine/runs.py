@@ -26,7 +26,14 @@ import numpy as np
 import torch
 import yaml
 
-from mmfusion.config import build_checked, check_bounds, check_model_values, load_yaml, parse_value
+from mmfusion.config import (
+    build_checked,
+    check_bounds,
+    check_model_values,
+    load_yaml,
+    parse_value,
+    yaml_load,
+)
 from mmfusion.data import DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError, did_you_mean
 from mmfusion.io import atomic_write_json, atomic_write_text
@@ -334,13 +341,13 @@ def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> int | None:
     results (or the epochs trained so far) would be reported under settings they did not come from. The one change
     allowed is a larger epoch budget (training on): then the run's ``max_epochs`` is returned, else None."""
     try:
-        stored = yaml.safe_load((run / "config.yaml").read_text())
+        stored = yaml_load((run / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None  # nothing recorded (a run interrupted before it wrote its config): it starts afresh
     if not isinstance(stored, Mapping):
         return None
     before = _flat(stored)
-    now = _flat(yaml.safe_load(yaml.safe_dump(dict(resolved), sort_keys=False)))  # as it would be stored
+    now = _flat(yaml_load(yaml.safe_dump(dict(resolved), sort_keys=False)))  # as it would be stored
     # a setting the stored config lacks (or has no more) came with another version of mmfusion: not compared
     differ = [k for k in sorted(set(before) & set(now)) if k not in PRESENTATION_ONLY and before[k] != now[k]]
     if differ == ["train.max_epochs"] and now["train.max_epochs"] > before["train.max_epochs"]:
