@@ -94,6 +94,20 @@ def test_convert_refuses_a_file_name_that_says_another_format(tmp_path, capsys, 
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_convert_keeps_an_existing_file_unless_told_and_never_replaces_its_input(tmp_path, capsys):
+    out = tmp_path / "mine.h5"
+    out.write_bytes(b"the user's file")
+    args = ["convert", "synthetic", str(out), "--set", "n_train=40"]
+    assert main(args) == 2
+    assert "the output file exists" in capsys.readouterr().err and out.read_bytes() == b"the user's file"
+    assert main(args + ["--overwrite"]) == 0
+    assert load_data(f"h5:{out}").splits["train"].labels.shape == (40,)
+    # the file being read, under another spelling of its path: refused even with --overwrite
+    assert main(["convert", f"h5:{out}", str(tmp_path / "." / "mine.h5"), "--overwrite"]) == 2
+    assert "the output is the file being read" in capsys.readouterr().err
+    assert load_data(f"h5:{out}").splits["train"].labels.shape == (40,)
+
+
 @pytest.mark.parametrize(("change", "says"), [
     ("feature_size", "feature size differs across splits (split 'valid', key 'vision/features'): expected 12"),
     ("modality", "modalities differ across splits (split 'test', key 'modalities')"),

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="h5 (default for a .h5 file): mmfusion's HDF5 format; mult / mmsa: that project's pickle "
                         "layout (a .pkl file)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader options (data_args)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it exists (by default an existing file is kept and convert stops; the file "
+                        "being read is never replaced)")
 
     p = sub.add_parser("prepare", help="decode raw clips (ravdess:DIR, ntu:DIR) once into the dataset's cache "
                        "(interrupted, it goes on from the last decoded clip)")
@@ -392,6 +395,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if suffix not in suffixes:  # a file whose name says another format than it holds goes to the wrong reader
         raise ConfigError(f"the {args.layout} layout is written to a '{suffixes[0]}' (or {suffixes[1]}) file",
                           source=args.out, key="out", expected="a matching suffix", actual=suffix or "no suffix")
+    out = Path(args.out)
+    source = Path(args.data.partition(":")[2]) if ":" in args.data else None
+    if source is not None and out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ConfigError("the output is the file being read", source=args.out, key="out",
+                          expected="another file", actual=args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError("the output file exists", source=args.out, key="out",
+                          expected="a new file (or --overwrite to replace it)", actual="an existing file")
     bundle = load_data(args.data, _data_args(args.set), source="--set")
     if args.layout != "h5":  # the pickle layouts hold three labelled splits
         from mmfusion.engine.runs import require_training_splits
