@@ -109,6 +109,15 @@ def test_unknown_precision_or_accelerator_names_the_choices(sets, key):
     assert f"'{key}'" in str(err.value) and "expected one of" in str(err.value)
 
 
+@pytest.mark.parametrize(("given", "stored"), [("32", "32-true"), ("16", "16-mixed"), ("bf16", "bf16-mixed"),
+                                              ("64", "64-true"), ("bf16-true", "bf16-true")])
+def test_lightnings_short_precision_names_are_read_as_it_reads_them(tmp_path, given, stored):
+    assert resolve_config(None, {"train": {"precision": given}}).train.precision == stored  # --precision 32
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"train:\n  precision: {given}\n")  # YAML reads 32 as an int
+    assert resolve_config(str(cfg)).train.precision == stored
+
+
 def test_a_gpu_run_without_a_gpu_is_refused_before_any_directory_is_made(tmp_path, monkeypatch):
     import torch
 

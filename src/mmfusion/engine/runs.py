@@ -42,6 +42,8 @@ from mmfusion.models import config_class, list_models, load_pretrained, model_in
 from mmfusion.runtime import launched_worker
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+"""Lightning's short precision names and the settings it reads them as."""
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
@@ -71,7 +73,7 @@ class TrainConfig:
     lr_patience: int = 5  # ReduceLROnPlateau on validation loss
     lr_factor: float = 0.5
     loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
-    precision: str = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed
+    precision: str | int = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed (or 32, 16, bf16)
     accelerator: str = "auto"  # cpu, gpu, auto
     devices: int = 1
     num_workers: int = 0
@@ -81,8 +83,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
 
     def validate(self, source: str | None = None) -> None:
+        self.precision = PRECISION_ALIASES.get(str(self.precision), str(self.precision))  # stored by full name
         if self.precision not in PRECISIONS:
-            raise ConfigError("unknown precision", source=source, key="precision", expected=f"one of {PRECISIONS}",
+            raise ConfigError("unknown precision", source=source, key="precision",
+                              expected=f"one of {PRECISIONS} (or {', '.join(PRECISION_ALIASES)})",
                               actual=self.precision)
         if self.accelerator not in ACCELERATORS:
             raise ConfigError("unknown accelerator", source=source, key="accelerator",
