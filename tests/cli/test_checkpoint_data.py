@@ -135,3 +135,53 @@ def test_hyper_parameters_read_from_either_checkpoint_format(tmp_path):
         torch.save({"hyper_parameters": {"model_name": "x", "zipped": zipped}, "state_dict": {"w": torch.ones(3)}},
                    path, _use_new_zipfile_serialization=zipped)
         assert read_hparams(path) == {"model_name": "x", "zipped": zipped}
+
+
+def _altered(run, tmp_path, name, change):
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    change(ckpt)
+    path = tmp_path / name
+    torch.save(ckpt, path)
+    return path
+
+
+def _first_weight(ckpt):
+    return next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda c: c["state_dict"].__setitem__(_first_weight(c), c["state_dict"][_first_weight(c)][..., :1].clone()),
+     "its weights do not fit the model its hyper-parameters describe (key 'state_dict'): expected lf_lstm_tiny's "
+     "parameters, got size mismatch for"),
+    (lambda c: c["state_dict"].pop(_first_weight(c)), "got Missing key(s) in state_dict"),
+    (lambda c: c["state_dict"][_first_weight(c)].view(-1).__setitem__(0, float("nan")),
+     "non-finite weights (NaN or inf) (key 'state_dict/"),
+    (lambda c: c["hyper_parameters"].__setitem__("model_name", "lf_lstm_huge"),
+     "its hyper-parameters do not describe a model this version builds (unknown model"),
+    (lambda c: c["hyper_parameters"].__setitem__("colour", "blue"),
+     "its hyper-parameters are not an mmfusion model's (TypeError"),
+])
+def test_a_damaged_or_foreign_checkpoint_is_one_error_naming_the_file(trained, tmp_path, capsys, change, says):
+    """Weights that do not fit, NaN weights and hyper-parameters no model is built from: one line, not a traceback
+    from load_state_dict, and no NaN metrics written."""
+    _, run = trained
+    path = _altered(run, tmp_path, "damaged.ckpt", change)
+    assert main(["test", "--ckpt", str(path), "--data", "synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "damaged.ckpt" in err and says in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.ckpt"]  # nothing written
+
+
+def test_results_of_a_checkpoint_outside_a_run_go_beside_it(trained, tmp_path):
+    """Beside ``<run>/checkpoints/x.ckpt`` results go to ``<run>``; a checkpoint copied elsewhere writes into its
+    own folder, never into the folder above it."""
+    _, run = trained
+    here = tmp_path / "shared" / "models"
+    here.mkdir(parents=True)
+    path = _altered(run, here, "model.ckpt", lambda c: None)
+    assert main(["test", "--ckpt", str(path), "--data", "synthetic"]) == 0
+    assert main(["predict", "--ckpt", str(path), "--data", "synthetic", "--split", "valid"]) == 0
+    assert sorted(p.name for p in here.iterdir()) == ["model.ckpt", "test_synthetic.metrics.json",
+                                                      "test_synthetic.predictions.csv",
+                                                      "valid_synthetic.predictions.csv"]
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["models"]

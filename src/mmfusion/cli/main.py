@@ -112,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help="data SPEC")
         p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                        help="split to evaluate (default test)")
-        p.add_argument("--out", help="output file, default beside the checkpoint's run: test writes metrics to X.json "
-                                     "and per-clip predictions to X.predictions.csv; predict writes a .csv")
+        p.add_argument("--out", help="output file: test writes metrics to X.json and per-clip predictions to "
+                                     "X.predictions.csv; predict writes a .csv (default: <split>_<data>.metrics.json "
+                                     "/ .predictions.csv in the checkpoint's run directory, <run> for "
+                                     "<run>/checkpoints/x.ckpt, else the checkpoint's own folder)")
         p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass (default 64)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
         p.add_argument("--compile", action="store_true",
@@ -134,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--index", type=int, default=0, help="sample index within the split (default 0)")
     which.add_argument("--id", help="the sample's id instead of its index, as in predictions.csv (e.g. a video "
                                     "segment's name)")
-    p.add_argument("--out", help="output directory (default: beside the checkpoint, explain/<split>_<index>)")
+    p.add_argument("--out", help="output directory (default: explain/<split>_<index> in the checkpoint's run "
+                                 "directory, as for test)")
     p.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
                    help="2-D plot of exclusive vs agnostic codes of the split (default tsne)")
     p.add_argument("--max-samples", type=int, default=300, help="samples in the embedding plot")
@@ -264,7 +267,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     import lightning as L
 
-    from mmfusion.engine.checkpoints import load_system
+    from mmfusion.engine.checkpoints import load_system, run_dir
     from mmfusion.engine.runs import make_loader, predict_arrays, write_predictions
     from mmfusion.engine.system import compute_metrics
     from mmfusion.io import atomic_write_json
@@ -286,16 +289,16 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=True,
                         enable_model_summary=False)
     ids, pred, labels, _ = predict_arrays(trainer, system, loader)
-    stem = Path(args.ckpt).resolve().parent.parent / f"{args.split}_{bundle.name}"
+    stem = f"{args.split}_{bundle.name}"
     if write_predictions_only:
-        out = Path(args.out) if args.out else stem.with_suffix(".predictions.csv")
+        out = Path(args.out) if args.out else run_dir(args.ckpt) / f"{stem}.predictions.csv"
         write_predictions(out, ids, pred, labels if bundle.splits[args.split].labeled else None, bundle.task,
                           bundle.emotions)
         console.print(f"wrote {len(ids)} predictions to {out}")
         return 0
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     warning = constant_predictions(pred, bundle.task)
-    out = Path(args.out) if args.out else stem.with_suffix(".metrics.json")
+    out = Path(args.out) if args.out else run_dir(args.ckpt) / f"{stem}.metrics.json"
     predictions = predictions_beside(out)
     atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "data_args": data_args,
                             "split": args.split, "predictions": predictions.name, **metrics,
@@ -332,14 +335,13 @@ def _checkpoint_data(system: Any, args: argparse.Namespace, say: Any) -> tuple[A
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from mmfusion.engine.checkpoints import load_system
+    from mmfusion.engine.checkpoints import load_system, run_dir
     from mmfusion.engine.explain import embed_codes, explain_sample, sample_index
 
     system = load_system(args.ckpt)
     bundle, _ = _checkpoint_data(system, args, print)
     index = args.index if args.id is None else sample_index(bundle, args.split, args.id)
-    out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "explain" / (
-        f"{args.split}_{index}")
+    out = Path(args.out) if args.out else run_dir(args.ckpt) / "explain" / f"{args.split}_{index}"
     meta = explain_sample(system.model, bundle, args.split, index, out)
     print(f"sample {meta['id']}: {meta['reading']}")
     print(f"wrote {len(meta['files'])} plots and arrays.npz to {out}")

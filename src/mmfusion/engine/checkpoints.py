@@ -41,12 +41,43 @@ def read_hparams(path: str | Path) -> dict[str, Any]:
     return dict(read_checkpoint(path, mmap=True)["hyper_parameters"])
 
 
+def run_dir(ckpt: str | Path) -> Path:
+    """The run directory a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt`` (where ``fit``
+    writes them), else the folder the file lies in. Evaluation results are written there by default."""
+    path = Path(ckpt).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 def load_system(path: str | Path) -> FusionSystem:
     """Rebuild the model from the hyper-parameters stored in the checkpoint and load its weights (read as
-    :func:`read_checkpoint` reads them)."""
+    :func:`read_checkpoint` reads them). Hyper-parameters this version cannot build a model from, weights that do
+    not fit that model and non-finite weights are each a :class:`DataError` naming the file."""
     ckpt = read_checkpoint(path)
-    system = FusionSystem(**dict(ckpt["hyper_parameters"]))
-    system.load_state_dict(ckpt["state_dict"])
+    hparams = ckpt["hyper_parameters"]
+    if not isinstance(hparams, Mapping):
+        raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters", expected="a mapping",
+                        actual=type(hparams).__name__)
+    try:
+        system = FusionSystem(**dict(hparams))
+    except ConfigError as exc:
+        raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc})",
+                        file=path, key="hyper_parameters") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"its hyper-parameters are not an mmfusion model's ({type(exc).__name__}: {exc})",
+                        file=path, key="hyper_parameters") from None
+    state = ckpt["state_dict"]
+    try:
+        system.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
+        raise DataError("its weights do not fit the model its hyper-parameters describe", file=path,
+                        key="state_dict", expected=f"{hparams.get('model_name')}'s parameters",
+                        actual=detail[0][:300]) from None
+    bad = [name for name, t in state.items() if torch.is_tensor(t) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise DataError("non-finite weights (NaN or inf)", file=path, key=f"state_dict/{bad[0]}",
+                        expected="finite values", actual=f"{len(bad)} tensor(s) with NaN or inf, first {bad[0]}")
     system.eval()
     return system
 
@@ -83,7 +114,7 @@ def training_data(hparams: Mapping[str, Any], ckpt: str | Path) -> tuple[str | N
     meta = dict(hparams.get("meta") or {})
     if "data_args" in meta:
         return meta.get("data_spec"), dict(meta["data_args"] or {})
-    config = Path(ckpt).resolve().parent.parent / "config.yaml"
+    config = run_dir(ckpt) / "config.yaml"
     try:
         raw = yaml_load(config.read_text())
     except (OSError, yaml.YAMLError):
