@@ -82,6 +82,8 @@ def test_an_infinite_setting_is_refused(value):
     (["model_args.kernels={txt: 3}"], "kernels.txt", "one of"),
     (["model_args.alpha=-1"], "alpha", ">= 0"),
     (["seeds=[1, 2, 1]"], "seeds", "distinct seeds"),
+    (["seeds=[1, -1]"], "seeds", "0 <= seed < 2**32"),  # numpy's generators refuse negative seeds
+    (["data_args.seed=-1"], "seed", ">= 0"),
 ])
 def test_values_out_of_range_are_refused_by_name(sets, key, expected):
     """Out-of-range numbers give one ConfigError naming the key, the bound and the value, not an error from deep

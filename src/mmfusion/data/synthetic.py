@@ -75,7 +75,7 @@ class SyntheticConfig:
 
         # metrics such as Corr need two clips of a split
         check_bounds(self, source=source, at_least={"n_train": 1, "n_valid": 2, "n_test": 2, "background": 0,
-                                                    "noise": 0})
+                                                    "noise": 0, "seed": 0}, below={"seed": 2**32})
         for key, low in (("text_dim", 8), ("vision_dim", 9), ("audio_dim", 4), ("text_len", 6),
                          ("vision_len", 10), ("audio_len", 4)):
             if getattr(self, key) < low:

@@ -175,6 +175,9 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
         if not cfg.seeds:
             raise ConfigError("need at least one seed", source=default_source, key="seeds",
                               expected="a list of ints", actual=cfg.seeds)
+        if any(not 0 <= s < 2**32 for s in cfg.seeds):  # the range Lightning's seed_everything accepts
+            raise ConfigError("seed out of range", source=default_source, key="seeds",
+                              expected="0 <= seed < 2**32", actual=next(s for s in cfg.seeds if not 0 <= s < 2**32))
         if len(set(cfg.seeds)) != len(cfg.seeds):  # one run directory per seed: a repeat would stop at "exists"
             raise ConfigError("a seed is listed twice", source=default_source, key="seeds",
                               expected="distinct seeds", actual=cfg.seeds)
