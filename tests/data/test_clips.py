@@ -194,6 +194,27 @@ def test_skeleton_parser(ntu_dir, tmp_path):
     bad.write_text("5\n1\n")
     with pytest.raises(DataError, match="malformed skeleton"):
         read_skeleton(bad)
+    good = (ntu_dir / "S001C001P001R001A001.skeleton").read_text().split("\n")
+    first_joint = 4  # frame count, body count, body info, joint count, then the joints
+    for line, says in (("0.1", "malformed skeleton"),  # one coordinate would be broadcast to x, y and z
+                       ("nan 0.2 0.3", "NaN or inf")):
+        bad.write_text("\n".join(good[:first_joint] + [line] + good[first_joint + 1:]))
+        with pytest.raises(DataError, match=says):
+            read_skeleton(bad)
+
+
+def test_a_landmark_csv_with_a_bad_cell_is_named(tmp_path):
+    from mmfusion.data.clips import read_landmarks
+
+    header = ",".join([f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)])
+    row = ",".join(["1.0"] * 136)
+    for bad_row, says in ((",".join(["1.0"] * 135 + ["n/a"]), "non-numeric"),
+                          (",".join(["1.0"] * 135 + ["nan"]), "NaN or inf")):
+        csv_path = tmp_path / "landmarks.csv"
+        csv_path.write_text(f"{header}\n{row}\n{bad_row}\n")
+        with pytest.raises(DataError, match=says) as err:
+            read_landmarks(csv_path, np.arange(2))
+        assert "landmarks.csv" in str(err.value)
 
 
 @pytest.mark.parametrize("model", ["msaf_ntu_tiny", "msaf_ntu"])

@@ -132,7 +132,15 @@ def read_landmarks(path: Path, frames: np.ndarray) -> np.ndarray | None:
     if not rows or "x_0" not in rows[0]:
         raise DataError("landmark CSV without x_0..x_67 columns", file=path, expected="x_0..x_67, y_0..y_67",
                         actual=sorted(rows[0])[:6] if rows else "empty file")
-    pts = np.array([[[float(r[f"x_{i}"]), float(r[f"y_{i}"])] for i in range(68)] for r in rows])
+    try:
+        pts = np.array([[[float(r[f"x_{i}"]), float(r[f"y_{i}"])] for i in range(68)] for r in rows])
+    except (KeyError, ValueError, TypeError) as exc:  # a missing column or a cell that is not a number
+        raise DataError(f"landmark CSV with a missing or non-numeric value ({type(exc).__name__}: {exc})",
+                        file=path, expected="numbers in x_0..x_67, y_0..y_67 on every row") from None
+    if not np.isfinite(pts).all():
+        row = int(np.argwhere(~np.isfinite(pts))[0][0])
+        raise DataError("landmark CSV with NaN or inf", file=path, expected="finite coordinates",
+                        actual=f"non-finite value on data row {row + 1}")
     return pts[np.minimum(frames, len(pts) - 1)]
 
 
@@ -287,12 +295,17 @@ def read_skeleton(path: Path, bodies: int = 2, joints: int = 25) -> np.ndarray:
                 n_joints = int(next(lines))
                 for j in range(n_joints):
                     vals = next(lines).split()
+                    if len(vals) < 3:
+                        raise ValueError("a joint line with fewer than 3 coordinates")
                     if b < bodies and j < joints:
                         out[b, :, t, j] = [float(v) for v in vals[:3]]
-    except (StopIteration, ValueError) as exc:
+    except (StopIteration, ValueError, IndexError) as exc:
         raise DataError(f"malformed skeleton file ({type(exc).__name__})", file=path,
                         expected="frame count, then per frame body count, body info, joint count, joint lines",
                         actual="truncated or non-numeric content") from None
+    if not np.isfinite(out).all():
+        raise DataError("skeleton file with NaN or inf coordinates", file=path, expected="finite x, y, z",
+                        actual=f"{int((~np.isfinite(out)).sum())} non-finite values")
     return out
 
 
