@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -538,6 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mmfusion {args.command}: interrupted{RESUME_HINT.get(args.command, '')}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`mmfusion data ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not raise again
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     return 1
 
 
