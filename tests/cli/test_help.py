@@ -68,3 +68,14 @@ def test_output_into_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) in (0, 141), err  # 0 when the output fitted in the pipe's buffer
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_file_system_refusal_is_one_line_naming_the_path(tmp_path, capsys):
+    """An output under a regular file (or without permission, or on a full disk): the path and the reason, no
+    traceback."""
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder")
+    assert main(["convert", "synthetic", str(blocker / "data.h5"), "--set", "n_train=40"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blocker) in err and "error:" in err, err
+    assert blocker.read_text() == "a file, not a folder"

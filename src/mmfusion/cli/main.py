@@ -543,6 +543,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not raise again
         return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
+    except OSError as exc:  # the file system refused (not a directory, no permission, disk full): one line
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        print(f"mmfusion {args.command}: error: {where + ': ' if where else ''}{exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     return 1
 
 
