@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -153,3 +155,22 @@ def test_emotion_label_shapes_must_agree_across_splits():
     with pytest.raises(DataError, match=r"label shape differs across splits \(split 'test', key 'labels'\): "
                                         r"expected \(N, 4\) \(as in split 'train'\), got \(N, 3\)"):
         DatasetBundle(name="x", task="emotion", splits=splits, source="x.pkl", emotions=bundle.emotions)
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda h5: (h5["valid"].__delitem__("text"), h5["valid"].create_dataset("text", data=np.zeros(3))),
+     "expected a group (split 'valid', key 'text')"),
+    (lambda h5: (h5["train/audio"].__delitem__("lengths"), h5["train/audio"].create_group("lengths")),
+     "expected a dataset (split 'train', key 'audio/lengths')"),
+    (lambda h5: h5.attrs.__setitem__("version", 2), "a format version this mmfusion cannot read"),
+])
+def test_a_file_laid_out_otherwise_is_named_not_a_traceback(tmp_path, change, says):
+    import h5py
+
+    from mmfusion.data.custom import write_custom
+
+    path = write_custom(tmp_path / "data.h5", make_synthetic(SyntheticConfig(n_train=8, n_valid=4, n_test=4)))
+    with h5py.File(path, "a") as h5:
+        change(h5)
+    with pytest.raises(DataError, match=re.escape(says)):
+        load_data(f"h5:{path}")

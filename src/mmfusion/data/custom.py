@@ -60,6 +60,22 @@ def write_custom(path: str | Path, bundle: DatasetBundle) -> Path:
     return path
 
 
+def _group(parent: h5py.Group, name: str, *, file: str, split: str | None, key: str) -> h5py.Group:
+    obj = parent[name]
+    if not isinstance(obj, h5py.Group):
+        raise DataError("expected a group", file=file, split=split, key=key, expected="an HDF5 group",
+                        actual="a dataset")
+    return obj
+
+
+def _dataset(parent: h5py.Group, name: str, *, file: str, split: str, key: str) -> h5py.Dataset:
+    obj = parent[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError("expected a dataset", file=file, split=split, key=key, expected="an HDF5 dataset",
+                        actual="a group")
+    return obj
+
+
 def read_custom(path: str | Path) -> DatasetBundle:
     """Read the mmfusion HDF5 format with the same validation as the other readers."""
     file = str(path)
@@ -74,6 +90,11 @@ def read_custom(path: str | Path) -> DatasetBundle:
         if h5.attrs.get("format") != "mmfusion":
             raise DataError("not an mmfusion dataset", file=file, key="format", expected="'mmfusion'",
                             actual=h5.attrs.get("format"))
+        version = h5.attrs.get("version", FORMAT_VERSION)
+        if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= FORMAT_VERSION:
+            raise DataError("a format version this mmfusion cannot read (written by a newer one?)", file=file,
+                            key="version", expected="an integer, " + (f"1 to {FORMAT_VERSION}" if FORMAT_VERSION > 1
+                                                                      else "1"), actual=repr(version))
         task = str(h5.attrs.get("task", "regression"))
         if task not in ("regression", "emotion"):
             raise DataError("unknown task", file=file, key="task", expected="regression or emotion", actual=task)
@@ -82,35 +103,39 @@ def read_custom(path: str | Path) -> DatasetBundle:
         if not any(split in h5 for split in SPLITS):
             raise DataError("no split", file=file, expected=f"one or more of {list(SPLITS)}", actual=list(h5))
         for split in [s for s in SPLITS if s in h5]:
-            g = h5[split]
+            g = _group(h5, split, file=file, split=split, key=split)
             mods = [m for m in MODALITIES if m in g]
+            groups = {m: _group(g, m, file=file, split=split, key=m) for m in mods}
             if not mods:
                 raise DataError("no modality group", file=file, split=split, expected=list(MODALITIES),
                                 actual=list(g))
             labeled = "labels" in g  # clips without labels can be predicted, not trained or scored on
             if labeled:
-                labels = real_array(g["labels"][()], file=file, split=split, key="labels",
+                raw_labels = _dataset(g, "labels", file=file, split=split, key="labels")[()]
+                labels = real_array(raw_labels, file=file, split=split, key="labels",
                                     expected="(N,) scores or (N, E) emotions in {0, 1}")
                 if labels.ndim == 0:
                     raise DataError("labels must be an array", file=file, split=split, key="labels",
                                     expected="(N,) scores or (N, E) emotions in {0, 1}", actual="a scalar")
                 n = labels.shape[0]
             else:
-                if "features" not in g[mods[0]]:
+                if "features" not in groups[mods[0]]:
                     raise DataError("missing key", file=file, split=split, key=f"{mods[0]}/features",
-                                    expected="features and lengths", actual=list(g[mods[0]]))
-                n = int(g[mods[0]]["features"].shape[0])
+                                    expected="features and lengths", actual=list(groups[mods[0]]))
+                first = _dataset(groups[mods[0]], "features", file=file, split=split, key=f"{mods[0]}/features")
+                n = int(first.shape[0]) if first.ndim else 0
                 labels = (np.full((n, len(emotions)), -1, np.int64) if task == "emotion"
                           else np.full(n, np.nan, np.float32))
             features, lengths = {}, {}
             for m in mods:
                 for key in ("features", "lengths"):
-                    if key not in g[m]:
+                    if key not in groups[m]:
                         raise DataError("missing key", file=file, split=split, key=f"{m}/{key}",
-                                        expected="features and lengths", actual=list(g[m]))
-                x = clean_features(g[m]["features"][()], file=file, split=split, key=f"{m}/features",
-                                   report=report, expected_n=n)
-                L = check_lengths(g[m]["lengths"][()], x.shape[1], n, file=file, split=split, key=f"{m}/lengths")
+                                        expected="features and lengths", actual=list(groups[m]))
+                x = clean_features(_dataset(groups[m], "features", file=file, split=split, key=f"{m}/features")[()],
+                                   file=file, split=split, key=f"{m}/features", report=report, expected_n=n)
+                L = check_lengths(_dataset(groups[m], "lengths", file=file, split=split, key=f"{m}/lengths")[()],
+                                  x.shape[1], n, file=file, split=split, key=f"{m}/lengths")
                 x[np.arange(x.shape[1])[None, :] >= L[:, None]] = 0.0
                 features[m], lengths[m] = x, L
             if labeled and task == "emotion":  # (unlabelled splits keep their placeholders, never read)
@@ -124,7 +149,7 @@ def read_custom(path: str | Path) -> DatasetBundle:
                                     expected=f"({n},) numbers", actual=f"{labels.shape}")
                 labels = finite_float32(labels.reshape(n), file=file, split=split, key="labels")
             if "ids" in g:
-                raw_ids = np.asarray(g["ids"][()])
+                raw_ids = np.asarray(_dataset(g, "ids", file=file, split=split, key="ids")[()])
                 if raw_ids.ndim != 1:
                     raise DataError("wrong id array", file=file, split=split, key="ids", expected=f"({n},) strings",
                                     actual=f"shape {raw_ids.shape}")
