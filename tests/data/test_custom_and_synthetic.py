@@ -110,11 +110,18 @@ def test_convert_keeps_an_existing_file_unless_told_and_never_replaces_its_input
     assert load_data(f"h5:{out}").splits["train"].labels.shape == (40,)
 
 
+def _datasets(group):
+    names = []
+    group.visititems(lambda name, obj: names.append(name) if hasattr(obj, "shape") else None)
+    return names
+
+
 @pytest.mark.parametrize(("change", "says"), [
     ("feature_size", "feature size differs across splits (split 'valid', key 'vision/features'): expected 12"),
     ("modality", "modalities differ across splits (split 'test', key 'modalities')"),
     ("labels", "wrong regression labels (split 'valid', key 'labels'): expected (8,) numbers, got (8, 2)"),
     ("ids", "number of ids differs from the number of clips (split 'valid', key 'ids'): expected 8 ids, got 7"),
+    ("empty", "a split without clips (split 'valid', key 'labels'): expected at least one clip, got N=0"),
 ])
 def test_splits_that_disagree_are_refused_with_the_split_and_key(tmp_path, change, says):
     """A model is built from the training split's sizes; a split that differs would fail deep inside torch (and
@@ -133,6 +140,11 @@ def test_splits_that_disagree_are_refused_with_the_split_and_key(tmp_path, chang
             h5["valid/vision/features"] = x[..., :-1]
         elif change == "modality":
             del h5["test/audio"]
+        elif change == "empty":
+            for name in [k for k in _datasets(h5["valid"])]:
+                x = h5["valid"][name][()][:0]
+                del h5["valid"][name]
+                h5["valid"][name] = x
         elif change == "ids":
             ids = h5["valid/ids"][:]
             del h5["valid/ids"]

@@ -83,11 +83,16 @@ class DatasetBundle:
         self.check_splits_agree()
 
     def check_splits_agree(self) -> None:
-        """Every split holds the same modalities with the same feature size (the whole per-sample shape for clip
-        data) and labels of the same shape: a model built from one split must read the others. A
+        """Every split holds at least one clip, and the same modalities with the same feature size (the whole
+        per-sample shape for clip data) and labels of the same shape: a model built from one split must read the
+        others. A
         :class:`DataError` names the file, the split and key that differ, and both values."""
         if not self.splits:
             return
+        for name, s in self.splits.items():
+            if len(s) == 0:
+                raise DataError("a split without clips", file=self.source, split=name, key="labels" if s.labeled
+                                else "features", expected="at least one clip", actual="N=0")
         ref_name = "train" if "train" in self.splits else next(iter(self.splits))
         ref = self.splits[ref_name]
 
