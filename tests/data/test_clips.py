@@ -225,3 +225,13 @@ def test_msaf_ntu_fits_end_to_end(ntu_dir, tmp_path, model):
     assert main(["fit", "--model", model, "--data", f"ntu:{ntu_dir}", "--set", "data_args.frames=8",
                  "--set", "data_args.size=32", "--set", "data_args.skeleton_frames=16", "--max-epochs", "1",
                  "--batch-size", "2", "--no-progress", "--out", str(out)]) == 0
+
+
+def test_data_command_describes_clip_datasets(ravdess_dir, capsys, tmp_path):
+    """Clip data has no frame lengths: `mmfusion data` prints each split's clip shape instead."""
+    assert main(["data", f"ravdess:{ravdess_dir}", "--set", "frames=4", "--set", "size=32",
+                 "--json", str(tmp_path / "d.json")]) == 0
+    out = capsys.readouterr().out
+    assert "clip shape 3x4x32x32" in out
+    info = json.loads((tmp_path / "d.json").read_text())
+    assert info["splits"]["train"]["shapes"]["video"] == [3, 4, 32, 32]

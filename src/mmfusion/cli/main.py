@@ -461,10 +461,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     for name, s in bundle.splits.items():
         info["splits"][name] = {"n": len(s), "lengths": {}}
         for m in s.modalities:
+            x = s.features[m]
+            if m not in s.lengths:  # clip data: one fixed-size array per clip
+                info["splits"][name].setdefault("shapes", {})[m] = list(x.shape[1:])
+                print(f"  {name:5s} {m:6s} N={len(s):6d} clip shape {'x'.join(map(str, x.shape[1:]))}")
+                continue
             L = s.lengths[m]
-            info["splits"][name]["lengths"][m] = {"max_frames": int(s.features[m].shape[1]), "min": int(L.min()),
+            if len(s) == 0:
+                info["splits"][name]["lengths"][m] = {"max_frames": int(x.shape[1])}
+                print(f"  {name:5s} {m:6s} N={0:6d} T={x.shape[1]:4d} d={x.shape[2]:4d} (no clips)")
+                continue
+            info["splits"][name]["lengths"][m] = {"max_frames": int(x.shape[1]), "min": int(L.min()),
                                                   "mean": float(L.mean()), "max": int(L.max())}
-            print(f"  {name:5s} {m:6s} N={len(s):6d} T={s.features[m].shape[1]:4d} d={s.features[m].shape[2]:4d} "
+            print(f"  {name:5s} {m:6s} N={len(s):6d} T={x.shape[1]:4d} d={x.shape[2]:4d} "
                   f"length min/mean/max {L.min()}/{np.mean(L):.1f}/{L.max()}")
     for line in bundle.report.lines():
         print(f"  note: {line}")

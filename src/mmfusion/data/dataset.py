@@ -83,16 +83,11 @@ class DatasetBundle:
         self.check_splits_agree()
 
     def check_splits_agree(self) -> None:
-        """Every split holds at least one clip, and the same modalities with the same feature size (the whole
-        per-sample shape for clip data) and labels of the same shape: a model built from one split must read the
-        others. A
+        """Every split holds the same modalities with the same feature size (the whole per-sample shape for clip
+        data) and labels of the same shape: a model built from one split must read the others. A
         :class:`DataError` names the file, the split and key that differ, and both values."""
         if not self.splits:
             return
-        for name, s in self.splits.items():
-            if len(s) == 0:
-                raise DataError("a split without clips", file=self.source, split=name, key="labels" if s.labeled
-                                else "features", expected="at least one clip", actual="N=0")
         ref_name = "train" if "train" in self.splits else next(iter(self.splits))
         ref = self.splits[ref_name]
 
@@ -139,10 +134,14 @@ class DatasetBundle:
         return {m: int(x.shape[-1]) for m, x in self._first.features.items()}
 
     def split(self, name: str, *, labeled: bool = True) -> SplitData:
-        """Split ``name``; a :class:`DataError` naming the file if it is missing, or (``labeled``) has no labels."""
+        """Split ``name``; a :class:`DataError` naming the file if it is missing or empty, or (``labeled``) has no
+        labels."""
         if name not in self.splits:
             raise DataError("missing split", file=self.source, key=name, expected=f"a {name!r} split",
                             actual=f"splits {list(self.splits)}")
+        if len(self.splits[name]) == 0:  # a reader may give one (a tiny CSD folder); no command can use it
+            raise DataError("a split without clips", file=self.source, split=name, expected="at least one clip",
+                            actual="N=0")
         if labeled and not self.splits[name].labeled:
             raise DataError("this split has no labels (its clips can be predicted, not trained or scored on)",
                             file=self.source, split=name, key="labels", expected="labels", actual="none")
