@@ -61,6 +61,19 @@ def test_iemocap_labels_and_missing_ids(tmp_path):
     assert bundle.feature_dims == {"text": 300, "vision": 35, "audio": 74}
 
 
+@pytest.mark.parametrize("pair", [[0, 0], [1, 1], [0.5, 0.5]])
+def test_iemocap_labels_must_be_one_hot_pairs(tmp_path, pair):
+    """argmax would read (0, 0) and (1, 1) as 'absent' without a word: each is refused with where it is."""
+    path = tmp_path / "iemocap_data_noalign.pkl"
+    write_iemocap_mult(path)
+    raw = pickle.loads(path.read_bytes())
+    raw["valid"]["labels"] = raw["valid"]["labels"].astype(np.float64)
+    raw["valid"]["labels"][2, 1] = pair
+    path.write_bytes(pickle.dumps(raw))
+    with pytest.raises(DataError, match=r"not one-hot \(split 'valid', key 'labels'\).*at sample 2, emotion 1"):
+        load_data(str(path))
+
+
 def _corrupt(tmp_path, fn):
     path = tmp_path / "bad.pkl"
     write_mosi_mult(path, sizes=(6, 3, 3))

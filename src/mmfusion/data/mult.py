@@ -84,6 +84,13 @@ def read_mult(path: str | Path) -> DatasetBundle:
             if labels.shape[1:] != (len(emotions), 2):
                 raise DataError("wrong label shape", file=file, split=split, key="labels",
                                 expected=f"(N, {len(emotions)}, 2)", actual=f"{labels.shape}")
+            pairs = labels.reshape(-1, 2)
+            if not (np.isin(pairs, (0, 1)).all() and (pairs.sum(-1) == 1).all()):
+                bad = int(np.argmax(~(np.isin(pairs, (0, 1)).all(-1) & (pairs.sum(-1) == 1))))
+                raise DataError("emotion labels that are not one-hot", file=file, split=split, key="labels",
+                                expected="(absent, present) pairs (1, 0) or (0, 1)",
+                                actual=f"{pairs[bad].tolist()} at sample {bad // len(emotions)}, "
+                                       f"emotion {bad % len(emotions)}")
             labels_out = np.argmax(labels, axis=-1).astype(np.int64)  # index 1 = emotion present
         else:
             if labels.size != n:
