@@ -79,3 +79,13 @@ def test_a_file_system_refusal_is_one_line_naming_the_path(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(blocker) in err and "error:" in err, err
     assert blocker.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("args", [["predict", "--batch-size", "0"], ["test", "--batch-size", "-3"],
+                                  ["explain", "--max-samples", "0"]])
+def test_sizes_below_one_are_refused_by_the_flag(args, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([args[0], "--ckpt", "x.ckpt", "--data", "synthetic", *args[1:]])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {args[1]}: expected a whole number >= 1, got {args[2]}" in err

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "X.predictions.csv; predict writes a .csv (default: <split>_<data>.metrics.json "
                                      "/ .predictions.csv in the checkpoint's run directory, <run> for "
                                      "<run>/checkpoints/x.ckpt, else the checkpoint's own folder)")
-        p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass (default 64)")
+        p.add_argument("--batch-size", type=_positive_int, default=64, help="clips per forward pass (default 64)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
         p.add_argument("--compile", action="store_true",
                        help="run the model through torch.compile: less per-operator overhead after a first batch "
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "directory, as for test)")
     p.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
                    help="2-D plot of exclusive vs agnostic codes of the split (default tsne)")
-    p.add_argument("--max-samples", type=int, default=300, help="samples in the embedding plot")
+    p.add_argument("--max-samples", type=_positive_int, default=300, help="samples in the embedding plot")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
 
     p = sub.add_parser("robustness", help="evaluate a bench's trained models with a modality missing, noise, "
@@ -516,6 +516,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _yaml_value(value: object) -> str:
     """A setting as it is written on the command line (``false``, not ``False``)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse names the flag and the value in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
