@@ -78,4 +78,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmfusion.cli.main import run_reporting_errors
+
+    sys.exit(run_reporting_errors("complexity.py", main))

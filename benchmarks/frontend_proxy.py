@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -246,4 +247,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmfusion.cli.main import run_reporting_errors
+
+    sys.exit(run_reporting_errors("frontend_proxy.py", main,
+                                  "; rerun the same command to go on from the last finished run"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -187,4 +188,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmfusion.cli.main import run_reporting_errors
+
+    sys.exit(run_reporting_errors("scaling.py", main, "; rerun the same command to go on from the last finished run"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -177,4 +178,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmfusion.cli.main import run_reporting_errors
+
+    sys.exit(run_reporting_errors("speed.py", main))

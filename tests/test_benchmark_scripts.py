@@ -116,3 +116,18 @@ def test_frontend_proxy_weight_decay_trains_otherwise_and_is_kept_apart(tmp_path
     assert "AdamW, weight decay 0.5" in (tmp_path / "adamw" / "frontend_proxy.md").read_text()
     with pytest.raises(SystemExit, match=r"'weight_decay': 0.0.*give another --out-dir"):
         proxy.main(args + ["--weight-decay", "0.5", "--out-dir", str(tmp_path / "adam")])
+
+
+@pytest.mark.parametrize(("script", "args", "says"), [
+    ("speed", ["--model", "mea_tni"], "did you mean 'mea_tiny'?"),
+    ("scaling", ["--model", "mea_tiny", "--set", "dimm=8"], "did you mean 'dim'?"),
+])
+def test_a_bad_setting_in_a_script_is_one_line_like_the_cli(script, args, says):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *args], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"{script}.py: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert says in done.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -529,35 +529,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _quiet()
-    keep_freed_memory()  # reuse freed memory instead of page-faulting every large tensor in again (runtime.py)
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "fit": lambda a: cmd_fit(a), "bench": lambda a: cmd_bench(a), "test": lambda a: cmd_eval(a, False),
+    "predict": lambda a: cmd_eval(a, True), "explain": lambda a: cmd_explain(a),
+    "robustness": lambda a: cmd_robustness(a), "convert": lambda a: cmd_convert(a),
+    "prepare": lambda a: cmd_prepare(a), "data": lambda a: cmd_data(a), "models": lambda a: cmd_models(a),
+}
+
+
+def run_reporting_errors(name: str, body: Callable[[], int | None], resume_hint: str = "") -> int:
+    """Run a command's ``body`` and turn the errors a user causes into one line on stderr and an exit status:
+    mmfusion's own errors (bad input, config, data) and file-system refusals 2, Ctrl-C 130 (with ``resume_hint``),
+    a closed output pipe 141 (quietly). Used by ``mmfusion`` and by the scripts in ``benchmarks/``."""
     try:
-        if args.command == "fit":
-            return cmd_fit(args)
-        if args.command == "bench":
-            return cmd_bench(args)
-        if args.command in ("test", "predict"):
-            return cmd_eval(args, args.command == "predict")
-        if args.command == "explain":
-            return cmd_explain(args)
-        if args.command == "robustness":
-            return cmd_robustness(args)
-        if args.command == "convert":
-            return cmd_convert(args)
-        if args.command == "prepare":
-            return cmd_prepare(args)
-        if args.command == "data":
-            return cmd_data(args)
-        if args.command == "models":
-            return cmd_models(args)
+        return body() or 0
     except MMFusionError as exc:
-        print(f"mmfusion {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mmfusion {args.command}: interrupted{RESUME_HINT.get(args.command, '')}", file=sys.stderr)
+        print(f"{name}: interrupted{resume_hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output went away (`mmfusion data ... | head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -565,10 +555,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     except OSError as exc:  # the file system refused (not a directory, no permission, disk full): one line
         where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-        print(f"mmfusion {args.command}: error: {where + ': ' if where else ''}{exc.strerror or exc}",
-              file=sys.stderr)
+        print(f"{name}: error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet()
+    keep_freed_memory()  # reuse freed memory instead of page-faulting every large tensor in again (runtime.py)
+    return run_reporting_errors(f"mmfusion {args.command}", lambda: COMMANDS[args.command](args),
+                                RESUME_HINT.get(args.command, ""))
 
 
 if __name__ == "__main__":

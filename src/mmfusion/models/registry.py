@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from mmfusion.errors import ConfigError
+from mmfusion.errors import ConfigError, did_you_mean
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
@@ -62,7 +62,8 @@ def build(name: str, feature_dims: Mapping[str, int], output_dim: int, **overrid
     """Build model ``name`` for the given feature sizes and output size; ``overrides`` update its config."""
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise ConfigError("unknown model", key="model", expected=f"one of {sorted(_REGISTRY)}", actual=name)
+        raise ConfigError("unknown model", key="model", expected=f"one of {sorted(_REGISTRY)}", actual=name,
+                          hint=did_you_mean(name, sorted(_REGISTRY)))
     return _REGISTRY[name](dict(feature_dims), int(output_dim), **overrides)
 
 
