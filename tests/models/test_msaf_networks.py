@@ -60,3 +60,12 @@ def test_pretrained_branch_weights_load_from_a_local_file(tmp_path):
         load_pretrained(model, {"vision": str(tmp_path / "v.pth")})
     with pytest.raises(DataError, match="no tensor of the file fits"):
         load_pretrained(model, {"audio": str(tmp_path / "v.pth")})
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(DataError, match="not a state dict"):
+        load_pretrained(model, {"video": str(tmp_path / "tensor.pth")})
+    broken = {k: v.clone() for k, v in donor.video.state_dict().items()}
+    first = next(k for k, v in broken.items() if v.is_floating_point())
+    broken[first].view(-1)[0] = float("nan")
+    torch.save(broken, tmp_path / "nan.pth")
+    with pytest.raises(DataError, match=f"non-finite weights .*key '{first}'"):
+        load_pretrained(model, {"video": str(tmp_path / "nan.pth")})

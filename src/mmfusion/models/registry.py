@@ -93,9 +93,16 @@ def load_pretrained(model: nn.Module, files: Mapping[str, str]) -> dict[str, dic
             raise DataError(f"not a loadable state dict ({type(exc).__name__})", file=path) from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        if not isinstance(state, dict):
+            raise DataError("not a state dict", file=path, key=branch, expected="a mapping of names to tensors",
+                            actual=type(state).__name__)
+        state = {str(k).removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
         own = target.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        bad = [k for k, v in usable.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise DataError("non-finite weights (NaN or inf)", file=path, key=bad[0], expected="finite values",
+                            actual=f"{len(bad)} tensor(s) with NaN or inf")
         if not usable:
             raise DataError("no tensor of the file fits the branch", file=path, key=branch,
                             expected=f"keys like {list(own)[:3]}", actual=list(state)[:3])
