@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from mmfusion.metrics import SENTIMENT_KEYS, constant_predictions, emotion_metrics, pearson, sentiment_metrics
+from mmfusion.metrics import (
+    SENTIMENT_KEYS,
+    constant_predictions,
+    emotion_metrics,
+    metric_warnings,
+    pearson,
+    sentiment_metrics,
+)
 
 
 def test_sentiment_hand_computed():
@@ -50,3 +57,13 @@ def test_emotion_hand_computed():
     # happy: truth [1,0,1], pred [1,1,1]: F1(1)=0.8 (w 2/3), F1(0)=0 (w 1/3)
     assert m["f1_happy"] == pytest.approx(2 / 3 * 0.8)
     assert m["acc_mean"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_constant_labels_are_flagged_like_constant_predictions():
+    """Corr is undefined for a constant side either way; a split whose labels are one value says so."""
+    varied = np.array([0.1, -0.4, 0.9, 1.5])
+    assert metric_warnings(varied, varied[::-1], "regression") == []
+    (note,) = metric_warnings(varied, np.full(4, 1.0), "regression")
+    assert "labels of this split are one value (1) for all 4 samples" in note
+    assert len(metric_warnings(np.zeros(4), np.zeros(4), "regression")) == 2  # both sides
+    assert metric_warnings(np.zeros((4, 8)), np.zeros((4, 4)), "emotion") == []  # accuracy and F1 stay defined

@@ -272,7 +272,7 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     from mmfusion.engine.runs import make_loader, predict_arrays, write_predictions
     from mmfusion.engine.system import compute_metrics
     from mmfusion.io import atomic_write_json
-    from mmfusion.metrics import constant_predictions
+    from mmfusion.metrics import metric_warnings
 
     console = _console()
     wanted = ".csv" if write_predictions_only else ".json"
@@ -298,17 +298,17 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
         console.print(f"wrote {len(ids)} predictions to {out}")
         return 0
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
-    warning = constant_predictions(pred, bundle.task)
+    notes = metric_warnings(pred, labels, bundle.task)
     out = Path(args.out) if args.out else run_dir(args.ckpt) / f"{stem}.metrics.json"
     predictions = predictions_beside(out)
     atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "data_args": data_args,
                             "split": args.split, "predictions": predictions.name, **metrics,
-                            "warnings": [warning] if warning else []})
+                            "warnings": notes})
     write_predictions(predictions, ids, pred, labels, bundle.task, bundle.emotions)
     _print_table(console, f"{system.hparams['model_name']} on {bundle.describe()} [{args.split}]",
                  [(system.hparams["model_name"], {k: {"mean": v, "std": 0.0, "n": 1} for k, v in metrics.items()})],
                  list(metrics), bundle.bayes if args.split == "test" else None)
-    if warning:
+    for warning in notes:
         console.print(f"warning: {warning}", style="bold yellow", markup=False)
     console.print(f"metrics: {out}\npredictions: {predictions}")
     return 0

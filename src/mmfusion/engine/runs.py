@@ -37,7 +37,7 @@ from mmfusion.config import (
 from mmfusion.data import DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError, did_you_mean
 from mmfusion.io import atomic_write_json, atomic_write_text
-from mmfusion.metrics import SENTIMENT_KEYS, constant_predictions
+from mmfusion.metrics import SENTIMENT_KEYS, metric_warnings
 from mmfusion.models import config_class, list_models, load_pretrained, model_inputs
 from mmfusion.runtime import launched_worker
 
@@ -477,8 +477,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         enable_model_summary=False)
     ids, pred, labels, pred_seconds = predict_arrays(scorer, system, test_loader)
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
-    warning = constant_predictions(pred, bundle.task)
-    if warning and console:
+    notes = metric_warnings(pred, labels, bundle.task)
+    for warning in notes if console else []:
         console.print(f"{run}: warning: {warning}", style="bold yellow", markup=False)
     extra: dict[str, Any] = {}
     if "terms" in bundle.splits["test"].extras and bundle.task == "regression":
@@ -492,7 +492,7 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
-        "resumed_from_epoch": resumed_from, "diverged": diverged, "warnings": [warning] if warning else [],
+        "resumed_from_epoch": resumed_from, "diverged": diverged, "warnings": notes,
     }
     write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
     atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))

@@ -37,6 +37,18 @@ def constant_predictions(pred: np.ndarray, task: str) -> str | None:
             "decay usually helps)")
 
 
+def metric_warnings(pred: np.ndarray, labels: np.ndarray, task: str) -> list[str]:
+    """What a reader of regression metrics must know: predictions that collapsed to one value
+    (:func:`constant_predictions`), or labels of the scored split that are one value, where Corr is undefined
+    too (and reported as 0, which would read as a model that learned nothing)."""
+    out = [w for w in (constant_predictions(pred, task),) if w]
+    y = np.asarray(labels, np.float64).reshape(-1)
+    if task == "regression" and y.size >= 2 and y.std() < CONSTANT_STD:
+        out.append(f"the labels of this split are one value ({y[0]:.4g}) for all {y.size} samples: Corr is "
+                   "undefined there and reported as 0")
+    return out
+
+
 def sentiment_metrics(pred: np.ndarray, label: np.ndarray,
                       keys: Collection[str] = SENTIMENT_KEYS) -> dict[str, float]:
     """MAE, Corr, Acc7, Acc5 and Acc2/weighted F1 in both conventions, for scores in [-3, 3].
