@@ -232,3 +232,14 @@ def test_an_error_names_where_the_offending_value_came_from(tmp_path):
         with pytest.raises(ConfigError) as err:
             resolve_config(str(cfg), flags, sets=sets)
         assert str(err.value).startswith(start), (flags, sets, str(err.value))
+
+
+def test_the_tensorboard_logger_without_tensorboard_is_refused_before_a_run_starts(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tensorboard", "tensorboardX") else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs tensorboard installed \(key 'logger'\).*mmfusion\[tensorboard\]"):
+        resolve_config(None, sets=["train.logger=tensorboard"])
+    assert resolve_config(None, sets=["train.logger=csv"]).train.logger == "csv"

@@ -9,6 +9,7 @@ model directory gets ``summary.{md,csv,json}`` with mean ± std over the seeds. 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -94,6 +95,12 @@ class TrainConfig:
         check_bounds(self, source=source, above={"lr": 0, "lr_factor": 0}, below={"lr_factor": 1},
                      at_least={"batch_size": 1, "max_epochs": 1, "weight_decay": 0, "grad_clip": 0, "patience": 0,
                                "lr_patience": 0, "devices": 1, "num_workers": 0, "threads": 0})
+        if self.logger == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard",
+                                                                                           "tensorboardX")):
+            # found now, before a run directory exists (Lightning would fail after making it)
+            raise ConfigError("the TensorBoard logger needs tensorboard installed", source=source, key="logger",
+                              expected="csv, or tensorboard with pip install 'mmfusion[tensorboard]'",
+                              actual=self.logger)
 
 
 @dataclass
