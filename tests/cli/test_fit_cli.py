@@ -146,3 +146,10 @@ def test_resume_with_a_larger_epoch_budget_trains_on(tmp_path, capsys):
     (run / "metrics.json").write_text(json.dumps(metrics))
     assert main(args + ["--max-epochs", "5", "--resume"]) == 2
     assert "stopped early after 2 epochs" in capsys.readouterr().err
+    # an interrupted run (no results yet) whose last checkpoint is damaged: named, with how to start over, not
+    # torch.load's traceback
+    (run / "metrics.json").unlink()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"half a file")
+    assert main(args + ["--max-epochs", "3", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "last.ckpt: cannot resume from this checkpoint" in err and "delete it" in err, err

@@ -36,7 +36,7 @@ from mmfusion.config import (
     yaml_load,
 )
 from mmfusion.data import DatasetBundle, FusionDataset, load_data
-from mmfusion.errors import ConfigError, did_you_mean
+from mmfusion.errors import ConfigError, DataError, did_you_mean
 from mmfusion.io import atomic_write_json, atomic_write_text
 from mmfusion.metrics import SENTIMENT_KEYS, metric_warnings
 from mmfusion.models import config_class, list_models, load_pretrained, model_inputs
@@ -411,7 +411,11 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     ckpt_path = str(last) if resume and last.exists() else None
     resumed_from = None
     if ckpt_path:
-        resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
+        try:
+            resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
+        except Exception as exc:  # noqa: BLE001 - a damaged file: say which, and how to start over
+            raise DataError(f"cannot resume from this checkpoint ({type(exc).__name__}); delete it to train the "
+                            "run from the start", file=last) from None
         if console:
             console.print(f"{run}: resuming from {last} (epoch {resumed_from} finished)", style="yellow", markup=False)
     tc = cfg.train
