@@ -196,3 +196,13 @@ def test_an_empty_split_is_shown_by_data_and_refused_where_it_is_used(tmp_path, 
     assert main(["fit", "--model", "lf_lstm_tiny", "--data", f"h5:{path}", "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert "a split without clips (split 'valid'): expected at least one clip, got N=0" in err, err
+
+
+def test_repeated_clip_ids_are_noted_in_the_load_report(tmp_path):
+    from mmfusion.data.custom import write_custom
+
+    bundle = make_synthetic(SyntheticConfig(n_train=8, n_valid=4, n_test=4))
+    bundle.splits["test"].ids = ["a", "b", "a", "a"]
+    path = write_custom(tmp_path / "data.h5", bundle)
+    (note,) = load_data(f"h5:{path}").report.notes
+    assert note.startswith("test: 2 clip ids occur more than once (first 'a')")

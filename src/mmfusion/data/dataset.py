@@ -81,6 +81,12 @@ class DatasetBundle:
 
     def __post_init__(self) -> None:
         self.check_splits_agree()
+        for name, s in self.splits.items():  # ids name clips in predictions.csv and explain --id
+            seen: set[str] = set()
+            repeated = [i for i in s.ids if i in seen or seen.add(i)]
+            if repeated:
+                self.report.notes.append(f"{name}: {len(repeated)} clip ids occur more than once (first "
+                                         f"{repeated[0]!r}); rows of predictions.csv with it are told apart by order")
 
     def check_splits_agree(self) -> None:
         """Every split holds the same modalities with the same feature size (the whole per-sample shape for clip
