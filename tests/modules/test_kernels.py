@@ -156,3 +156,42 @@ def test_disabled_kernels_fall_back(monkeypatch):
     q = torch.randn(1, 1, 3, 5, requires_grad=True)
     attend(q, q, q, None).sum().backward()
     assert calls and q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_a_build_lock_left_by_a_killed_process_does_not_block_the_next(tmp_path):
+    """PyTorch's build lock is a plain file a killed build leaves behind, after which every load() waits forever.
+    mmfusion holds an flock around load(): the system drops it with its holder, and a lock file found under it has
+    no builder any more."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, pathlib; from mmfusion.kernels import _exclusive\n"
+         f"d = pathlib.Path({str(tmp_path)!r})\n"
+         "with _exclusive(d):\n"
+         "    (d / 'lock').touch(); print('building', flush=True); time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "building"  # holds the flock and PyTorch's lock file
+        entered = threading.Event()
+
+        def wait_for_it():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with kernels._exclusive(tmp_path):
+                    entered.caught = caught
+                    entered.set()
+
+        waiter = threading.Thread(target=wait_for_it, daemon=True)
+        waiter.start()
+        assert not entered.wait(1.0)  # a live builder keeps others waiting
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        assert entered.wait(30)  # the flock went with its holder
+        assert not (tmp_path / "lock").exists()
+        assert any("left by an interrupted build" in str(w.message) for w in entered.caught)
+    finally:
+        if holder.poll() is None:
+            holder.kill()

@@ -3,8 +3,9 @@ loader; the build is cached under ``$TORCH_EXTENSIONS_DIR``, by default ``~/.cac
 
 mmfusion never requires them: when no compiler is found, the build fails, or ``MMFUSION_KERNELS=0`` is set, the
 pure-PyTorch paths run instead (same numbers up to float rounding). The build targets the CPU it runs on
-(``-march=native``); the extension name carries a hash of the source and of the CPU's feature flags, so machines
-sharing a home directory never load each other's builds.
+(``-march=native``); the extension name carries a hash of the source, of the CPU's feature flags and of the
+checkout's path, so machines sharing a home directory never load each other's builds and two checkouts never
+rebuild each other's. A build killed half-way cannot block later ones (see :func:`_exclusive`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,30 @@ def disabled() -> Iterator[None]:
             os.environ["MMFUSION_KERNELS"] = saved
 
 
+@contextmanager
+def _exclusive(build_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``build_dir`` while PyTorch loads (and if needed builds) the extension there.
+
+    PyTorch serialises builds with a plain ``lock`` file that its builder deletes when done; a build that is killed
+    (Ctrl-C twice, a timeout, an out-of-memory kill) leaves it behind, and every later ``load()`` then waits for
+    it forever, silently. Every mmfusion process holds this flock around ``load()`` and the system releases it
+    however the holder ends, so a ``lock`` file found while holding the flock has no builder: it is removed.
+    """
+    import fcntl
+
+    fd = os.open(build_dir / "mmfusion.flock", os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        stale = build_dir / "lock"
+        if stale.exists():
+            warnings.warn(f"mmfusion: removed {stale}, left by an interrupted build of the attention kernel",
+                          RuntimeWarning, stacklevel=3)
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def compiler() -> str | None:
     """The C++ compiler a build would use (``$CXX``, else ``c++``), or None when it is not on PATH."""
     return shutil.which(os.environ.get("CXX", "c++"))
@@ -91,18 +116,25 @@ def narrow_attention() -> ModuleType | None:
         elif compiler() is None:
             _errors[key] = "no C++ compiler on PATH (set CXX or install g++)"
         else:
-            digest = hashlib.sha256(_SOURCE.read_bytes() + _cpu_flags().encode()).hexdigest()[:12]
+            # the checkout's path is part of the name: two checkouts sharing the cache would otherwise rebuild
+            # each other's build (ninja sees another source path) every time one of them runs
+            digest = hashlib.sha256(_SOURCE.read_bytes() + _cpu_flags().encode()
+                                    + str(_SOURCE.resolve()).encode()).hexdigest()[:12]
             try:
                 _put_ninja_on_path()
-                from torch.utils.cpp_extension import load
+                from torch.utils.cpp_extension import _get_build_directory, load
 
-                module = load(
-                    name=f"mmfusion_narrow_attention_{digest}",
-                    sources=[str(_SOURCE)],
-                    extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"],
-                    verbose=False,
-                )
+                name = f"mmfusion_narrow_attention_{digest}"
+                build_dir = Path(_get_build_directory(name, False))
+                with _exclusive(build_dir):
+                    module = load(
+                        name=name,
+                        sources=[str(_SOURCE)],
+                        extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"],
+                        extra_ldflags=["-fopenmp"],
+                        build_directory=str(build_dir),
+                        verbose=False,
+                    )
             except Exception as err:  # noqa: BLE001 - any build failure means: use the PyTorch path
                 _errors[key] = f"build failed: {type(err).__name__}: {str(err).strip().splitlines()[-1:]}"
                 warnings.warn(f"mmfusion: compiled attention kernel unavailable ({_errors[key]}); "
