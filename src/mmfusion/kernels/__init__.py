@@ -78,9 +78,17 @@ def _exclusive(build_dir: Path) -> Iterator[None]:
     """
     import fcntl
 
-    fd = os.open(build_dir / "mmfusion.flock", os.O_CREAT | os.O_RDWR, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(build_dir / "mmfusion.flock", os.O_CREAT | os.O_RDWR, 0o666)
+    except OSError:  # a read-only cache: nothing can be built or cleared there anyway
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: PyTorch's own lock only, as before
+            yield
+            return
         stale = build_dir / "lock"
         if stale.exists():
             warnings.warn(f"mmfusion: removed {stale}, left by an interrupted build of the attention kernel",
