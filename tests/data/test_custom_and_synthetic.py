@@ -107,6 +107,8 @@ def test_convert_keeps_an_existing_file_unless_told_and_never_replaces_its_input
     # the file being read, under another spelling of its path: refused even with --overwrite
     assert main(["convert", f"h5:{out}", str(tmp_path / "." / "mine.h5"), "--overwrite"]) == 2
     assert "the output is the file being read" in capsys.readouterr().err
+    assert main(["convert", str(out), str(out), "--overwrite"]) == 2  # a SPEC without its reader's prefix
+    assert "the output is the file being read" in capsys.readouterr().err
     assert load_data(f"h5:{out}").splits["train"].labels.shape == (40,)
 
 

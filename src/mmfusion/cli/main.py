@@ -386,7 +386,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from mmfusion.data import load_data
+    from mmfusion.data import data_path, load_data
 
     suffix = Path(args.out).suffix.lower()
     pickled = suffix in (".pkl", ".pickle")
@@ -400,7 +400,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ConfigError(f"the {args.layout} layout is written to a '{suffixes[0]}' (or {suffixes[1]}) file",
                           source=args.out, key="out", expected="a matching suffix", actual=suffix or "no suffix")
     out = Path(args.out)
-    source = Path(args.data.partition(":")[2]) if ":" in args.data else None
+    source = data_path(args.data)
     if source is not None and out.exists() and source.exists() and out.resolve() == source.resolve():
         raise ConfigError("the output is the file being read", source=args.out, key="out",
                           expected="another file", actual=args.out)
@@ -530,10 +530,9 @@ def _positive_int(text: str) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "fit": lambda a: cmd_fit(a), "bench": lambda a: cmd_bench(a), "test": lambda a: cmd_eval(a, False),
-    "predict": lambda a: cmd_eval(a, True), "explain": lambda a: cmd_explain(a),
-    "robustness": lambda a: cmd_robustness(a), "convert": lambda a: cmd_convert(a),
-    "prepare": lambda a: cmd_prepare(a), "data": lambda a: cmd_data(a), "models": lambda a: cmd_models(a),
+    "fit": cmd_fit, "bench": cmd_bench, "test": lambda a: cmd_eval(a, False), "predict": lambda a: cmd_eval(a, True),
+    "explain": cmd_explain, "robustness": cmd_robustness, "convert": cmd_convert, "prepare": cmd_prepare,
+    "data": cmd_data, "models": cmd_models,
 }
 
 

@@ -18,7 +18,7 @@ from mmfusion.data.dataset import DatasetBundle, FusionDataset, LoadReport, Spli
 from mmfusion.errors import ConfigError, DataError, did_you_mean
 
 __all__ = ["DatasetBundle", "FusionDataset", "LoadReport", "SplitData", "load_data", "DATA_KINDS", "data_kind",
-           "effective_reader_options"]
+           "effective_reader_options", "data_path"]
 
 DATA_KINDS = ("synthetic", "mult", "mmsa", "csd", "h5", "ravdess", "ntu")
 
@@ -44,6 +44,12 @@ def _kind_of(spec: str) -> tuple[str, str]:
 def data_kind(spec: str) -> str:
     """The reader a data SPEC goes to (one of :data:`DATA_KINDS`)."""
     return _kind_of(spec)[0]
+
+
+def data_path(spec: str) -> Path | None:
+    """The file or folder a data SPEC reads (``mult:x.pkl`` and ``x.pkl`` alike), None for the built-in benchmark."""
+    kind, where = _kind_of(spec)
+    return None if kind == "synthetic" else Path(where)
 
 
 def _option_reader(kind: str) -> Any:
