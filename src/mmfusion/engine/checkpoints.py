@@ -15,6 +15,7 @@ from mmfusion.config import yaml_load
 from mmfusion.data import DatasetBundle, data_kind, effective_reader_options
 from mmfusion.engine.system import FusionSystem
 from mmfusion.errors import ConfigError, DataError
+from mmfusion.models.registry import non_finite_tensors
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -73,8 +74,7 @@ def load_system(path: str | Path) -> FusionSystem:
         raise DataError("its weights do not fit the model its hyper-parameters describe", file=path,
                         key="state_dict", expected=f"{hparams.get('model_name')}'s parameters",
                         actual=detail[0][:300]) from None
-    bad = [name for name, t in state.items() if torch.is_tensor(t) and t.is_floating_point()
-           and not bool(torch.isfinite(t).all())]
+    bad = non_finite_tensors(state)
     if bad:
         raise DataError("non-finite weights (NaN or inf)", file=path, key=f"state_dict/{bad[0]}",
                         expected="finite values", actual=f"{len(bad)} tensor(s) with NaN or inf, first {bad[0]}")

@@ -67,6 +67,14 @@ def build(name: str, feature_dims: Mapping[str, int], output_dim: int, **overrid
     return _REGISTRY[name](dict(feature_dims), int(output_dim), **overrides)
 
 
+def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf (weights no model should load)."""
+    import torch
+
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
+
+
 def load_pretrained(model: nn.Module, files: Mapping[str, str]) -> dict[str, dict[str, int]]:
     """Load local weights into named branches of a model, e.g. ``{"video": "resnext50.pth"}``.
 
@@ -99,7 +107,7 @@ def load_pretrained(model: nn.Module, files: Mapping[str, str]) -> dict[str, dic
         state = {str(k).removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
         own = target.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        bad = [k for k, v in usable.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        bad = non_finite_tensors(usable)
         if bad:
             raise DataError("non-finite weights (NaN or inf)", file=path, key=bad[0], expected="finite values",
                             actual=f"{len(bad)} tensor(s) with NaN or inf")
