@@ -101,6 +101,9 @@ class DatasetBundle:
             x = s.features[m]
             return tuple(x.shape[-1:]) if m in s.lengths else tuple(x.shape[1:])
 
+        def per_clip(labels: np.ndarray) -> str:  # (N,) or (N, 4)
+            return "(N" + "".join(f", {d}" for d in labels.shape[1:]) + ("," if labels.ndim == 1 else "") + ")"
+
         for name, s in self.splits.items():
             if name == ref_name:
                 continue
@@ -116,9 +119,8 @@ class DatasetBundle:
                                     actual="x".join(map(str, size(s, m))))
             if s.labeled and ref.labeled and s.labels.shape[1:] != ref.labels.shape[1:]:
                 raise DataError("label shape differs across splits", file=self.source, split=name, key="labels",
-                                expected=f"(N, {', '.join(map(str, ref.labels.shape[1:]))}) (as in split "
-                                         f"{ref_name!r})".replace("(N, )", "(N,)"),
-                                actual=f"(N, {', '.join(map(str, s.labels.shape[1:]))})".replace("(N, )", "(N,)"))
+                                expected=f"{per_clip(ref.labels)} (as in split {ref_name!r})",
+                                actual=per_clip(s.labels))
 
     @property
     def _first(self) -> SplitData:
