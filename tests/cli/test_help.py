@@ -17,6 +17,19 @@ def test_every_command_is_listed_and_has_help(capsys):
         assert f"usage: mmfusion {cmd}" in capsys.readouterr().out
 
 
+def test_version_names_the_installed_packages(capsys):
+    import torch
+
+    import mmfusion
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"mmfusion {mmfusion.__version__} (")
+    assert f"torch {torch.__version__}" in out
+
+
 def test_models_lists_every_registered_model_and_ablations(capsys):
     assert main(["models", "--ablations"]) == 0
     out = capsys.readouterr().out

@@ -82,12 +82,32 @@ RESUME_HINT = {
 """What an interrupted command kept, and how to go on (commands not listed are simply run again)."""
 
 
+def version_text() -> str:
+    """``mmfusion X (Python Y, torch Z, lightning W)``: the versions a bug report needs, read without importing
+    torch (an installed package's metadata; "not installed" where it is missing)."""
+    from importlib import metadata
+
+    import mmfusion
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = sys.version.split()[0]
+    return (f"mmfusion {mmfusion.__version__} (Python {python}, torch {installed('torch')}, "
+            f"lightning {installed('lightning')})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmfusion",
         description="Fusion of asynchronous multimodal video sequences: MEA, MSAF and baselines on the standard "
                     "data files, with the standard metrics.",
     )
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print mmfusion's version and those of Python, PyTorch and Lightning, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train a model (several seeds give mean ± std)", epilog=EPILOG_FIT,
