@@ -207,4 +207,4 @@ def test_repeated_clip_ids_are_noted_in_the_load_report(tmp_path):
     bundle.splits["test"].ids = ["a", "b", "a", "a"]
     path = write_custom(tmp_path / "data.h5", bundle)
     (note,) = load_data(f"h5:{path}").report.notes
-    assert note.startswith("test: 2 clip ids occur more than once (first 'a')")
+    assert note.startswith("test: clip ids occur more than once: 1 id(s) in 3 rows (first 'a')")

@@ -7,6 +7,7 @@ lets the collate function trim each batch to its longest sample; models never re
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -82,11 +83,12 @@ class DatasetBundle:
     def __post_init__(self) -> None:
         self.check_splits_agree()
         for name, s in self.splits.items():  # ids name clips in predictions.csv and explain --id
-            seen: set[str] = set()
-            repeated = [i for i in s.ids if i in seen or seen.add(i)]
+            counts = Counter(s.ids)
+            repeated = [i for i, n in counts.items() if n > 1]
             if repeated:
-                self.report.notes.append(f"{name}: {len(repeated)} clip ids occur more than once (first "
-                                         f"{repeated[0]!r}); rows of predictions.csv with it are told apart by order")
+                self.report.notes.append(f"{name}: clip ids occur more than once: {len(repeated)} id(s) in "
+                                         f"{sum(counts[i] for i in repeated)} rows (first {repeated[0]!r}); rows "
+                                         "of predictions.csv with such an id are told apart by order")
 
     def check_splits_agree(self) -> None:
         """Every split holds the same modalities with the same feature size (the whole per-sample shape for clip

@@ -85,8 +85,9 @@ def read_mult(path: str | Path) -> DatasetBundle:
                 raise DataError("wrong label shape", file=file, split=split, key="labels",
                                 expected=f"(N, {len(emotions)}, 2)", actual=f"{labels.shape}")
             pairs = labels.reshape(-1, 2)
-            if not (np.isin(pairs, (0, 1)).all() and (pairs.sum(-1) == 1).all()):
-                bad = int(np.argmax(~(np.isin(pairs, (0, 1)).all(-1) & (pairs.sum(-1) == 1))))
+            one_hot = np.isin(pairs, (0, 1)).all(-1) & (pairs.sum(-1) == 1)
+            if not one_hot.all():
+                bad = int(np.argmin(one_hot))  # the first pair that is not
                 raise DataError("emotion labels that are not one-hot", file=file, split=split, key="labels",
                                 expected="(absent, present) pairs (1, 0) or (0, 1)",
                                 actual=f"{pairs[bad].tolist()} at sample {bad // len(emotions)}, "
