@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/speed.py --model mea --shape mosi [--batch 32] [--repeat 3] [--set key=value]
                                          [--compile]
+    .venv/bin/python benchmarks/speed.py --model mea --shape mosi --inference-only [--compile] [--repeat 3] [--calls 20]
 
 Writes ``benchmarks/out/speed_<model>_<shape>.json`` and prints a Markdown table. FLOPs come from
 ``torch.utils.flop_counter`` (matmuls, convolutions and attention; elementwise work is not counted; counted on the
@@ -12,6 +13,9 @@ growth of the process's resident set during the measured step (``ru_maxrss``), o
 A torch.profiler summary of one training step (top operators by self time) shows where the time goes.
 ``--compile`` also times inference through ``torch.compile`` (dynamic shapes, as ``mmfusion predict --compile`` runs
 it; the kernel is a registered operator inside the compiled graph) and reports how long compiling took.
+``--inference-only`` times one-clip latency in a process that runs no training step first, as ``mmfusion predict``
+does: ``--repeat`` rounds of ``--calls`` calls, eager and (with ``--compile``) compiled rounds alternating, the best
+and the median of each round reported (``benchmarks/out/speed_<model>_<shape>_inference.json``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,61 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def inference_rounds(model: torch.nn.Module, args: argparse.Namespace, allocator: str, overrides: dict) -> None:
+    """One-clip latency in a process that only runs inference: rounds of eager and compiled calls, alternating."""
+    model.eval()
+    feats, masks = inputs(args.shape, 1, args.device)
+    runs: dict[str, Any] = {"eager": model}
+    compile_s = None
+    with torch.inference_mode():
+        if args.compile:
+            runs["compiled"] = compile_model(model)
+            t = time.perf_counter()
+            runs["compiled"](feats, masks)
+            sync(args.device)
+            compile_s = time.perf_counter() - t
+        for run in runs.values():  # warm-up
+            for _ in range(3):
+                run(feats, masks)
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+        for r in range(args.repeat):
+            for name, run in runs.items():
+                ts = []
+                for _ in range(args.calls):
+                    t = time.perf_counter()
+                    run(feats, masks)
+                    sync(args.device)
+                    ts.append(1000 * (time.perf_counter() - t))
+                ts.sort()
+                rounds[name].append({"best_ms": ts[0], "median_ms": ts[len(ts) // 2]})
+                print(f"round {r + 1} of {args.repeat}, {name}: best {ts[0]:.1f} ms, median {ts[len(ts) // 2]:.1f} ms",
+                      flush=True)
+    peak = matmul_peak() if args.device == "cpu" and not args.no_peak else float("nan")
+    result = {
+        "model": args.model, "shape": args.shape, "device": args.device,
+        "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else
+        f"{describe_cpu()}, {torch.get_num_threads()} threads",
+        "params": sum(p.numel() for p in model.parameters()), "overrides": overrides,
+        "calls_per_round": args.calls, "one_clip_rounds": rounds, "compile_s": compile_s,
+        "matmul_peak_gflops": peak / 1e9, "lengths": SHAPES[args.shape][1], "feature_dims": SHAPES[args.shape][0],
+        "torch": torch.__version__, "allocator": allocator,
+        "attention_kernel": "compiled" if kernels.narrow_attention() is not None else
+        f"PyTorch ({kernels.unavailable_reason()})",
+    }
+    out = (Path(args.out) if args.out else
+           Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}_inference.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"| model | shape | one clip, best of {args.calls} per round | median per round |")
+    print("|---|---|---|---|")
+    for name, rs in rounds.items():
+        print(f"| {args.model}{' (compiled)' if name == 'compiled' else ''} | {args.shape} | "
+              f"{min(r['best_ms'] for r in rs):.1f}–{max(r['best_ms'] for r in rs):.1f} ms | "
+              f"{min(r['median_ms'] for r in rs):.1f}–{max(r['median_ms'] for r in rs):.1f} ms |")
+    if compile_s is not None:
+        print(f"compiling took {compile_s:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mea", help="registered model name (default mea)")
@@ -76,8 +135,14 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print the operator profile of one training step")
     ap.add_argument("--compile", action="store_true",
                     help="also time inference through torch.compile (as `mmfusion predict --compile` runs it)")
+    ap.add_argument("--inference-only", action="store_true",
+                    help="time one-clip inference only, in rounds (no training step, no FLOP count)")
+    ap.add_argument("--calls", type=int, default=20, help="calls per round with --inference-only (default 20)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model overrides")
     args = ap.parse_args()
+    for name in ("batch", "repeat", "calls"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     allocator = "glibc, freed memory kept" if keep_freed_memory() else "default"
     overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     dims, lens = SHAPES[args.shape]
@@ -85,6 +150,8 @@ def main() -> None:
         lens = {**lens, "vision": args.frames, "audio": args.frames}
         SHAPES[args.shape] = (dims, lens)
     model = build(args.model, dims, 1, **overrides).to(args.device)
+    if args.inference_only:
+        return inference_rounds(model, args, allocator, overrides)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     feats, masks = inputs(args.shape, args.batch, args.device)
 

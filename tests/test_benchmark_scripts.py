@@ -131,3 +131,24 @@ def test_a_bad_setting_in_a_script_is_one_line_like_the_cli(script, args, says):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"{script}.py: error: ") and done.stderr.count("\n") == 1, done.stderr
     assert says in done.stderr
+
+
+def test_speed_inference_only_times_rounds_without_training(tmp_path):
+    """``--inference-only`` writes one best/median pair per round and model variant and runs no training step."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "inference.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--model", "mea_tiny",
+                           "--frames", "16", "--inference-only", "--repeat", "2", "--calls", "3", "--no-peak",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert list(result["one_clip_rounds"]) == ["eager"]  # no compiled rounds without --compile
+    rounds = result["one_clip_rounds"]["eager"]
+    assert len(rounds) == 2 and all(0 < r["best_ms"] <= r["median_ms"] for r in rounds)
+    assert result["calls_per_round"] == 3 and result["lengths"]["vision"] == 16
+    assert "train_step_s" not in result and "round 2 of 2, eager" in done.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--inference-only", "--calls", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--calls must be at least 1, got 0" in bad.stderr
