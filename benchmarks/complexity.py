@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mmfusion.io import atomic_write_json, atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODELS = "mea,mult,msaf_lstm,misa,lf_lstm,ef_lstm,tfn,lmf"
 
@@ -47,14 +49,14 @@ def main() -> None:
                 print(f"{model:10s} T={frames:5d} over {args.timeout}s, skipped", flush=True)
             except subprocess.CalledProcessError as exc:
                 print(f"{model:10s} T={frames:5d} failed: {exc.stderr.decode()[-300:]}", flush=True)
-    (HERE / "out" / "complexity.json").write_text(json.dumps(results, indent=2))
+    atomic_write_json(HERE / "out" / "complexity.json", results)
     lines = [f"Batch {args.batch}, text 50 words, MOSEI feature sizes (300/35/74); vision = audio = T frames.", "",
              "| model | T | params | train step (s) | batch inference (ms) | peak memory (MB) | GFLOP / step |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['model']} | {r['lengths']['vision']} | {r['params']:,} | {r['train_step_s']:.3f} | "
                      f"{r['infer_batch_ms']:.1f} | {r['peak_memory_mb']:.0f} | {r['train_gflop']:.2f} |")
-    (HERE / "out" / "complexity.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(HERE / "out" / "complexity.md", "\n".join(lines) + "\n")
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 

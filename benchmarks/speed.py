@@ -21,7 +21,6 @@ and the median of each round reported (``benchmarks/out/speed_<model>_<shape>_in
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -33,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmfusion import kernels
 from mmfusion.config import parse_value
+from mmfusion.io import atomic_write_json
 from mmfusion.models import build
 from mmfusion.runtime import compile_model, describe_cpu, keep_freed_memory
 
@@ -107,8 +107,7 @@ def inference_rounds(model: torch.nn.Module, args: argparse.Namespace, allocator
     }
     out = (Path(args.out) if args.out else
            Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}_inference.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    atomic_write_json(out, result)
     print(f"| model | shape | one clip, best of {args.calls} per round | median per round |")
     print("|---|---|---|---|")
     for name, rs in rounds.items():
@@ -225,8 +224,7 @@ def main() -> None:
                        "infer_batch_compiled_ms": 1000 * compiled["batch"],
                        "compile_s": compiled["one_clip_first"] + compiled["batch_first"]})
     out = Path(args.out) if args.out else Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    atomic_write_json(out, result)
     print(f"| model | shape | params | train step (B={args.batch}) | 1-clip inference | batch inference | peak mem | "
           "GFLOP/step | achieved GFLOP/s | matmul peak GFLOP/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
