@@ -64,6 +64,32 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def call_times(run: Any, feats: dict, masks: dict, device: str, calls: int) -> list[float]:
+    """Wall time in seconds of each of ``calls`` forward passes (the device synchronised after each)."""
+    ts = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        run(feats, masks)
+        sync(device)
+        ts.append(time.perf_counter() - t)
+    return ts
+
+
+def describe(model: torch.nn.Module, args: argparse.Namespace, allocator: str, overrides: dict) -> dict[str, Any]:
+    """The fields every result file shares: what ran, where, at which shapes, and the machine's matmul peak."""
+    dims, lens = SHAPES[args.shape]
+    peak = matmul_peak() if args.device == "cpu" and not args.no_peak else float("nan")
+    return {
+        "model": args.model, "shape": args.shape, "device": args.device,
+        "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else
+        f"{describe_cpu()}, {torch.get_num_threads()} threads",
+        "params": sum(p.numel() for p in model.parameters()), "overrides": overrides,
+        "matmul_peak_gflops": peak / 1e9, "lengths": lens, "feature_dims": dims, "torch": torch.__version__,
+        "allocator": allocator, "attention_kernel": "compiled" if kernels.narrow_attention() is not None else
+        f"PyTorch ({kernels.unavailable_reason()})",
+    }
+
+
 def inference_rounds(model: torch.nn.Module, args: argparse.Namespace, allocator: str, overrides: dict) -> None:
     """One-clip latency in a process that only runs inference: rounds of eager and compiled calls, alternating."""
     model.eval()
@@ -83,28 +109,12 @@ def inference_rounds(model: torch.nn.Module, args: argparse.Namespace, allocator
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
         for r in range(args.repeat):
             for name, run in runs.items():
-                ts = []
-                for _ in range(args.calls):
-                    t = time.perf_counter()
-                    run(feats, masks)
-                    sync(args.device)
-                    ts.append(1000 * (time.perf_counter() - t))
-                ts.sort()
-                rounds[name].append({"best_ms": ts[0], "median_ms": ts[len(ts) // 2]})
-                print(f"round {r + 1} of {args.repeat}, {name}: best {ts[0]:.1f} ms, median {ts[len(ts) // 2]:.1f} ms",
-                      flush=True)
-    peak = matmul_peak() if args.device == "cpu" and not args.no_peak else float("nan")
-    result = {
-        "model": args.model, "shape": args.shape, "device": args.device,
-        "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else
-        f"{describe_cpu()}, {torch.get_num_threads()} threads",
-        "params": sum(p.numel() for p in model.parameters()), "overrides": overrides,
-        "calls_per_round": args.calls, "one_clip_rounds": rounds, "compile_s": compile_s,
-        "matmul_peak_gflops": peak / 1e9, "lengths": SHAPES[args.shape][1], "feature_dims": SHAPES[args.shape][0],
-        "torch": torch.__version__, "allocator": allocator,
-        "attention_kernel": "compiled" if kernels.narrow_attention() is not None else
-        f"PyTorch ({kernels.unavailable_reason()})",
-    }
+                ts = sorted(1000 * t for t in call_times(run, feats, masks, args.device, args.calls))
+                best, median = ts[0], ts[len(ts) // 2]
+                rounds[name].append({"best_ms": best, "median_ms": median})
+                print(f"round {r + 1} of {args.repeat}, {name}: best {best:.1f} ms, median {median:.1f} ms", flush=True)
+    result = {**describe(model, args, allocator, overrides),
+              "calls_per_round": args.calls, "one_clip_rounds": rounds, "compile_s": compile_s}
     out = (Path(args.out) if args.out else
            Path(__file__).parent / "out" / f"speed_{args.model}_{args.shape}_inference.json")
     atomic_write_json(out, result)
@@ -194,30 +204,18 @@ def main() -> None:
                 run(f, k)
                 sync(args.device)
                 result[f"{name}_first"] = time.perf_counter() - t
-                ts = []
-                for _ in range(max(args.repeat, 5) if name == "one_clip" else args.repeat):
-                    t = time.perf_counter()
-                    run(f, k)
-                    sync(args.device)
-                    ts.append(time.perf_counter() - t)
-                result[name] = min(ts)
+                calls = max(args.repeat, 5) if name == "one_clip" else args.repeat
+                result[name] = min(call_times(run, f, k, args.device, calls))
         return result
 
     eager = latency(model)
     compiled = latency(compile_model(model)) if args.compile else None
-    peak = matmul_peak() if args.device == "cpu" and not args.no_peak else float("nan")
     step = min(times)
     result = {
-        "model": args.model, "shape": args.shape, "batch": args.batch, "device": args.device,
-        "machine": torch.cuda.get_device_name(0) if args.device == "cuda" else
-        f"{describe_cpu()}, {torch.get_num_threads()} threads",
-        "params": sum(p.numel() for p in model.parameters()), "overrides": overrides,
+        **describe(model, args, allocator, overrides), "batch": args.batch,
         "train_step_s": step, "train_step_all_s": times, "infer_one_clip_ms": 1000 * eager["one_clip"],
         "infer_batch_ms": 1000 * eager["batch"], "peak_memory_mb": peak_mb, "train_gflop": train_flops / 1e9,
-        "achieved_gflops": train_flops / step / 1e9, "matmul_peak_gflops": peak / 1e9,
-        "lengths": lens, "feature_dims": dims, "torch": torch.__version__, "allocator": allocator,
-        "attention_kernel": "compiled" if kernels.narrow_attention() is not None else
-        f"PyTorch ({kernels.unavailable_reason()})",
+        "achieved_gflops": train_flops / step / 1e9,
     }
     if compiled is not None:  # torch.compile, dynamic shapes: what `mmfusion predict --compile` runs
         result.update({"infer_one_clip_compiled_ms": 1000 * compiled["one_clip"],
