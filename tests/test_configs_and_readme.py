@@ -59,9 +59,9 @@ def test_readme_python_example_runs():
     assert maps["psa"]["vision"][0].shape == (2, 8, 500, 500) and "hca" in maps and "wal" in maps
 
 
-def readme_commands() -> list[list[str]]:
-    """Every ``mmfusion ...`` command of the README: lines of its bash blocks and inline code spans, as argv."""
-    readme = (ROOT / "README.md").read_text()
+def readme_commands(page: str = "README.md") -> list[list[str]]:
+    """Every ``mmfusion ...`` command of a page: lines of its bash blocks and inline code spans, as argv."""
+    readme = (ROOT / page).read_text()
     lines = [line for block in re.findall(r"```bash\n(.*?)```", readme, re.S) for line in block.splitlines()]
     lines += re.findall(r"`(mmfusion [^`]+)`", readme)
     commands = []
@@ -77,10 +77,16 @@ def test_readme_shows_the_commands_of_a_run():
     assert {"data", "fit", "test", "predict", "explain", "models"} <= set(verbs), verbs
 
 
-@pytest.mark.parametrize("argv", readme_commands(), ids=lambda argv: " ".join(argv)[:60])
+@pytest.mark.parametrize("argv", readme_commands() + readme_commands("docs/cli.md"),
+                         ids=lambda argv: " ".join(argv)[:60])
 def test_readme_command_parses(argv):
     """The CLI accepts each README command as written: its subcommand, every flag, every value's type and choice."""
-    build_parser().parse_args(argv)
+    if "--help" in argv:
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+    else:
+        build_parser().parse_args(argv)
 
 
 def test_readme_cheap_commands_run(tmp_path, monkeypatch, capsys):
