@@ -8,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # a repository path as docstrings and comments write it: docs/design/mea.md, configs/mea/mosi.yaml, benchmarks/speed.py
 PATH = re.compile(r"\b((?:docs|src|benchmarks|tests|configs|scripts)/[\w./-]*[\w/])")
+# a path inside the package, as docstrings and tables write it: models/mea.py, engine/runs.py (under src/mmfusion)
+PACKAGE_PATH = re.compile(r"(?<![\w/.])((?:modules|models|data|engine|cli|kernels|metrics|inspect)/\w+\.(?:py|cpp))")
 PLACEHOLDER = re.compile(r"[<*{]")  # benchmarks/out/speed_<model>.json, configs/mea/*.yaml: patterns, not files
 GENERATED = ("benchmarks/out",)  # where the benchmark scripts write; not in the repository
 SOURCES = sorted([*ROOT.joinpath("src").rglob("*.py"), *ROOT.joinpath("src").rglob("*.cpp"),
@@ -27,13 +29,16 @@ def cited_paths(text: str) -> set[str]:
         path = m.group(1).rstrip(".")
         if not path.startswith(GENERATED):
             found.add(path)
+    found |= {f"src/mmfusion/{m.group(1)}" for m in PACKAGE_PATH.finditer(text)}
     return found
 
 
 def test_cited_paths_finds_what_docstrings_write():
     text = ('"""Our reading (docs/design/mea.md §2); see configs/mea/mosi.yaml. Writes benchmarks/out/x.json and\n'
-            'benchmarks/out/speed_<model>.json; configs/mea/*.yaml hold the rest; src/mmfusion/batch.py."""')
-    assert cited_paths(text) == {"docs/design/mea.md", "configs/mea/mosi.yaml", "src/mmfusion/batch.py"}
+            'benchmarks/out/speed_<model>.json; configs/mea/*.yaml hold the rest; src/mmfusion/batch.py; the model\n'
+            'in models/mea.py, its test in tests/models/test_mea.py."""')
+    assert cited_paths(text) == {"docs/design/mea.md", "configs/mea/mosi.yaml", "src/mmfusion/batch.py",
+                                 "src/mmfusion/models/mea.py", "tests/models/test_mea.py"}
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
