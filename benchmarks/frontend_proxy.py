@@ -19,7 +19,7 @@ Variants (each changes only what it names, after the model is built with the see
 - ``conv``: no Bi-LSTM (``frontend: conv``); ``residual``: Z = H + BiLSTM(H) (``frontend: conv_lstm_residual``);
 - ``unscaled``: the convolution's output is not scaled by sqrt(D) before the positions are added;
 - ``scale_x2``, ``scale_x4``: scaled by 2·sqrt(D), 4·sqrt(D);
-- ``no_positions``: no sinusoidal positions before the Bi-LSTM (not the paper's: spec §1 adds them);
+- ``no_positions``: no sinusoidal positions before the Bi-LSTM (not the paper's: docs/design/mea.md §1 adds them);
 - ``forget_bias_1``: the input-side forget-gate bias of every Bi-LSTM set to 1 (the recurrent side keeps
   PyTorch's initialisation);
 - ``orthogonal_recurrent``: each gate's recurrent weight block initialised orthogonal;

@@ -1,14 +1,18 @@
-"""Every shipped config resolves; the README's two commands are the ones the scripts and CI run."""
+"""Every shipped config resolves; the README's commands are the ones the scripts and CI run, and they run."""
 
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from mmfusion.cli.main import build_parser, main
 from mmfusion.engine.runs import resolve_config
 from mmfusion.models import build
+
+from .helpers import write_mosi_mult
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -53,3 +57,46 @@ def test_readme_python_example_runs():
     assert scope["out"]["pred"].shape == (2, 1) and set(scope["out"]["losses"]) >= {"dis", "exc", "agn"}
     assert all(p.grad is not None for p in model.head.parameters())
     assert maps["psa"]["vision"][0].shape == (2, 8, 500, 500) and "hca" in maps and "wal" in maps
+
+
+def readme_commands(page: str = "README.md") -> list[list[str]]:
+    """Every ``mmfusion ...`` command of a page: lines of its bash blocks and inline code spans, as argv."""
+    readme = (ROOT / page).read_text()
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", readme, re.S) for line in block.splitlines()]
+    lines += re.findall(r"`(mmfusion [^`]+)`", readme)
+    commands = []
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line.startswith("mmfusion "):
+            commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_readme_shows_the_commands_of_a_run():
+    verbs = [argv[0] for argv in readme_commands()]
+    assert {"data", "fit", "test", "predict", "explain", "models"} <= set(verbs), verbs
+
+
+@pytest.mark.parametrize("argv", readme_commands() + readme_commands("docs/cli.md"),
+                         ids=lambda argv: " ".join(argv)[:60])
+def test_readme_command_parses(argv):
+    """The CLI accepts each README command as written: its subcommand, every flag, every value's type and choice."""
+    if "--help" in argv:
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+    else:
+        build_parser().parse_args(argv)
+
+
+def test_readme_cheap_commands_run(tmp_path, monkeypatch, capsys):
+    """The README's commands that need no trained model run as written, on a tiny MOSI-shaped file at its path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    write_mosi_mult(tmp_path / "data" / "mosi_data_noalign.pkl")
+    cheap = [argv for argv in readme_commands() if argv[0] in ("data", "models")]
+    assert cheap
+    for argv in cheap:
+        assert main(argv) == 0, argv
+    out = capsys.readouterr().out
+    assert "no_hca" in out and "mosi_data_noalign" in out

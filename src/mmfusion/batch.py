@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-#: Canonical modality order. It matches the discriminator labels of the MEA spec (L=0, V=1, A=2);
+#: Canonical modality order. It matches the discriminator labels of docs/design/mea.md §4 (L=0, V=1, A=2);
 #: code iterates over this order (or a model's own ``modalities``), never over an incoming dict's order.
 MODALITIES: tuple[str, ...] = ("text", "vision", "audio")
 

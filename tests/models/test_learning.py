@@ -82,9 +82,8 @@ def test_without_hca_mea_loses_the_crossmodal_term():
     seed-dependent number of steps (docs/results/mea_synthetic_scale.md), which would make this a test of the
     front end. MEA learns the matching between 400 and 700 steps (captured 0.55–0.60 at 400 steps for seeds 0–2,
     0.89–1.02 at 700 for seeds 0 and 1); without HCA it keeps only the ~1/3 that averaging the three candidates
-    gives, while the agnostic term survives. (With the Bi-LSTM front end, seeds 0–3 of this setting learned the
-    matching after ~1,100, ~600 and ~1,200 steps and not within 1,600: checked every 100 steps, one thread each,
-    2026-12-01 — too seed-dependent for a test.)
+    gives, while the agnostic term survives. (With the Bi-LSTM front end the step at which the matching is learned
+    varies too much between seeds for a test.)
     """
     bundle = load_data("synthetic", {"n_train": 4000, "n_valid": 1000, "n_test": 8, "w_exclusive": 0.0,
                                      "w_agnostic": 0.5, "w_crossmodal": 1.5, "noise": 0.2, "background": 0.1,

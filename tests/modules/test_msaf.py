@@ -3,7 +3,7 @@ import torch
 
 from mmfusion.modules.msaf import SplitAttentionFusion
 
-REFERENCE = [  # (channels, block size, reduction, segments, parameter count) from the spec
+REFERENCE = [  # (channels, block size, reduction, segments, parameter count) docs/design/msaf.md §1
     ([1024, 32], 16, 4, 1, 5356),
     ([2048, 64], 32, 4, 1, 19288),
     ([32, 64, 128], 16, 2, 5, 10840),

@@ -1,4 +1,5 @@
-"""Reader for CMU-MultimodalSDK computational sequences (``.csd``, HDF5), spec §3 — no SDK needed.
+"""Reader for CMU-MultimodalSDK computational sequences (``.csd``, HDF5) — no SDK needed.
+See docs/design/data-formats.md §3.
 
 A ``.csd`` file has one root group holding ``data/<video_id>/features`` (n, d) and ``data/<video_id>/intervals``
 (n, 2) in seconds, plus ``metadata/``. A directory holds one file per modality and one with labels. Which file is

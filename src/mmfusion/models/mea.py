@@ -2,25 +2,25 @@
 
 Yang, Li, Qu, Yang, Zhai, Wang, Zhang, "Asynchronous Multimodal Video Sequence Fusion via Learning
 Modality-Exclusive and -Agnostic Representations", arXiv 2407.04955 (IEEE TCSVT). No official code exists; this
-follows our reading in ``shared/spec/mea.md`` ("spec" below).
+follows our reading in docs/design/mea.md ("§" below).
 
 Figure 1, box by box (shape legend: B batch, T_m frames of modality m, D = ``dim``, d_h = ``rep_dim``, M = 3):
 
     X_m (B, T_m, d_m)
-     └─ front end: Conv1d → positions → Bi-LSTM      ModalityFrontEnd              Z_m (B, T_m, D)        spec §1
-         ├─ exclusive branch: M PSA layers,          PredictiveSelfAttentionLayer  Z^e_m (B, T_m, D)      spec §2
+     └─ front end: Conv1d → positions → Bi-LSTM      ModalityFrontEnd              Z_m (B, T_m, D)        §1
+         ├─ exclusive branch: M PSA layers,          PredictiveSelfAttentionLayer  Z^e_m (B, T_m, D)      §2
          │    each followed by WAL                   WeightedAttentionLayer        ψ (B, M) per layer
-         └─ agnostic branch: N HCA layers of MRUs    HierarchicalCrossModalAttention Z^a_m (B, T_m, D)    spec §3
-     pool (masked mean) → exclusive encoders E_m / shared agnostic encoder E_a      h^e_m, h^a_m (B, d_h)   spec §4
-     L_dis = mean_m HSIC(h^e_m, h^a_m)                                                                      spec §4
-     double discriminator: D_m on h^e_m (L_exc) and on GRL(h^a_m) weighted by ω from D_i (L_agn)           spec §4
-     Decoupled Graph Fusion over {h^e_m} and over {h^a_m} → concat → head                                  spec §4
-     L = L_task + α·L_dis + β·(L_agn + L_exc)                                                               spec §5
+         └─ agnostic branch: N HCA layers of MRUs    HierarchicalCrossModalAttention Z^a_m (B, T_m, D)    §3
+     pool (masked mean) → exclusive encoders E_m / shared agnostic encoder E_a      h^e_m, h^a_m (B, d_h)   §4
+     L_dis = mean_m HSIC(h^e_m, h^a_m)                                                                      §4
+     double discriminator: D_m on h^e_m (L_exc) and on GRL(h^a_m) weighted by ω from D_i (L_agn)           §4
+     Decoupled Graph Fusion over {h^e_m} and over {h^a_m} → concat → head                                  §4
+     L = L_task + α·L_dis + β·(L_agn + L_exc)                                                               §5
 
-Deviations (all from the spec): WAL scores masked-mean-pooled sequences instead of a flattened (T·D)² matrix
+Deviations (each in docs/design/mea.md): WAL scores masked-mean-pooled sequences instead of a flattened (T·D)² matrix
 (§2); PSA mixes logits by default, Eq. 2's literal form is ``mixing="literal"`` (§2); sources of every HCA layer
 are the front-end outputs (§3); dropouts and clipping take MulT's values (§6). Everything is masked.
-Two options beyond the spec: ``frontend="conv"`` drops the front end's Bi-LSTM (§1), which on the built-in benchmark
+Two options beyond the paper: ``frontend="conv"`` drops the front end's Bi-LSTM (§1), which on the built-in benchmark
 delays MEA's learning of cross-modal cue matching after Table I's 3-frame convolution
 (docs/results/mea_synthetic_scale.md), and ``frontend="conv_lstm_residual"`` keeps it with a residual connection
 around it; the default is the paper's. With ``kernels`` of 1 — the value the benchmark's configs use, Table I having
@@ -53,7 +53,7 @@ from mmfusion.modules.wal import WeightedAttentionLayer
 
 @dataclass
 class MEAConfig:
-    """Defaults are the paper's Table I (MOSI column); the rest follows spec §6."""
+    """Defaults are the paper's Table I (MOSI column); the rest follows docs/design/mea.md §6."""
 
     dim: int = 40  # d: front-end and attention width
     rep_dim: int = 64  # d_h: width of the decoupled codes
@@ -61,10 +61,10 @@ class MEAConfig:
     psa_layers: int = 3  # M
     hca_layers: int = 2  # N
     kernels: dict[str, int] = field(default_factory=lambda: {"text": 3, "vision": 3, "audio": 3})
-    # spec §1; not the paper's: "conv" leaves out the Bi-LSTM, "conv_lstm_residual" adds its input around it
+    # §1; not the paper's: "conv" leaves out the Bi-LSTM, "conv_lstm_residual" adds its input around it
     frontend: Literal["conv_lstm", "conv", "conv_lstm_residual"] = "conv_lstm"
     mu: float = 0.25  # weight of the predicted map in PSA
-    mixing: Literal["logits", "literal"] = "logits"  # spec §2: default mixes logits; "literal" is Eq. 2
+    mixing: Literal["logits", "literal"] = "logits"  # §2: default mixes logits; "literal" is Eq. 2
     alpha: float = 0.02  # weight of L_dis
     beta: float = 0.03  # weight of L_agn + L_exc
     grl_lambda: float = 1.0  # gradient-reversal coefficient λ
@@ -230,7 +230,7 @@ class MEA(nn.Module):
     # ---------------------------------------------------------------------------------------------------------
     def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
                          inspect: bool = False) -> dict[str, Tensor]:
-        """M layers of PSA per modality, each followed by WAL across modalities (spec §2)."""
+        """M layers of PSA per modality, each followed by WAL across modalities (docs/design/mea.md §2)."""
         if not self.config.use_psa:
             return z
         h: dict[str, Tensor] = dict(z)
@@ -255,7 +255,7 @@ class MEA(nn.Module):
 
     def agnostic_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
                         inspect: bool) -> dict[str, Tensor]:
-        """N layers of hierarchical cross-modal attention (spec §3)."""
+        """N layers of hierarchical cross-modal attention (docs/design/mea.md §3)."""
         if not self.config.use_hca:
             return z
         za, maps = self.hca(z, masks, need_weights=inspect)
@@ -264,7 +264,7 @@ class MEA(nn.Module):
         return za
 
     def decoupling_losses(self, codes: dict[str, Tensor]) -> dict[str, Tensor]:
-        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (spec §4-5)."""
+        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (§4-5)."""
         c = self.config
         losses: dict[str, Tensor] = {}
         he, ha = codes.get("exclusive"), codes.get("agnostic")

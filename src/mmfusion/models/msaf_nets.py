@@ -1,4 +1,4 @@
-"""MSAF networks (Su et al., arXiv 2012.07175; spec ``msaf.md`` §2).
+"""MSAF networks (Su et al., arXiv 2012.07175; docs/design/msaf.md §2).
 
 ``msaf_lstm`` — the paper's sentiment network: per modality two stacked single-layer LSTMs with MSAF between them
 on (B, H, T) (C=16, r=2, p=0.2, q=5), the last real step of each modality concatenated (224 = 128 + 32 + 64) and

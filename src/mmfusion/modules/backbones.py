@@ -1,4 +1,4 @@
-"""Backbones of MSAF's audio-visual networks (spec ``msaf.md`` §2), trained from scratch or loaded from local files.
+"""Backbones of MSAF's audio-visual networks (docs/design/msaf.md §2), trained from scratch or loaded from local files.
 
 - :class:`ResNeXt3D`: 3-D ResNeXt (Hara et al.'s video ResNeXt: bottlenecks with grouped 3x3x3 convolutions,
   expansion 2, cardinality 32); ResNeXt-50 is ``layers=(3, 4, 6, 3)``, ``width=64`` with stage outputs

@@ -1,4 +1,4 @@
-"""Gradient reversal and MEA's double discriminator (spec §4)."""
+"""Gradient reversal and MEA's double discriminator (docs/design/mea.md §4)."""
 
 from __future__ import annotations
 

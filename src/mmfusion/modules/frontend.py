@@ -1,5 +1,5 @@
-"""MEA's per-modality front end (spec §1): Conv1d -> sinusoidal positions -> masked Bi-LSTM (or no Bi-LSTM, or the
-Bi-LSTM with a residual connection around it)."""
+"""MEA's per-modality front end (docs/design/mea.md §1): Conv1d -> sinusoidal positions -> masked Bi-LSTM (or no
+Bi-LSTM, or the Bi-LSTM with a residual connection around it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Decoupled Graph Fusion (MEA spec §4): attention over a small fully connected graph of modality codes.
+"""Decoupled Graph Fusion (docs/design/mea.md §4): attention over a small fully connected graph of modality codes.
 
 For nodes h_i (one per modality) and neighbours j != i: δ_ij = q([W h_i ; W h_j]), ξ_ij = softmax_j(GELU(δ_ij)),
 h_fin = Σ_i σ(Σ_j ξ_ij · W h_j). MEA uses two such graphs with separate weights (exclusive and agnostic).

@@ -1,4 +1,4 @@
-"""Hierarchical Cross-modal Attention (MEA spec §3) built from Modality Reinforcement Units.
+"""Hierarchical Cross-modal Attention (docs/design/mea.md §3) built from Modality Reinforcement Units.
 
 MRU(source, target): pre-LN multi-head cross-attention (queries from the target, keys/values from the source,
 masked on padded source frames), residual to the target, then a residual FFN. It uses SDPA unless the attention

@@ -1,4 +1,4 @@
-"""Disparity losses between exclusive and agnostic codes (MEA spec §4)."""
+"""Disparity losses between exclusive and agnostic codes (docs/design/mea.md §4)."""
 
 from __future__ import annotations
 

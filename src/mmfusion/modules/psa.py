@@ -1,4 +1,5 @@
-"""Predictive Self-Attention (MEA spec §2): self-attention whose map is partly predicted from the previous layer's.
+"""Predictive Self-Attention (docs/design/mea.md §2): self-attention whose map is partly predicted from the previous
+layer's.
 
 Layer l computes logits S_l = Q Kᵀ / sqrt(D_h) (B, H, T, T). From layer 2 on, the previous layer's logits, seen as
 an H-channel image, predict this layer's map: P_l = GELU(Conv2d_{H->H, 3x3, same}(S_{l-1})). Mixing:

@@ -1,8 +1,8 @@
-"""Weighted Attention Layer (MEA spec §2): one softmax weight per modality and sample, ψ_m = softmax_m(γ_m),
+"""Weighted Attention Layer (docs/design/mea.md §2): one softmax weight per modality and sample, ψ_m = softmax_m(γ_m),
 γ_m = pᵀ tanh(W · pool(Z_m) + b), pool = masked mean over time, W: D -> d_h.
 
 (The paper scores a flattened (T·D)x(T·D) matrix, infeasible for long streams and undefined for variable lengths;
-the pooled additive scorer is our documented deviation, spec §2.)
+the pooled additive scorer is our documented deviation, docs/design/mea.md §2.)
 """
 
 from __future__ import annotations
