@@ -111,14 +111,14 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
                           actual=first, hint=did_you_mean(first, allowed))
     if reader is not None:
         return reader(rest, **args)
-    if kind == "mult":
-        from mmfusion.data.mult import read_mult
-
-        return read_mult(rest)
-    if kind == "mmsa":
+    if kind in ("mult", "mmsa"):
         from mmfusion.data.mmsa import read_mmsa
+        from mmfusion.data.mult import read_mult
+        from mmfusion.data.releases import identify_pickle
 
-        return read_mmsa(rest)
+        bundle = (read_mult if kind == "mult" else read_mmsa)(rest)
+        bundle.report.release = identify_pickle(Path(rest), kind, bundle)  # which public release this file is
+        return bundle
     from mmfusion.data.custom import read_custom
 
     return read_custom(rest)
