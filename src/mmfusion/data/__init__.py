@@ -110,7 +110,12 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
                           expected=f"one of {sorted(allowed)}" if allowed else "none (this reader takes no options)",
                           actual=first, hint=did_you_mean(first, allowed))
     if reader is not None:
-        return reader(rest, **args)
+        try:
+            return reader(rest, **args)
+        except ConfigError as exc:  # a reader option's value: name where the user set it
+            if source and exc.source == "data_args":
+                raise exc.with_source(source) from None
+            raise
     if kind in ("mult", "mmsa"):
         from mmfusion.data.mmsa import read_mmsa
         from mmfusion.data.mult import read_mult
