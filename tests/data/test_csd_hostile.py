@@ -47,6 +47,7 @@ def _refused(capsys, data, *sets) -> str:
 def test_a_bad_reader_option_is_a_named_error(folder, capsys, setting, says):
     err = _refused(capsys, folder, setting)
     assert says in err, err
+    assert err.startswith("mmfusion data: error: --set: ")  # names where the value was set
     if "did you mean" in says or "algin" in setting:
         assert "did you mean" in err
 

@@ -107,6 +107,12 @@ def test_data_args_choose_another_feature_set(tmp_path, option, dims):
     assert {m: bundle.feature_dims[m] for m in dims} == dims
 
 
+def test_fit_and_data_spell_the_choice_alike(tmp_path, capsys):
+    write_release(tmp_path, MOSI_IDS)
+    assert main(["data", f"csd:{tmp_path}", "--set", "data_args.audio=openSMILE_IS09"]) == 0
+    assert "audio 3x384" in capsys.readouterr().out
+
+
 def test_an_ambiguous_or_absent_feature_set_is_refused_by_name(tmp_path, capsys):
     write_release(tmp_path, MOSI_IDS, facet42=True)
     assert load_data(f"csd:{tmp_path}").feature_dims["vision"] == 47  # FACET 4.1 is the default of the two

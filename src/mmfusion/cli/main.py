@@ -451,10 +451,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _data_args(sets: Sequence[str]) -> dict[str, Any]:
-    """Reader options from repeated ``--set key=value`` flags."""
+    """Reader options from repeated ``--set key=value`` flags (``data_args.key=value``, as ``fit`` spells them, too)."""
     from mmfusion.config import parse_value
 
-    return {k: parse_value(v) for k, _, v in (s.partition("=") for s in sets)}
+    return {k.removeprefix("data_args."): parse_value(v) for k, _, v in (s.partition("=") for s in sets)}
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
