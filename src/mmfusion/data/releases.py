@@ -33,8 +33,9 @@ def standard_folds(dataset: str) -> dict[str, Any]:
     return json.loads(text.read_text(encoding="utf-8"))
 
 
+@cache
 def fold_of(dataset: str) -> dict[str, str]:
-    """{video id: split} of a standard dataset."""
+    """{video id: split} of a standard dataset (one shared dict: do not modify)."""
     folds = standard_folds(dataset)
     return {v: s for s in SPLITS for v in folds[s]}
 
