@@ -388,9 +388,10 @@ def _assign_splits(listed: dict[str, list[str]] | None, videos: list[str], repor
     order = np.random.default_rng(0).permutation(len(videos))
     n_tr, n_va = int(round(0.7 * len(videos))), int(round(0.1 * len(videos)))
     report.split = "non-standard split: videos split 70/10/20 by a fixed permutation"
-    report.caveats.append(f"non-standard split: the videos of {root.name} belong to no CMU-MOSI, CMU-MOSEI or POM "
-                          f"fold and no splits are listed in {MANIFEST}, so they were split 70/10/20 by a fixed "
-                          "permutation; results are not comparable with published ones")
+    whose = (f"only {counts[best]} of the {len(videos)} videos of {root.name} belong to a {best} fold"
+             if counts[best] else f"the videos of {root.name} belong to no CMU-MOSI, CMU-MOSEI or POM fold")
+    report.caveats.append(f"non-standard split: {whose} and no splits are listed in {MANIFEST}, so they were split "
+                          "70/10/20 by a fixed permutation; results are not comparable with published ones")
     out = {}
     for rank, i in enumerate(order):
         out[videos[i]] = "train" if rank < n_tr else "valid" if rank < n_tr + n_va else "test"
