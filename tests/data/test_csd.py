@@ -41,7 +41,7 @@ def test_word_alignment_averages_overlapping_frames(tmp_path):
     np.testing.assert_allclose(s.features["audio"][i, :3, 0], [2.0, 7.0, 12.0])
     j = s.ids.index(next(x for x in s.ids if x.endswith("[1]")))
     assert s.labels[j] == pytest.approx(-0.5) and s.labels[i] == pytest.approx(1.5)
-    assert any("70/10/20" in n for n in bundle.report.notes)
+    assert any("non-standard split" in c and "70/10/20" in c for c in bundle.report.caveats)
 
 
 def test_unaligned_mode_and_manifest_splits(tmp_path):

@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="data SPEC")
     p.add_argument("--json", help="also write the description to this JSON file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader options (data_args), e.g. n_train=40000 (synthetic) or fold=3 (ravdess)")
+                   help="reader options (data_args), e.g. n_train=40000 (synthetic), fold=3 (ravdess) or "
+                   "audio=openSMILE_IS09 (csd)")
 
     p = sub.add_parser("models", help="list registered models (and their ablations)")
     p.add_argument("--ablations", action="store_true", help="also list each model's named ablations")
@@ -451,10 +452,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _data_args(sets: Sequence[str]) -> dict[str, Any]:
-    """Reader options from repeated ``--set key=value`` flags."""
+    """Reader options from repeated ``--set key=value`` flags (``data_args.key=value``, as ``fit`` spells them, too)."""
     from mmfusion.config import parse_value
 
-    return {k: parse_value(v) for k, _, v in (s.partition("=") for s in sets)}
+    return {k.removeprefix("data_args."): parse_value(v) for k, _, v in (s.partition("=") for s in sets)}
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

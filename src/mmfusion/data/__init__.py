@@ -110,15 +110,20 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
                           expected=f"one of {sorted(allowed)}" if allowed else "none (this reader takes no options)",
                           actual=first, hint=did_you_mean(first, allowed))
     if reader is not None:
-        return reader(rest, **args)
-    if kind == "mult":
-        from mmfusion.data.mult import read_mult
-
-        return read_mult(rest)
-    if kind == "mmsa":
+        try:
+            return reader(rest, **args)
+        except ConfigError as exc:  # a reader option's value: name where the user set it
+            if source and exc.source == "data_args":
+                raise exc.with_source(source) from None
+            raise
+    if kind in ("mult", "mmsa"):
         from mmfusion.data.mmsa import read_mmsa
+        from mmfusion.data.mult import read_mult
+        from mmfusion.data.releases import identify_pickle
 
-        return read_mmsa(rest)
+        bundle = (read_mult if kind == "mult" else read_mmsa)(rest)
+        bundle.report.release = identify_pickle(Path(rest), kind, bundle)  # which public release this file is
+        return bundle
     from mmfusion.data.custom import read_custom
 
     return read_custom(rest)

@@ -52,17 +52,28 @@ class SplitData:
 
 @dataclass
 class LoadReport:
-    """What a reader changed or noticed: replaced ``-inf`` values, empty (missing) streams, truncations."""
+    """What a reader changed or noticed: replaced ``-inf`` values, empty (missing) streams, truncations.
+
+    ``split`` says where the train/valid/test split came from (e.g. a dataset's standard folds); ``caveats`` are
+    statements every result on this data must carry (a non-standard split): the engine copies them into
+    ``metrics.json`` and the summaries. ``release`` names the public release the file was recognised as."""
 
     neg_inf: dict[str, int] = field(default_factory=dict)  # "split/modality" -> count of values replaced
     empty: dict[str, int] = field(default_factory=dict)  # "split/modality" -> samples with length 0
     notes: list[str] = field(default_factory=list)
+    split: str | None = None
+    caveats: list[str] = field(default_factory=list)
+    release: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"neg_inf_replaced": dict(self.neg_inf), "empty_streams": dict(self.empty), "notes": list(self.notes)}
+        return {"neg_inf_replaced": dict(self.neg_inf), "empty_streams": dict(self.empty), "notes": list(self.notes),
+                "split": self.split, "caveats": list(self.caveats), "release": self.release}
 
     def lines(self) -> list[str]:
-        out = [f"replaced {n} -inf values by 0 in {k}" for k, n in self.neg_inf.items() if n]
+        out = list(self.caveats)
+        out += [self.release["line"]] if self.release and self.release.get("line") else []
+        out += [f"split: {self.split}"] if self.split else []
+        out += [f"replaced {n} -inf values by 0 in {k}" for k, n in self.neg_inf.items() if n]
         out += [f"{n} samples have no {k.split('/')[1]} frames in {k.split('/')[0]}" for k, n in self.empty.items()
                 if n]
         return out + self.notes

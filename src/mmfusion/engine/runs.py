@@ -504,6 +504,7 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
         "resumed_from_epoch": resumed_from, "diverged": diverged, "warnings": notes,
+        "data_caveats": list(bundle.report.caveats),  # e.g. "non-standard split": travels with every number
     }
     write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
     atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
@@ -532,6 +533,7 @@ def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any
     if bundle.task == "regression":
         lines.append("Acc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative.")
     lines += [f"\n**Warning:** {w}." for w in result.get("warnings", [])]
+    lines += [f"\n**Data:** {c}." for c in bundle.report.caveats]
     return "\n".join(lines) + "\n"
 
 
@@ -631,13 +633,14 @@ def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -
     summary = {"model": cfg.model, "ablation": cfg.ablation, "data": bundle.describe(), "task": bundle.task,
                "seeds": list(cfg.seeds), "metrics": summarize(results, keys), "bayes": bundle.bayes,
                "runs": [str(run_dir_for(cfg, bundle, s)) for s in cfg.seeds], "summary_dir": str(base),
-               "notes": run_notes(cfg.model + (f":{cfg.ablation}" if cfg.ablation else ""), results)}
+               "notes": run_notes(cfg.model + (f":{cfg.ablation}" if cfg.ablation else ""), results),
+               "data_caveats": list(bundle.report.caveats)}
     if launched_worker():
         return summary
     atomic_write_json(base / "summary.json", summary)
     rows = [(cfg.model + (f" ({cfg.ablation})" if cfg.ablation else ""), summary["metrics"])]
-    atomic_write_text(base / "summary.md", results_markdown(rows, metric_keys(bundle), bundle)
-                      + notes_markdown(summary["notes"]))
+    atomic_write_text(base / "summary.md", "".join(f"**Data:** {c}.\n\n" for c in bundle.report.caveats)
+                      + results_markdown(rows, metric_keys(bundle), bundle) + notes_markdown(summary["notes"]))
     atomic_write_text(base / "summary.csv", results_csv(rows, keys))
     return summary
 
