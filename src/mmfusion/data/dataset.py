@@ -87,7 +87,8 @@ class LoadReport:
         extra = sorted(str(k) for k in keys if str(k) not in known)
         if extra:
             self.notes.append(f"{split + ': ' if split else ''}ignored {'key' if len(extra) == 1 else 'keys'} "
-                              f"{', '.join(map(repr, extra))} (read: {', '.join(known)})")
+                              f"{', '.join(map(repr, extra[:10]))}{' ...' * (len(extra) > 10)} "
+                              "(not part of the format)")
 
 
 @dataclass
