@@ -292,8 +292,8 @@ def test_readers_load_or_refuse_by_name_long(case: tuple[str, dict[str, Any], bo
 def test_the_generator_makes_valid_files_and_corrupt_ones():
     """The property is not vacuous: uncorrupted files load, and the corruptions reach the readers' errors."""
     loaded = refused = 0
-    for seed in range(12):
-        layout, content = _example(seed)
+    for number in range(12):
+        layout, content = _example(number)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / ("data.h5" if layout == "h5" else "unaligned_50.pkl" if layout == "mmsa" else "d.pkl")
             write_h5(path, content) if layout == "h5" else path.write_bytes(pickle.dumps(content))
