@@ -59,7 +59,7 @@ CHUNK_CACHE_BYTES = 4 * 2**20
 """HDF5's chunk cache per feature array and process when reading lazily (HDF5's default is 1 MiB)."""
 MAX_LAZY_CHUNK_BYTES = 64 * 2**20
 """The largest chunk a lazy read accepts: reading one sample decompresses its whole chunk."""
-SCAN_BLOCK_BYTES = 16 * 2**20
+SCAN_BLOCK_BYTES = 8 * 2**20
 """How much of a feature array a lazy read checks at a time (as float32)."""
 MAX_EXPANSION = 2000
 """No compression HDF5 ships stores data in less than 1/1000 of its size (deflate's limit is about 1:1032): an
