@@ -179,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "they agree; checkpoints trained with other options are refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
+    p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)",
+                       description="Convert a dataset. A MulT or MMSA pickle is always read whole into memory; "
+                                   "converted to mmfusion's HDF5 format (a .h5 file), a large one is read lazily, "
+                                   "batch by batch (automatically above 2 GiB of features, or with --set "
+                                   "data_args.lazy=true).")
     p.add_argument("data", help="data SPEC to read")
     p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout mult or mmsa")
     p.add_argument("--layout", choices=["h5", "mult", "mmsa"],
