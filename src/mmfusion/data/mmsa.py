@@ -1,4 +1,4 @@
-"""Reader and writer for the MMSA layout (``unaligned_50.pkl`` / ``aligned_50.pkl``), spec §2.
+"""Reader and writer for the MMSA layout (``unaligned_50.pkl`` / ``aligned_50.pkl``), as MMSA distributes it.
 
 One pickle ``{"train"|"valid"|"test": {...}}`` with BERT ``text`` (N, L_t, 768), right-padded ``audio`` and
 ``vision`` with ``audio_lengths`` / ``vision_lengths``, ``regression_labels`` (N,) and ``id``. The text length comes

@@ -1,4 +1,4 @@
-"""Reader and writer for the MulT layout (``<name>_data_noalign.pkl`` / ``<name>_data.pkl``), spec §1.
+"""Reader and writer for the MulT layout (``<name>_data_noalign.pkl`` / ``<name>_data.pkl``), as MulT distributes it.
 
 One pickle ``{"train"|"valid"|"test": {"text", "audio", "vision", "labels"[, "id"]}}``; sequences are **left**
 padded with zeros and carry no lengths, so a sample's length is the count of trailing frames from its first
