@@ -32,3 +32,13 @@ def ext():
             pytest.fail(f"the kernel did not build: {kernels.unavailable_reason()}")
         pytest.skip(f"no compiled kernel here: {kernels.unavailable_reason()}")
     return module
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``fuzz`` (the long property-based runs) run only when asked for: ``pytest -m fuzz``."""
+    if "fuzz" in (config.getoption("markexpr", "") or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("fuzz") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("fuzz") is not None])
+        items[:] = keep

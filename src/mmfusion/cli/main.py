@@ -38,6 +38,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, help="number of devices (default 1); N > 1 trains with DDP, one process "
                    "per device")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--num-workers", type=int, help="DataLoader worker processes that read and batch the data "
+                   "(default 0: the training process itself); useful with HDF5 data read lazily")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32 "
                         "--set model_args.kernels.audio=5 (one entry of a per-modality table)")
@@ -60,7 +62,7 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         flags["pretrained"] = dict(p.partition("=")[::2] for p in args.pretrained)
     train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
              "precision": args.precision, "accelerator": args.accelerator, "devices": args.devices,
-             "threads": args.threads}
+             "threads": args.threads, "num_workers": args.num_workers}
     train = {k: v for k, v in train.items() if v is not None}
     if args.no_progress:
         train["progress"] = False
@@ -177,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "they agree; checkpoints trained with other options are refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)")
+    p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)",
+                       description="Convert a dataset. A MulT or MMSA pickle is always read whole into memory; "
+                                   "converted to mmfusion's HDF5 format (a .h5 file), a large one is read lazily, "
+                                   "batch by batch (automatically above 2 GiB of features, or with --set "
+                                   "data_args.lazy=true).")
     p.add_argument("data", help="data SPEC to read")
     p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout mult or mmsa")
     p.add_argument("--layout", choices=["h5", "mult", "mmsa"],

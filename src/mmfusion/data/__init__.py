@@ -53,11 +53,15 @@ def data_path(spec: str) -> Path | None:
 
 
 def _option_reader(kind: str) -> Any:
-    """The reader function of a kind that takes options as keyword arguments (csd, ravdess, ntu), else None."""
+    """The reader function of a kind that takes options as keyword arguments (csd, h5, ravdess, ntu), else None."""
     if kind == "csd":
         from mmfusion.data.csd import read_csd
 
         return read_csd
+    if kind == "h5":
+        from mmfusion.data.custom import read_custom
+
+        return read_custom
     if kind in ("ravdess", "ntu"):
         from mmfusion.data.clips import read_ntu, read_ravdess
 
@@ -72,7 +76,8 @@ def _reader_defaults(reader: Any) -> dict[str, Any]:
 
 
 def effective_reader_options(spec: str, data_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every reader option ``load_data(spec, data_args)`` runs with, the reader's defaults filled in.
+    """Every reader option ``load_data(spec, data_args)`` runs with, the reader's defaults filled in, less those
+    that change only how the data is read (:data:`HOW_READ`: ``lazy``).
 
     Two sets of options that read the same data compare equal here even when one spells out a default.
     """
@@ -85,7 +90,12 @@ def effective_reader_options(spec: str, data_args: Mapping[str, Any] | None = No
             args.setdefault("task", "emotion")
         return dataclasses.asdict(build_checked(SyntheticConfig, args, source="data_args"))
     reader = _option_reader(kind)
-    return args if reader is None else _reader_defaults(reader) | args
+    out = args if reader is None else _reader_defaults(reader) | args
+    return {k: v for k, v in out.items() if k not in HOW_READ}
+
+
+HOW_READ = frozenset({"lazy"})
+"""Reader options that change how a file is read, not what is read (the values are the same either way)."""
 
 
 def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: str | None = None) -> DatasetBundle:
@@ -104,6 +114,11 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
     reader = _option_reader(kind)
     allowed = set(_reader_defaults(reader)) if reader is not None else set()
     unknown = set(args) - allowed
+    if kind in ("mult", "mmsa") and "lazy" in unknown:
+        raise ConfigError(f"a {kind} pickle is always read into memory (a pickle cannot be read in parts)",
+                          source=source or "data_args", key="lazy", expected="no lazy option for this file",
+                          actual=args["lazy"], hint=f"`mmfusion convert {spec} NAME.h5` writes it to mmfusion's "
+                                                    "HDF5 format, which --set data_args.lazy=true reads lazily")
     if unknown:
         first = sorted(unknown)[0]
         raise ConfigError(f"unknown option for {kind} data", source=source or "data_args", key=first,
@@ -124,6 +139,4 @@ def load_data(spec: str, data_args: Mapping[str, Any] | None = None, *, source: 
         bundle = (read_mult if kind == "mult" else read_mmsa)(rest)
         bundle.report.release = identify_pickle(Path(rest), kind, bundle)  # which public release this file is
         return bundle
-    from mmfusion.data.custom import read_custom
-
-    return read_custom(rest)
+    raise AssertionError(f"no reader for {kind}")  # pragma: no cover - every kind is handled above

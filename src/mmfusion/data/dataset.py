@@ -52,7 +52,8 @@ class SplitData:
 
 @dataclass
 class LoadReport:
-    """What a reader changed or noticed: replaced ``-inf`` values, empty (missing) streams, truncations.
+    """What a reader changed or noticed: replaced ``-inf`` values, empty (missing) streams, truncations, keys it
+    ignored, and warnings (values of an absurd magnitude) that do not stop the load but may explain a failed run.
 
     ``split`` says where the train/valid/test split came from (e.g. a dataset's standard folds); ``caveats`` are
     statements every result on this data must carry (a non-standard split): the engine copies them into
@@ -64,19 +65,41 @@ class LoadReport:
     split: str | None = None
     caveats: list[str] = field(default_factory=list)
     release: dict[str, Any] | None = None
+    max_abs: dict[str, float] = field(default_factory=dict)  # "split/key" -> largest magnitude of its values
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"neg_inf_replaced": dict(self.neg_inf), "empty_streams": dict(self.empty), "notes": list(self.notes),
-                "split": self.split, "caveats": list(self.caveats), "release": self.release}
+                "split": self.split, "caveats": list(self.caveats), "release": self.release,
+                "max_abs": dict(self.max_abs), "warnings": list(self.warnings)}
 
     def lines(self) -> list[str]:
         out = list(self.caveats)
         out += [self.release["line"]] if self.release and self.release.get("line") else []
         out += [f"split: {self.split}"] if self.split else []
+        out += [f"warning: {w}" for w in self.warnings]
         out += [f"replaced {n} -inf values by 0 in {k}" for k, n in self.neg_inf.items() if n]
         out += [f"{n} samples have no {k.split('/')[1]} frames in {k.split('/')[0]}" for k, n in self.empty.items()
                 if n]
         return out + self.notes
+
+    def magnitude(self, split: str, key: str, value: float, *, limit: float) -> None:
+        """Record the largest magnitude of ``split/key``; above ``limit`` (no real feature or label comes near it,
+        see :data:`ABSURD_FEATURE` and :data:`ABSURD_LABEL`) add a warning naming the key and the magnitude."""
+        where = f"{split}/{key}"
+        self.max_abs[where] = max(self.max_abs.get(where, 0.0), float(value))
+        if value > limit:
+            self.warnings.append(f"{where}: values up to {value:.3g} in magnitude (features and labels of real data "
+                                 f"lie well within ±{limit:.0e}); a file written with the wrong scale or units? "
+                                 "Training on it is likely to diverge")
+
+    def extra_keys(self, split: str | None, keys: Sequence[str], known: Sequence[str]) -> None:
+        """Note the keys of a split (or file) this reader does not use, so they are not ignored silently."""
+        extra = sorted(str(k) for k in keys if str(k) not in known)
+        if extra:
+            self.notes.append(f"{split + ': ' if split else ''}ignored {'key' if len(extra) == 1 else 'keys'} "
+                              f"{', '.join(map(repr, extra[:10]))}{' ...' * (len(extra) > 10)} "
+                              "(not part of the format)")
 
 
 @dataclass
@@ -243,24 +266,50 @@ def finite_float32(values: np.ndarray, *, file: str, split: str | None, key: str
     return out
 
 
-def clean_features(
-    x: Any, *, file: str, split: str, key: str, report: LoadReport, expected_n: int | None = None
-) -> np.ndarray:
-    """Check a (N, T, d) feature array and replace ``-inf`` by 0 (counted in ``report``).
+LAZY_ABOVE = 2 * 2**30
+"""Feature bytes (as float32) above which the HDF5 reader reads lazily by default, and the pickle readers (which
+must hold everything in memory) suggest converting the file to HDF5."""
 
-    NaN, ``+inf``, a wrong rank or a wrong N raise :class:`DataError` naming the file, split and key.
-    """
-    x = real_array(x, file=file, split=split, key=key, expected="float array (N, T, d)")
-    if x.ndim != 3:
+
+def note_if_large(splits: dict[str, SplitData], spec: str, report: LoadReport) -> None:
+    """For readers that hold a whole file in memory: above :data:`LAZY_ABOVE`, note how to read it lazily."""
+    total = sum(x.nbytes for s in splits.values() for x in s.features.values())
+    if total > LAZY_ABOVE:
+        report.notes.append(f"this file's features take {total / 1e9:.1f} GB of memory; `mmfusion convert {spec} "
+                            "NAME.h5` writes them to mmfusion's HDF5 format, which is read lazily (batch by batch)")
+
+
+ABSURD_FEATURE = 1e6
+"""A feature magnitude no real extractor produces (GloVe, COVAREP, FACET, BERT values lie within a few thousand;
+raw 16-bit audio within 32768): above it, the load report warns."""
+ABSURD_LABEL = 1e6
+"""A label magnitude no benchmark uses (sentiment scores lie within ±3): above it, the load report warns."""
+
+
+def check_feature_shape(dtype: np.dtype, shape: tuple[int, ...], *, file: str, split: str, key: str,
+                        expected_n: int | None) -> None:
+    """The checks of a (N, T, d) feature array that need only its dtype and shape (shared by the in-memory and the
+    lazy HDF5 reader, which checks a file's arrays before reading them)."""
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise DataError("not real numbers", file=file, split=split, key=key, expected="float array (N, T, d)",
+                        actual=f"dtype {dtype}")
+    if len(shape) != 3:
         raise DataError("wrong rank", file=file, split=split, key=key, expected="3 dims (N, T, d)",
-                        actual=f"shape {tuple(x.shape)}")
-    if expected_n is not None and x.shape[0] != expected_n:
+                        actual=f"shape {tuple(shape)}")
+    if expected_n is not None and shape[0] != expected_n:
         raise DataError("number of samples differs across keys", file=file, split=split, key=key,
-                        expected=f"N={expected_n}", actual=f"N={x.shape[0]}")
-    if x.shape[1] == 0 or x.shape[2] == 0:
+                        expected=f"N={expected_n}", actual=f"N={shape[0]}")
+    if shape[1] == 0 or shape[2] == 0:
         raise DataError("no frames or no features", file=file, split=split, key=key, expected="T >= 1 and d >= 1",
-                        actual=f"shape {tuple(x.shape)}")
-    raw = x
+                        actual=f"shape {tuple(shape)}")
+
+
+def clean_block(raw: np.ndarray, *, file: str, split: str, key: str, report: LoadReport, row0: int = 0
+                ) -> tuple[np.ndarray, float]:
+    """Samples ``row0 ...`` of a (n, T, d) real feature array as a float32 copy with ``-inf`` replaced by 0 (counted
+    in ``report``), and the largest magnitude among them. NaN, ``+inf`` and values beyond float32's range raise
+    :class:`DataError` naming the file, split, key and the first sample. The one value check of every reader: the
+    in-memory readers pass whole arrays, the lazy HDF5 reader blocks of samples."""
     with np.errstate(over="ignore"):
         x = np.array(raw, dtype=np.float32, copy=True)
     if raw.dtype != np.float32:  # a finite value that became infinite in float32 (only looked for where any did)
@@ -269,12 +318,12 @@ def clean_features(
             i = tuple(np.argwhere(overflow)[0])
             raise DataError("values beyond float32's range", file=file, split=split, key=key,
                             expected=f"|value| <= {FLOAT32_MAX:.3g}",
-                            actual=f"{raw[i]:.3g} at sample {i[0]}, frame {i[1]}")
-    n_nan = int(np.isnan(x).sum())
-    if n_nan:
-        where = np.argwhere(np.isnan(x))[0]
+                            actual=f"{raw[i]:.3g} at sample {row0 + i[0]}, frame {i[1]}")
+    nan = np.isnan(x)
+    if nan.any():
+        where = np.argwhere(nan)[0]
         raise DataError("contains NaN", file=file, split=split, key=key, expected="finite values",
-                        actual=f"{n_nan} NaN values, first at sample {where[0]}, frame {where[1]}")
+                        actual=f"{int(nan.sum())} NaN values, first at sample {row0 + where[0]}, frame {where[1]}")
     neg = np.isneginf(x)
     if neg.any():
         report.neg_inf[f"{split}/{key}"] = report.neg_inf.get(f"{split}/{key}", 0) + int(neg.sum())
@@ -282,7 +331,28 @@ def clean_features(
     if np.isposinf(x).any():
         raise DataError("contains +inf", file=file, split=split, key=key, expected="finite values",
                         actual=f"{int(np.isposinf(x).sum())} +inf values")
-    return x
+    return x, float(np.abs(x).max()) if x.size else 0.0
+
+
+def clean_features(
+    x: Any, *, file: str, split: str, key: str, report: LoadReport, expected_n: int | None = None
+) -> np.ndarray:
+    """Check a (N, T, d) feature array and replace ``-inf`` by 0 (counted in ``report``).
+
+    NaN, ``+inf``, a wrong rank or a wrong N raise :class:`DataError` naming the file, split and key; values of an
+    absurd magnitude (above :data:`ABSURD_FEATURE`) add a warning to ``report``.
+    """
+    x = real_array(x, file=file, split=split, key=key, expected="float array (N, T, d)")
+    check_feature_shape(x.dtype, x.shape, file=file, split=split, key=key, expected_n=expected_n)
+    out, biggest = clean_block(x, file=file, split=split, key=key, report=report)
+    report.magnitude(split, key, biggest, limit=ABSURD_FEATURE)
+    return out
+
+
+def check_labels_magnitude(labels: np.ndarray, *, split: str, key: str, report: LoadReport) -> None:
+    """Warn (in ``report``) about regression labels of an absurd magnitude (above :data:`ABSURD_LABEL`)."""
+    if labels.size:
+        report.magnitude(split, key, float(np.abs(labels).max()), limit=ABSURD_LABEL)
 
 
 def check_lengths(lengths: Any, T: int, n: int, *, file: str, split: str, key: str) -> np.ndarray:

@@ -18,11 +18,13 @@ from mmfusion.data.dataset import (
     DatasetBundle,
     LoadReport,
     SplitData,
+    check_labels_magnitude,
     check_lengths,
     clean_features,
     count_empty,
     finite_float32,
     lengths_from_right_padding,
+    note_if_large,
     real_array,
     require_keys,
 )
@@ -32,6 +34,32 @@ from mmfusion.errors import DataError
 from mmfusion.io import atomic_write_bytes
 
 REQUIRED = ("text", "audio", "vision", "audio_lengths", "vision_lengths", "regression_labels")
+KNOWN = (*REQUIRED, "text_bert", "id", "raw_text", "classification_labels", "annotations")
+"""Every key the layout defines (the legacy labels and ``raw_text`` are read by no model here; others are noted)."""
+
+
+def mask_lengths(mask: np.ndarray, *, file: str, split: str, ids: list[str] | None) -> np.ndarray:
+    """Lengths (N,) from the attention-mask row of ``text_bert`` (N, T): each row must be ones then zeros (a
+    prefix); a row with gaps would be read as its count of ones and cut the clip's text, so it is refused, naming
+    the clip."""
+    on = mask != 0
+    if not np.isin(mask, (0, 1)).all():
+        i = int(np.argmax(~np.isin(mask, (0, 1)).all(-1)))
+        raise DataError("attention mask holds values other than 0 and 1", file=file, split=split,
+                        key="text_bert", expected="row 1 (attention mask) of 0s and 1s",
+                        actual=f"{mask[i][~np.isin(mask[i], (0, 1))][0]!r} in clip {i}"
+                               + (f" ({ids[i]!r})" if ids else ""))
+    L = on.sum(-1)
+    prefix = np.arange(mask.shape[1])[None, :] < L[:, None]
+    gaps = (on != prefix).any(-1)
+    if gaps.any():
+        i = int(np.argmax(gaps))
+        raise DataError("attention mask with gaps (a real token after padding)", file=file, split=split,
+                        key="text_bert", expected="row 1 (attention mask) of each clip: ones, then zeros",
+                        actual=f"{''.join('1' if v else '0' for v in on[i][:80])}{'...' * (len(on[i]) > 80)} "
+                               f"in clip {i}"
+                               + (f" ({ids[i]!r})" if ids else ""))
+    return L.astype(np.int64)
 
 
 def read_mmsa(path: str | Path) -> DatasetBundle:
@@ -44,13 +72,16 @@ def read_mmsa(path: str | Path) -> DatasetBundle:
     for split in SPLITS:
         d = raw[split]
         require_keys(d, REQUIRED, file=file, split=split, what="split")
+        report.extra_keys(split, list(d), KNOWN)
         labels = real_array(d["regression_labels"], file=file, split=split, key="regression_labels",
                             expected="(N,) sentiment scores")
         if labels.ndim not in (1, 2) or labels.ndim == 2 and labels.shape[1] != 1:
             raise DataError("wrong label shape", file=file, split=split, key="regression_labels",
                             expected="(N,) sentiment scores", actual=f"{labels.shape}")
         labels = finite_float32(labels.reshape(-1), file=file, split=split, key="regression_labels")
+        check_labels_magnitude(labels, split=split, key="regression_labels", report=report)
         n = labels.shape[0]
+        ids = ids_from(d["id"], n, file=file, split=split) if "id" in d else [f"{split}_{i:05d}" for i in range(n)]
         features, lengths = {}, {}
         for m in ("text", "vision", "audio"):
             x = clean_features(d[m], file=file, split=split, key=m, report=report, expected_n=n)
@@ -62,16 +93,16 @@ def read_mmsa(path: str | Path) -> DatasetBundle:
                     if tb.ndim != 3 or tb.shape[0] != n or tb.shape[1] != 3 or tb.shape[2] != T:
                         raise DataError("wrong shape", file=file, split=split, key="text_bert",
                                         expected=f"({n}, 3, {T})", actual=f"{tb.shape}")
-                    L = check_lengths(tb[:, 1].sum(-1), T, n, file=file, split=split, key="text_bert")
+                    L = mask_lengths(tb[:, 1], file=file, split=split, ids=ids if "id" in d else None)
                 else:
                     L = lengths_from_right_padding(x)
             else:
                 L = check_lengths(d[f"{m}_lengths"], T, n, file=file, split=split, key=f"{m}_lengths")
             x[np.arange(T)[None, :] >= L[:, None]] = 0.0  # frames past the length are padding
             features[m], lengths[m] = x, L
-        ids = ids_from(d["id"], n, file=file, split=split) if "id" in d else [f"{split}_{i:05d}" for i in range(n)]
         splits[split] = SplitData(features, lengths, labels, ids)
         count_empty(splits[split], split, report)
+    note_if_large(splits, f"mmsa:{file}", report)
     return DatasetBundle(name=Path(file).parent.name or Path(file).stem, task="regression", splits=splits,
                          source=f"mmsa:{file}", report=report)
 

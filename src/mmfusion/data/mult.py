@@ -1,4 +1,4 @@
-"""Reader and writer for the MulT layout (``<name>_data_noalign.pkl`` / ``<name>_data.pkl``).
+"""Reader and writer for the MulT layout (``<name>_data_noalign.pkl`` / ``<name>_data.pkl``), as MulT distributes it.
 See docs/design/data-formats.md §1.
 
 One pickle ``{"train"|"valid"|"test": {"text", "audio", "vision", "labels"[, "id"]}}``; sequences are **left**
@@ -21,11 +21,13 @@ from mmfusion.data.dataset import (
     DatasetBundle,
     LoadReport,
     SplitData,
+    check_labels_magnitude,
     clean_features,
     count_empty,
     finite_float32,
     left_to_right,
     lengths_from_left_padding,
+    note_if_large,
     real_array,
     require_keys,
 )
@@ -73,9 +75,14 @@ def read_mult(path: str | Path) -> DatasetBundle:
     for split in SPLITS:
         d = raw[split]
         require_keys(d, (*MULT_MODALITIES, "labels"), file=file, split=split, what="split")
+        report.extra_keys(split, list(d), (*MULT_MODALITIES, "labels", "id"))
         labels = real_array(d["labels"], file=file, split=split, key="labels",
                             expected="(N, 1, 1) sentiment scores or (N, E, 2) one-hot emotions")
-        n = labels.shape[0] if labels.ndim else 0
+        if labels.ndim == 0:  # N comes from the labels: without it every feature array would be "wrong"
+            raise DataError("labels must be an array, one entry per clip", file=file, split=split, key="labels",
+                            expected="(N, 1, 1) sentiment scores or (N, E, 2) one-hot emotions",
+                            actual=f"a scalar ({labels.item()!r})")
+        n = labels.shape[0]
         features, lengths = {}, {}
         for m in MULT_MODALITIES:
             x = clean_features(d[m], file=file, split=split, key=m, report=report, expected_n=n)
@@ -99,9 +106,11 @@ def read_mult(path: str | Path) -> DatasetBundle:
                 raise DataError("wrong label shape", file=file, split=split, key="labels",
                                 expected="(N, 1, 1) sentiment scores", actual=f"{labels.shape}")
             labels_out = finite_float32(labels.reshape(n), file=file, split=split, key="labels")
+            check_labels_magnitude(labels_out, split=split, key="labels", report=report)
         ids = ids_from(d["id"], n, file=file, split=split) if "id" in d else [f"{split}_{i:05d}" for i in range(n)]
         splits[split] = SplitData(features, lengths, labels_out, ids)
         count_empty(splits[split], split, report)
+    note_if_large(splits, f"mult:{file}", report)
     return DatasetBundle(
         name=Path(file).stem, task="emotion" if emotions else "regression", splits=splits, source=f"mult:{file}",
         emotions=emotions, report=report,
