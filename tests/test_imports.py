@@ -1,4 +1,5 @@
-"""Imports run one way: cli -> engine -> {models, data, metrics}; models -> modules -> batch; data -> batch."""
+"""Imports run one way: cli -> engine -> {models, data, media, metrics}; models -> modules -> batch;
+media -> data -> batch."""
 
 import ast
 from pathlib import Path
@@ -7,9 +8,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mmfusion"
 FORBIDDEN = {
     "modules": {"models", "data", "engine", "cli", "lightning", "inspect"},
     "models": {"data", "engine", "cli", "lightning"},
-    "data": {"models", "modules", "engine", "cli", "lightning"},
+    "data": {"models", "modules", "engine", "cli", "lightning", "media"},
     "metrics": {"models", "modules", "data", "engine", "cli", "lightning"},
     "engine": {"cli"},
+    "media": {"models", "modules", "engine", "cli", "lightning", "inspect"},
 }
 
 

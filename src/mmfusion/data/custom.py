@@ -47,6 +47,8 @@ def write_custom(path: str | Path, bundle: DatasetBundle) -> Path:
         h5.attrs["version"] = FORMAT_VERSION
         h5.attrs["task"] = bundle.task
         h5.attrs["emotions"] = ",".join(bundle.emotions)
+        if bundle.feature_set:
+            h5.attrs["feature_set"] = bundle.feature_set
         for name, s in bundle.splits.items():
             g = h5.create_group(name)
             for m in s.modalities:
@@ -161,5 +163,6 @@ def read_custom(path: str | Path) -> DatasetBundle:
                 ids = [f"{split}_{i:05d}" for i in range(n)]
             splits[split] = SplitData(features, lengths, labels, ids, labeled=labeled)
             count_empty(splits[split], split, report)
+        feature_set = str(h5.attrs["feature_set"]) if "feature_set" in h5.attrs else None
     return DatasetBundle(name=Path(file).stem, task=task, splits=splits, source=f"h5:{file}",  # type: ignore[arg-type]
-                         emotions=emotions, report=report)
+                         emotions=emotions, report=report, feature_set=feature_set)
