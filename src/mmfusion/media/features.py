@@ -40,8 +40,7 @@ def face_geometry(points: np.ndarray) -> np.ndarray:
     y = y / (np.linalg.norm(y) or 1.0)
     z = np.cross(x, y)
     R = np.stack([x, y, z])  # rows: the face's axes in image coordinates
-    p = (points - points[NOSE]) @ R.T / scale  # face coordinates (image y points down: flip to "up")
-    p[:, 1] *= -1
+    p = (points - points[NOSE]) @ R.T / scale  # face coordinates: x to the face's left, y up, z out
 
     def d(a: int, b: int) -> float:
         return float(np.linalg.norm(p[a] - p[b]))
@@ -161,6 +160,8 @@ class TextEncoder:
         import torch
 
         path = str(pkg.get_model_path())
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
         self._tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval()
         self._torch = torch

@@ -6,7 +6,8 @@
 * ``.srt``: subtitle cues; each cue's words share its time span evenly.
 * ``.json``: ``[{"word": "...", "start": s, "end": s}, ...]`` or ``{"words": [...]}`` (times in seconds), or
   ``{"text": "..."}`` (treated as ``.txt``).
-* none: the speech is recognised with pocketsphinx (English); no speech gives no words.
+* none: the speech is recognised with pocketsphinx (English); audio with under 0.1 s above -40 dBFS has no
+  speech and gives no words.
 """
 
 from __future__ import annotations
@@ -132,7 +133,10 @@ def spread(words: list[str], audio: np.ndarray) -> np.ndarray:
 
 def recognise(audio: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Words pocketsphinx hears (its bundled US-English model), with their times; none in silence."""
-    if len(audio) < AUDIO_RATE // 10:
+    hop = AUDIO_RATE // 100
+    n = len(audio) // hop
+    rms = np.sqrt((audio[:n * hop].reshape(n, hop) ** 2).mean(1)) if n else np.zeros(0)
+    if (rms > 0.01).sum() < 10:  # under 0.1 s above -40 dBFS: no speech (the recogniser would guess words in it)
         return [], np.zeros((0, 2))
     d = _decoder()
     d.start_utt()
