@@ -294,3 +294,39 @@ def test_make_dataset_writes_clips_transcripts_and_labels(tmp_path: Path) -> Non
             assert box.streams.audio[0].codec_context.name == "aac"
             assert box.streams.video[0].codec_context.name == "h264"
             assert math.isclose(float(box.streams.video[0].average_rate), 25)
+
+
+def test_a_killed_parallel_run_then_a_rerun_gives_the_file_of_one_run(clips: Path, dataset: Path,
+                                                                      tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "mmfusion", "extract", str(clips), "--out", str(out), "--labels",
+                             str(clips / "labels.csv"), "--workers", "2", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parts = tmp_path / "killed.h5.parts"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not list(parts.glob("*.npz")):
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its worker processes, mid-run
+        proc.wait()
+    assert not out.exists()
+    kept = len(list(parts.glob("*.npz")))
+    assert 1 <= kept < 6
+    rest = run_extract(clips, out, labels=clips / "labels.csv")
+    assert (rest.skipped, rest.extracted) == (kept, 6 - kept)
+    with h5py.File(out) as a, h5py.File(dataset) as b:
+        assert dict(a.attrs) == dict(b.attrs)
+        for split in ("train", "valid", "test"):
+            assert a[split]["ids"][()].tolist() == b[split]["ids"][()].tolist()
+            for m in ("text", "audio", "vision"):
+                np.testing.assert_array_equal(a[split][m]["lengths"][()], b[split][m]["lengths"][()])
+                # worker processes run torch with one thread: sums may round differently in the last bits
+                np.testing.assert_allclose(a[split][m]["features"][()], b[split][m]["features"][()], rtol=1e-4,
+                                           atol=1e-5)
