@@ -1,14 +1,14 @@
 """Extraction speed of ``mmfusion extract``: seconds of computing per minute of video, per extractor and in all,
 with 1 and 2 worker processes, on a generated 640x360, 30 fps talking-face clip with speech (H.264 + AAC).
 
-    .venv/bin/python benchmarks/media_speed.py [--seconds 60] [--copies 4] [--out docs/results/media_speed]
+    .venv/bin/python benchmarks/media_speed.py [--seconds 60] [--copies 4] [--out benchmarks/out/media_speed]
 
 Per extractor (one process, models loaded beforehand, best of ``--repeat``): decoding alone (PyAV, audio and the
 15 Hz frames converted to RGB), decoding + face geometry (MediaPipe FaceMesh), audio descriptors (openSMILE eGeMAPS,
 and librosa MFCCs), text (MiniLM on the clip's words, with their times given), and one whole clip. Then
 ``run_extract`` over ``--copies`` copies of the clip with 1 and 2 workers: wall-clock time of the whole command
 (worker start-up and model loading included). Real time is 60 s per minute: 3x faster than real time is 20 s per
-minute or less. Writes ``<out>.json`` and ``<out>.md``.
+minute or less. Writes ``<out>.json`` and ``<out>.md`` (default ``benchmarks/out/media_speed``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the generated clip (default 60)")
     ap.add_argument("--copies", type=int, default=4, help="clips in the 1- and 2-worker runs (default 4)")
     ap.add_argument("--repeat", type=int, default=2, help="timings per extractor, the best kept (default 2)")
-    ap.add_argument("--out", default="docs/results/media_speed", help="output stem")
+    ap.add_argument("--out", default="benchmarks/out/media_speed", help="output stem")
     args = ap.parse_args()
 
     from mmfusion.media import FeatureSet

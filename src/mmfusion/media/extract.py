@@ -259,6 +259,7 @@ def run_extract(clips: Path, out: Path, *, fs: FeatureSet | None = None, transcr
         t = find_transcript(path.stem, folders + [path.parent])
         jobs.append((cid, str(path), str(t) if t else None, str(part_of[cid])))
     done = summary.skipped
+    path_of = dict(found)
     if progress:
         progress(done, len(found), "")
     for cid, reason, detail in _run_jobs(jobs, fs, workers):
@@ -266,7 +267,7 @@ def run_extract(clips: Path, out: Path, *, fs: FeatureSet | None = None, transcr
         if reason is None:
             summary.extracted += 1
         else:
-            summary.failed[cid] = {"file": dict((j[0], j[1]) for j in jobs)[cid], "reason": reason, "detail": detail}
+            summary.failed[cid] = {"file": str(path_of[cid]), "reason": reason, "detail": detail}
         if progress:
             progress(done, len(found), cid)
     ok = [(cid, p) for cid, p in found if cid not in summary.failed]
