@@ -330,3 +330,14 @@ def test_a_killed_parallel_run_then_a_rerun_gives_the_file_of_one_run(clips: Pat
                 # worker processes run torch with one thread: sums may round differently in the last bits
                 np.testing.assert_allclose(a[split][m]["features"][()], b[split][m]["features"][()], rtol=1e-4,
                                            atol=1e-5)
+
+
+def test_make_dataset_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr("mmfusion.media.talking.vader_snippets", lambda: SNIPPETS)
+    assert main(["make-dataset", "talking-faces", "--n", "2", "--out", str(tmp_path), "--size", "160x120",
+                 "--fps", "15", "--face-strength", "0", "--voice-noise", "0.5", "--no-progress"]) == 0
+    assert "text and labels are real" in capsys.readouterr().out
+    made = json.loads((tmp_path / "clips.json").read_text())
+    assert [r["face_rating"] for r in made] == [0.0, 0.0]  # strength 0: the face shows no rating
+    assert all(r["voice_rating"] != r["label"] for r in made)  # noise moved the voice's rating
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["spk0_00000.mp4", "spk1_00001.mp4"]
