@@ -10,6 +10,7 @@ not change the time).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def main() -> int:
             predict_clips(ckpt, [clip])
             warm.append(time.perf_counter() - t)
     res = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": describe_cpu(),
+           "load_average": list(os.getloadavg()),
            "clip_seconds": info["duration"], "words": info["words"],
            "command_seconds": {"best": min(cold), "all": cold},
            "loaded_process_seconds": {"best": min(warm), "all": warm}}
@@ -64,7 +66,8 @@ def main() -> int:
     atomic_write_json(out.with_suffix(".json"), res)
     md = "\n".join([
         f"# `mmfusion predict` on one {info['duration']:.1f} s clip (640x360, 30 fps, {info['words']} words)", "",
-        f"Machine: {res['machine']}.  ", f"Command: `{res['command']}`", "",
+        f"Machine: {res['machine']}, load average {res['load_average'][0]:.1f} at the end.  ",
+                 f"Command: `{res['command']}`", "",
         f"| | best of {args.repeat} (s) |", "|---|---:|",
         f"| whole command (start-up, models loaded, extraction, mea_tiny) | {min(cold):.2f} |",
         f"| in a process with everything loaded | {min(warm):.2f} |", ""])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import shutil
@@ -111,6 +112,7 @@ def main() -> int:
             assert not s.failed, s.failed
             runs[workers] = wall / (minutes * args.copies)
         result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": describe_cpu(),
+                  "load_average": list(os.getloadavg()),
                   "python": platform.python_version(), "clip": {"seconds": info["duration"], "size": "640x360",
                                                                 "fps": 30, "words": len(words)},
                   "seconds_per_minute": per_minute, "minilm_load_seconds": load_text,
@@ -121,7 +123,8 @@ def main() -> int:
         lines = ["# Extraction speed: seconds per minute of video (real time = 60 s; 3x faster = 20 s)", "",
                  f"Clip: generated talking face, 640x360, 30 fps, H.264 + AAC 44.1 kHz, "
                  f"{info['duration']:.1f} s, {len(words)} words.  ",
-                 f"Machine: {result['machine']}.  ", f"Command: `{result['command']}`", "",
+                 f"Machine: {result['machine']}, load average {result['load_average'][0]:.1f} at the end.  ",
+                 f"Command: `{result['command']}`", "",
                  "| step | s per minute of video | x real time |", "|---|---:|---:|"]
         lines += [f"| {k} | {v:.1f} | {60 / v:.1f} |" for k, v in per_minute.items()]
         lines += [f"| `run_extract`, {w} worker(s), {args.copies} clips, start-up included | {v:.1f} | {60 / v:.1f} |"
