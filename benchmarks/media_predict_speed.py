@@ -39,8 +39,8 @@ def main() -> int:
     fs = FeatureSet()
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "talk.mp4"
-        words = " ".join(["this film was a real pleasure to watch from start to end"] * 4).split()
-        text = " ".join(words[:max(int(args.seconds * 2.6), 1)])
+        words = " ".join(["this film was a real pleasure to watch from start to end"] * 20).split()
+        text = " ".join(words[:max(int(args.seconds * 3.4), 1)])  # espeak speaks about 3.4 words a second
         info = make_clip(clip, text, 1.0, 0, Style(), random.Random(0))
         system = FusionSystem("mea_tiny", {}, fs.dims, 1, "regression", meta={"feature_set": fs.name})
         ckpt = Path(tmp) / "mea_tiny.ckpt"

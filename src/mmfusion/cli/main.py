@@ -747,7 +747,8 @@ def run_reporting_errors(name: str, body: Callable[[], int | None], resume_hint:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet()
+    if args.command not in ("extract", "make-dataset"):  # these never start Lightning: skip importing it
+        _quiet()
     keep_freed_memory()  # reuse freed memory instead of page-faulting every large tensor in again (runtime.py)
     return run_reporting_errors(f"mmfusion {args.command}", lambda: COMMANDS[args.command](args),
                                 RESUME_HINT.get(args.command, ""))

@@ -6,7 +6,9 @@ the clip before it)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -54,21 +56,52 @@ def face_geometry(points: np.ndarray) -> np.ndarray:
                      d(EYE_TOP_R, EYE_BOT_R), d(EYE_TOP_L, EYE_BOT_L), yaw, pitch, roll], np.float32)
 
 
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Hide what native libraries write straight to file descriptor 2 (MediaPipe's graph start-up lines: TFLite's
+    delegate and absl warnings, printed for every clip) while the block runs."""
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class FaceTracker:
     """MediaPipe FaceMesh over one clip's frames, in order (tracking mode: the face is found once, then followed)."""
 
     def __init__(self) -> None:
-        mp = require("mediapipe")
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
-                                                     refine_landmarks=False, min_detection_confidence=0.5,
-                                                     min_tracking_confidence=0.5)
+        self._mp = require("mediapipe")
+        self._mesh: Any = None  # started on the first frame, where its start-up lines can be hidden
+        self._started = 0
         self.rows: list[np.ndarray] = []
         self.times: list[float] = []
         self.faceless = 0
         self.last_points: np.ndarray | None = None
 
     def __call__(self, rgb: np.ndarray, t: float) -> None:
-        res = self._mesh.process(rgb)
+        if self._started >= 3:
+            res = self._mesh.process(rgb)
+        else:  # the graph's models start on the first frames (and say so on stderr)
+            with native_stderr_silenced():
+                if self._mesh is None:
+                    self._mesh = self._mp.solutions.face_mesh.FaceMesh(
+                        static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+                        min_detection_confidence=0.5, min_tracking_confidence=0.5)
+                res = self._mesh.process(rgb)
+            self._started += 1
         if not res.multi_face_landmarks:
             self.faceless += 1  # dropped, and counted
             return
@@ -80,7 +113,9 @@ class FaceTracker:
         self.times.append(t)
 
     def close(self) -> None:
-        self._mesh.close()
+        if self._mesh is not None:
+            with native_stderr_silenced():
+                self._mesh.close()
 
     def features(self) -> np.ndarray:
         return np.stack(self.rows) if self.rows else np.zeros((0, len(VISION_NAMES)), np.float32)

@@ -103,7 +103,9 @@ def portrait() -> tuple[np.ndarray, np.ndarray]:
         skdata = require("skimage.data")
         mp = require("mediapipe")
         img = skdata.astronaut()
-        with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as fm:
+        from mmfusion.media.features import native_stderr_silenced
+
+        with native_stderr_silenced(), mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as fm:
             lm = fm.process(img).multi_face_landmarks[0].landmark
         pts = np.array([(q.x * img.shape[1], q.y * img.shape[0]) for q in lm])
         d = np.linalg.norm(pts[33] - pts[263])
