@@ -247,6 +247,11 @@ def test_fit_then_predict_a_video_from_the_cli_and_refuse_another_feature_set(cl
                  "a wonderful moving film"]) == 0
     assert "WAL weights" in capsys.readouterr().out
 
+    assert main(["predict", "--ckpt", str(ckpt), "--data", f"h5:{dataset}", str(clips / "spk0_00000.mp4")]) == 2
+    assert "give --data or video files, not both" in capsys.readouterr().err
+    assert main(["data", f"h5:{dataset}"]) == 0
+    assert f"feature set: {FeatureSet().name}" in capsys.readouterr().out
+
     other = tmp_path / "other.h5"
     run_extract(clips, other, fs=FeatureSet(vision_rate=10), labels=clips / "labels.csv")
     capsys.readouterr()

@@ -428,6 +428,9 @@ def cmd_predict_clips(args: argparse.Namespace) -> int:
 
     if not args.clips:
         raise ConfigError("nothing to predict", key="--data", expected="--data SPEC or video files", actual=None)
+    if args.data:
+        raise ConfigError("give --data or video files, not both", key="--data", expected="one of them",
+                          actual=f"--data {args.data} and {len(args.clips)} file(s)")
     if args.out:
         raise ConfigError("--out is for --data; video files print their results (--json for JSON)", key="--out")
     bar, update = _progress_bar(not args.json and sys.stderr.isatty(), "predict")
@@ -644,6 +647,9 @@ def cmd_data(args: argparse.Namespace) -> int:
                             "emotions": list(bundle.emotions), "feature_dims": bundle.feature_dims, "splits": {},
                             "report": bundle.report.as_dict(), "bayes": bundle.bayes}
     print(bundle.describe())
+    if bundle.feature_set:  # extracted by `mmfusion extract`
+        info["feature_set"] = bundle.feature_set
+        print(f"  feature set: {bundle.feature_set}")
     for name, s in bundle.splits.items():
         info["splits"][name] = {"n": len(s), "lengths": {}}
         for m in s.modalities:
