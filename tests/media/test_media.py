@@ -346,3 +346,34 @@ def test_make_dataset_command(tmp_path: Path, monkeypatch, capsys) -> None:
     assert [r["face_rating"] for r in made] == [0.0, 0.0]  # strength 0: the face shows no rating
     assert all(r["voice_rating"] != r["label"] for r in made)  # noise moved the voice's rating
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["spk0_00000.mp4", "spk1_00001.mp4"]
+
+
+def test_mfcc_set_and_feature_set_names() -> None:
+    from mmfusion.media.features import AudioFeatures
+
+    audio = np.sin(np.arange(16000 * 2.05) * 2 * np.pi * 220 / 16000).astype(np.float32)
+    for rate in (20.0, 12.5):
+        out = AudioFeatures("mfcc", rate)(audio)
+        assert out.shape == (math.ceil(2.05 * rate), 40) and np.isfinite(out).all()
+    fs = FeatureSet("mfcc", 12.5, 10)
+    assert FeatureSet.parse(fs.name) == fs and fs.dims["audio"] == 40
+    assert fs.name != FeatureSet().name
+    with pytest.raises(Exception, match="not a feature set"):
+        FeatureSet.parse("openface-2")
+
+
+def test_emotion_labels_are_written_and_read_back(tmp_path: Path) -> None:
+    from mmfusion.media.extract import Labels, _write_dataset
+
+    fs = FeatureSet()
+    recs = [{"id": f"c{i}", "text": np.ones((i, 384), np.float32), "audio": np.ones((3, 25), np.float32),
+             "vision": np.ones((2 + i, 12), np.float32), "text_times": np.zeros((i, 2), np.float32),
+             "meta": {"faceless": i}} for i in range(3)]
+    lab = Labels("emotion", ("happy", "sad"), {"c0": np.array([1, 0]), "c1": np.array([0, 1]),
+                                              "c2": np.array([1, 1])})
+    _write_dataset(tmp_path / "e.h5", fs, recs, {"c0": "train", "c1": "valid", "c2": "test"}, lab)
+    b = read_custom(tmp_path / "e.h5")
+    assert b.task == "emotion" and b.emotions == ("happy", "sad") and b.feature_set == fs.name
+    assert b.splits["test"].labels.tolist() == [[1, 1]] and b.splits["train"].lengths["text"].tolist() == [0]
+    with h5py.File(tmp_path / "e.h5") as h5:
+        assert h5["valid"]["vision"]["dropped"][()].tolist() == [1]
