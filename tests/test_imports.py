@@ -8,9 +8,10 @@ The layers, lowest first:
     2  kernels                        the optional compiled attention kernel
     3  modules                        building blocks, unaware of any model
     4  models, data, inspect          model families; readers; plots — none knows the others
-    5  engine                         the only Lightning code besides the CLI
-    6  cli                            parse -> engine -> print
-    7  __main__, benchmarks           entry points
+    5  media                          raw recordings -> features (writes the data layer's format)
+    6  engine                         the only Lightning code besides the CLI
+    7  cli                            parse -> engine -> print
+    8  __main__, benchmarks           entry points
 
 A new package fails `test_every_package_has_a_layer` until it is given a layer here; a new upward or sideways
 import fails `test_no_back_edges` unless it is one of the KNOWN_BACK_EDGES below, each of which is to go.
@@ -29,6 +30,7 @@ LAYERS: list[set[str]] = [
     {"kernels"},
     {"modules"},
     {"models", "data", "inspect"},
+    {"media"},
     {"engine"},
     {"cli"},
     {"__main__", "benchmarks"},

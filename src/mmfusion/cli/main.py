@@ -71,6 +71,21 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return flags, list(args.set)
 
 
+EPILOG_EXTRACT = """examples:
+  mmfusion extract clips/ --out mine.h5 --labels clips/labels.csv --workers 2
+  mmfusion extract clips/ --out mine.h5 --transcripts transcripts/ --split speaker --seed 1
+
+Clips that fail are listed with their reason in OUT.errors.csv; the exit status is 1 when any failed.
+An interrupted run keeps the finished clips (OUT.parts/): rerun the same command to go on.
+"""
+
+EPILOG_PREDICT = """examples:
+  mmfusion predict --ckpt runs/mea_tiny/talking/seed_1111/checkpoints/best.ckpt clip.mp4
+  mmfusion predict --ckpt best.ckpt clip.mp4 --transcript "what a lovely film" --json
+  mmfusion predict --ckpt best.ckpt clips/            # every video file in the folder
+  mmfusion predict --ckpt best.ckpt --data h5:new.h5   # a dataset file
+"""
+
 READER_OPTIONS_HELP = ("reader options (data_args), e.g. fold=3; by default those the checkpoint was trained with "
                        "when --data goes to the same reader, and these override them")
 
@@ -80,6 +95,8 @@ RESUME_HINT = {
     "bench": "; finished runs are kept and the interrupted one has its last checkpoint: rerun the same command to "
              "continue",
     "prepare": "; the decoded clips are kept: rerun the same command to continue",
+    "extract": "; the extracted clips are kept: rerun the same command to continue",
+    "make-dataset": "; the finished clips are kept: rerun the same command to continue",
 }
 """What an interrupted command kept, and how to go on (commands not listed are simply run again)."""
 
@@ -130,9 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (("test", "evaluate a checkpoint on a split and write metrics"),
                            ("predict", "write predictions of a checkpoint for a split")):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=EPILOG_PREDICT if name == "predict" else None)
         p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/.../checkpoints/best.ckpt)")
-        p.add_argument("--data", required=True, help="data SPEC")
+        if name == "predict":
+            p.add_argument("clips", nargs="*", help="video files or folders of them: extracted with the "
+                           "checkpoint's feature set, then predicted (instead of --data)")
+            p.add_argument("--data", help="data SPEC (or give video files)")
+            words = p.add_mutually_exclusive_group()
+            words.add_argument("--transcript", help="the words spoken in the one clip given (default: "
+                               "<stem>.txt/.srt/.json beside it, else recognised)")
+            words.add_argument("--transcript-file", help="a transcript file (.txt, .srt, .json) for the one clip")
+            p.add_argument("--json", action="store_true", help="video files: print the results as JSON")
+        else:
+            p.add_argument("--data", required=True, help="data SPEC")
         p.add_argument("--split", default="test", choices=["train", "valid", "test"],
                        help="split to evaluate (default test)")
         p.add_argument("--out", help="output file: test writes metrics to X.json and per-clip predictions to "
@@ -146,6 +174,44 @@ def build_parser() -> argparse.ArgumentParser:
                             "that compiles for a minute or two (lengths that change per batch compile once more, "
                             "for dynamic shapes); worth it for many clips or a long-running process; on a CPU "
                             "needs a C++ compiler")
+
+    p = sub.add_parser("extract", help="turn a folder of video files into a dataset (text, audio and face features)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EXTRACT)
+    p.add_argument("clips", help="folder of video files (mp4, mkv, webm, mov, avi), searched recursively")
+    p.add_argument("--out", required=True, help="the dataset file to write (.h5); an existing one is added to")
+    p.add_argument("--transcripts", help="folder of <stem>.txt / .srt / .json transcripts (default: beside each "
+                                         "clip; none: the speech is recognised)")
+    p.add_argument("--labels", help="CSV id,label (sentiment score) or id,<emotion>,... (0/1 each)")
+    p.add_argument("--split", default="random",
+                   help="random (default: 70/15/15 by clip), speaker (whole groups of ids sharing the part before "
+                        "the first '_'), train|valid|test (every clip), or a CSV file id,split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="clips extracted in parallel (default 1)")
+    p.add_argument("--audio", default="egemaps", choices=["egemaps", "mfcc"],
+                   help="audio features: openSMILE eGeMAPS descriptors (default) or librosa MFCCs")
+    p.add_argument("--audio-rate", type=float, default=20.0, help="audio frames per second (default 20)")
+    p.add_argument("--vision-rate", type=float, default=15.0, help="face frames per second (default 15)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", help="also write the summary to this JSON file")
+
+    p = sub.add_parser("make-dataset", help="generate clips: talking-faces (real text and human ratings, generated "
+                                            "voice and face)", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  mmfusion make-dataset talking-faces --n 200 --out clips\n"
+                              "  mmfusion extract clips --out talking.h5 --labels clips/labels.csv --split speaker")
+    p.add_argument("kind", choices=["talking-faces"], help="which dataset")
+    p.add_argument("--n", type=_positive_int, default=100, help="number of clips (default 100)")
+    p.add_argument("--out", required=True, help="folder for the clips, transcripts and labels.csv")
+    p.add_argument("--seed", type=int, default=0, help="which snippets, and the noise (default 0)")
+    p.add_argument("--speakers", type=_positive_int, default=4, help="number of speakers (default 4)")
+    p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT (default 640x360)")
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
+    p.add_argument("--container", default="mp4", choices=["mp4", "webm", "mkv"], help="file type (default mp4)")
+    for m in ("voice", "face"):
+        p.add_argument(f"--{m}-strength", type=float, default=1.0,
+                       help=f"how much of the rating the {m} carries (default 1; 0: none)")
+        p.add_argument(f"--{m}-noise", type=float, default=0.0,
+                       help=f"standard deviation of a per-clip random offset to the rating the {m} shows (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("explain", help="save attention maps, WAL and DGF weights of one sample, and a code embedding",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -301,6 +367,8 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     from mmfusion.io import atomic_write_json
     from mmfusion.metrics import metric_warnings
 
+    if write_predictions_only and (args.clips or not args.data):
+        return cmd_predict_clips(args)
     console = _console()
     wanted = ".csv" if write_predictions_only else ".json"
     if args.out and Path(args.out).suffix.lower() != wanted:
@@ -338,6 +406,107 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     for warning in notes:
         console.print(f"warning: {warning}", style="bold yellow", markup=False)
     console.print(f"metrics: {out}\npredictions: {predictions}")
+    return 0
+
+
+def _progress_bar(enabled: bool, what: str) -> tuple[Any, Callable[[int, int, str], None]]:
+    """A rich progress bar on stderr (``(bar, update)``; ``bar`` is a context manager) or a no-op."""
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(), lambda done, total, name: None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+    task = bar.add_task("", total=None)
+
+    def update(done: int, total: int, name: str) -> None:
+        bar.update(task, completed=done, total=total, description=name)
+
+    return bar, update
+
+
+def cmd_predict_clips(args: argparse.Namespace) -> int:
+    import json
+
+    from mmfusion.engine.clip_predict import predict_clips
+
+    if not args.clips:
+        raise ConfigError("nothing to predict", key="--data", expected="--data SPEC or video files", actual=None)
+    if args.data:
+        raise ConfigError("give --data or video files, not both", key="--data", expected="one of them",
+                          actual=f"--data {args.data} and {len(args.clips)} file(s)")
+    if args.out:
+        raise ConfigError("--out is for --data; video files print their results (--json for JSON)", key="--out")
+    bar, update = _progress_bar(not args.json and sys.stderr.isatty(), "predict")
+    with bar:
+        rows = predict_clips(args.ckpt, args.clips, text=args.transcript,
+                             transcript=Path(args.transcript_file) if args.transcript_file else None,
+                             progress=update)
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
+    else:
+        for r in rows:
+            if "error" in r:
+                print(f"{r['id']}: failed: {r['error']}" + (f" ({r['detail']})" if r["detail"] else ""))
+                continue
+            print(f"{r['id']}: {r['reading']}" + (f" ({r['class']})" if "class" in r else ""))
+            if "wal" in r:
+                print("  WAL weights: " + ", ".join(f"{m} {v:.3f}" for m, v in r["wal"].items()))
+            for branch, edges in r.get("dgf", {}).items():
+                print(f"  DGF {branch}: " + ", ".join(f"{e} {v:.3f}" for e, v in edges.items()))
+            lengths = ", ".join(f"{m} {n}" for m, n in r["lengths"].items())
+            print(f"  frames: {lengths}; words from {r['notes']['text_source']}"
+                  + (f"; {r['notes']['faceless']} frames without a face dropped" if r["notes"]["faceless"] else ""))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from mmfusion.io import atomic_write_json
+    from mmfusion.media import FeatureSet
+    from mmfusion.media.extract import errors_path, run_extract
+
+    fs = FeatureSet(args.audio, args.audio_rate, args.vision_rate)
+    bar, update = _progress_bar(not args.no_progress, "extract")
+    with bar:
+        summary = run_extract(Path(args.clips), Path(args.out), fs=fs,
+                              transcripts=Path(args.transcripts) if args.transcripts else None,
+                              labels=Path(args.labels) if args.labels else None, split=args.split, seed=args.seed,
+                              workers=args.workers, progress=update)
+    ok = summary.clips - len(summary.failed)
+    print(f"wrote {ok} of {summary.clips} clips to {args.out} ({summary.extracted} extracted now, "
+          f"{summary.skipped} from an earlier run); splits " + ", ".join(f"{k} {v}" for k, v in summary.splits.items()))
+    print(f"feature set: {summary.feature_set}")
+    print(f"frames without a face dropped: {summary.faceless_frames}")
+    print("words: " + ", ".join(f"{v} clip(s) {k}" for k, v in summary.text_sources.items()))
+    if summary.failed:
+        print(f"{len(summary.failed)} clip(s) failed (listed in {errors_path(Path(args.out))}):")
+        for cid, f in sorted(summary.failed.items()):
+            print(f"  {cid}: {f['reason']}")
+    if args.json:
+        atomic_write_json(args.json, summary.as_dict())
+    return 1 if summary.failed else 0
+
+
+def cmd_make_dataset(args: argparse.Namespace) -> int:
+    from mmfusion.media.talking import Style, make_talking_faces
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise ConfigError("not a frame size", key="--size", expected="WIDTHxHEIGHT", actual=args.size) from None
+    style = Style(width=width, height=height, fps=args.fps, container=args.container,
+                  voice_strength=args.voice_strength, face_strength=args.face_strength, voice_noise=args.voice_noise,
+                  face_noise=args.face_noise)
+    bar, update = _progress_bar(not args.no_progress, "make-dataset")
+    with bar:
+        res = make_talking_faces(Path(args.out), args.n, seed=args.seed, style=style, speakers=args.speakers,
+                                 progress=update)
+    print(f"wrote {res['clips']} clips, their transcripts (.json) and labels.csv to {res['out']}")
+    print("text and labels are real (VADER movie-review snippets, mean human rating rescaled to -3..3); voice and "
+          "face are generated")
     return 0
 
 
@@ -485,6 +654,9 @@ def cmd_data(args: argparse.Namespace) -> int:
                             "emotions": list(bundle.emotions), "feature_dims": bundle.feature_dims, "splits": {},
                             "report": bundle.report.as_dict(), "bayes": bundle.bayes}
     print(bundle.describe())
+    if bundle.feature_set:  # extracted by `mmfusion extract`
+        info["feature_set"] = bundle.feature_set
+        print(f"  feature set: {bundle.feature_set}")
     for name, s in bundle.splits.items():
         info["splits"][name] = {"n": len(s), "lengths": {}}
         for m in s.modalities:
@@ -559,7 +731,7 @@ def _positive_int(text: str) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fit": cmd_fit, "bench": cmd_bench, "test": lambda a: cmd_eval(a, False), "predict": lambda a: cmd_eval(a, True),
     "explain": cmd_explain, "robustness": cmd_robustness, "convert": cmd_convert, "prepare": cmd_prepare,
-    "data": cmd_data, "models": cmd_models,
+    "data": cmd_data, "models": cmd_models, "extract": cmd_extract, "make-dataset": cmd_make_dataset,
 }
 
 
@@ -588,7 +760,8 @@ def run_reporting_errors(name: str, body: Callable[[], int | None], resume_hint:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet()
+    if args.command not in ("extract", "make-dataset"):  # these never start Lightning: skip importing it
+        _quiet()
     keep_freed_memory()  # reuse freed memory instead of page-faulting every large tensor in again (runtime.py)
     return run_reporting_errors(f"mmfusion {args.command}", lambda: COMMANDS[args.command](args),
                                 RESUME_HINT.get(args.command, ""))

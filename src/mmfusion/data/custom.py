@@ -78,6 +78,8 @@ def write_custom(path: str | Path, bundle: DatasetBundle) -> Path:
         h5.attrs["version"] = FORMAT_VERSION
         h5.attrs["task"] = bundle.task
         h5.attrs["emotions"] = ",".join(bundle.emotions)
+        if bundle.feature_set:
+            h5.attrs["feature_set"] = bundle.feature_set
         for name, s in bundle.splits.items():
             g = h5.create_group(name)
             for m in s.modalities:
@@ -412,6 +414,8 @@ def read_custom(path: str | Path, *, lazy: bool | None = None) -> DatasetBundle:
     report = LoadReport()
     with h5:
         task, emotions = _header(h5, file=file)
+        raw_set = _attr(h5, "feature_set", file=file)  # written by `mmfusion extract`: which extractors, which version
+        feature_set = None if raw_set is None else _text(raw_set, file=file, key="feature_set")
         if lazy is None:
             lazy = _declared_feature_bytes(h5, file=file) > _dataset_module.LAZY_ABOVE
         splits = {}
@@ -429,7 +433,7 @@ def read_custom(path: str | Path, *, lazy: bool | None = None) -> DatasetBundle:
     if lazy:
         report.notes.append("features are read from the file batch by batch (lazy)")
     return DatasetBundle(name=Path(file).stem, task=task, splits=splits, source=f"h5:{file}",  # type: ignore[arg-type]
-                         emotions=emotions, report=report)
+                         emotions=emotions, report=report, feature_set=feature_set)
 
 
 def _read_split(h5: h5py.File, split: str, *, file: str, task: str, emotions: tuple[str, ...], lazy: bool,

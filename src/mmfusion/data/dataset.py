@@ -113,6 +113,7 @@ class DatasetBundle:
     emotions: tuple[str, ...] = ()
     report: LoadReport = field(default_factory=LoadReport)
     bayes: dict[str, float] | None = None  # metric ceilings, known only for the built-in benchmark
+    feature_set: str | None = None  # how the features were extracted (``mmfusion extract``), when the file says
 
     def __post_init__(self) -> None:
         self.check_splits_agree()

@@ -94,7 +94,13 @@ def _load_failure(exc: Exception) -> str:
 
 
 def check_compatible(system: FusionSystem, bundle: DatasetBundle, ckpt: str | Path) -> None:
-    """The data must have the feature sizes and task the checkpoint was trained on."""
+    """The data must have the feature set (``mmfusion extract``'s, where either records one), the feature sizes
+    and the task the checkpoint was trained on."""
+    trained = (system.hparams.get("meta") or {}).get("feature_set")
+    if (trained or bundle.feature_set) and trained != bundle.feature_set:
+        raise DataError("extracted with another feature set than the checkpoint was trained on", file=bundle.source,
+                        key="feature_set", expected=f"{trained or 'none recorded'} (from {ckpt})",
+                        actual=bundle.feature_set or "none recorded")
     want = dict(system.hparams["feature_dims"])
     if want != bundle.feature_dims:
         raise DataError("feature sizes differ from the checkpoint's", file=bundle.source, key="feature_dims",

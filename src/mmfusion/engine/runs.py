@@ -431,7 +431,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     system = FusionSystem(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim, bundle.task,
                           bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
                                                              "ablation": cfg.ablation, "data_spec": cfg.data,
-                                                             "data_args": dict(cfg.data_args)})
+                                                             "data_args": dict(cfg.data_args),
+                                                             "feature_set": bundle.feature_set})
     if cfg.pretrained and not ckpt_path:
         loaded = load_pretrained(system.model, cfg.pretrained)
         if console:

