@@ -45,6 +45,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:  # whatever wrote it, its bytes are on disk before the rename
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None or Path(exc.filename) == tmp:  # a failed write (a full disk): name the file meant
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -79,3 +84,77 @@ def _default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+LOCK_NAME = ".lock"
+"""The file inside a locked directory that :func:`run_lock` holds the lock on (and records the holder's PID in)."""
+
+
+@contextmanager
+def run_lock(directory: str | Path, *, shared: bool = False, what: str = "run directory") -> Iterator[Path]:
+    """Hold an operating-system lock (``fcntl.flock``) on ``directory`` for the duration of the block.
+
+    ``shared=False`` (training into the directory) excludes every other holder; ``shared=True`` (only reading its
+    checkpoints) excludes only exclusive holders. A second process is refused at once with
+    :class:`mmfusion.errors.RunLockedError`, naming the directory and the PID of the process that holds it. The
+    kernel releases the lock when its process ends, however it ends (SIGKILL included), so a lock left by a dead
+    process never blocks. The directory is created if needed; the lock file ``.lock`` stays in it (removing it
+    while another process waits on it would let two processes hold "the" lock at once).
+    """
+    import fcntl
+
+    from mmfusion.errors import RunLockedError
+
+    directory = Path(directory)
+    path = directory / LOCK_NAME
+    if shared and not os.access(directory, os.W_OK):  # a read-only copy of a run: nobody can be training in it
+        yield directory
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise RunLockedError(directory, holder, what) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the file may have been removed (its directory deleted) between open and lock: lock the new one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        if not shared:  # the holder's PID, for the message a refused process prints
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield directory
+    finally:
+        if not shared:
+            try:
+                os.ftruncate(fd, 0)  # no PID once released (a reader's later shared lock records none)
+            except OSError:
+                pass
+        os.close(fd)  # releases the lock
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The PID recorded in a lock file (None if it records none: a reader's shared lock, or a damaged file)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isdigit():
+        return None
+    try:  # a PID left by a holder that was killed is not the process holding the lock now
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass
+    return int(text)

@@ -454,7 +454,7 @@ def _data_args(sets: Sequence[str]) -> dict[str, Any]:
     """Reader options from repeated ``--set key=value`` flags."""
     from mmfusion.config import parse_value
 
-    return {k: parse_value(v) for k, _, v in (s.partition("=") for s in sets)}
+    return {k: parse_value(v, key=k) for k, _, v in (s.partition("=") for s in sets)}
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
