@@ -12,7 +12,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +63,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_write_many(files: dict[Path, bytes]) -> None:
+    """Write several files so that a failure leaves every one of them as it was: each is first written in full to
+    a temporary file beside it (see :func:`atomic_path`); only when all are written are they renamed into place,
+    in the order given. A write that fails (a full disk) removes every temporary file and names its file."""
+    with ExitStack() as stack:  # leaving it renames the files, last entered first: so enter them in reverse
+        for path, data in reversed(list(files.items())):
+            tmp = stack.enter_context(atomic_path(Path(path)))
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+    return atomic_write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as the JSON text :func:`atomic_write_json` writes (indented; NumPy values and paths as plain ones)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n"
 
 
 def _default(o: Any) -> Any:

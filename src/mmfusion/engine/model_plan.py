@@ -71,8 +71,13 @@ def plan_model(model_name: str, model_args: Mapping[str, Any], feature_dims: Map
     except MMFusionError:
         raise
     except Exception as exc:  # noqa: BLE001 - sizes torch cannot even describe (overflow, negative dimensions)
-        raise ConfigError(f"these model sizes cannot be built ({type(exc).__name__}: {shorten(str(exc), 200)})",
-                          source=source, key="model_args", actual=dict(model_args)) from None
+        reason = f"{type(exc).__name__}: {shorten(str(exc), 200)}"
+        if "overflow" in str(exc).lower():
+            raise ConfigError(f"{model_name} would have more parameters than any machine's memory holds ({reason})",
+                              source=source, key="model_args", expected="smaller sizes",
+                              actual={"feature_dims": dict(feature_dims), **dict(model_args)}) from None
+        raise ConfigError(f"{model_name} cannot be built with these sizes ({reason})", source=source,
+                          key="model_args", expected="sizes the model accepts", actual=dict(model_args)) from None
     n_params = sum(p.numel() for p in model.parameters())
     itemsize = max((p.element_size() for p in model.parameters()), default=4)
     need = n_params * itemsize * (TRAINING_COPIES if training else 1)

@@ -37,7 +37,7 @@ from mmfusion.config import (
 )
 from mmfusion.data import DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError, DataError, did_you_mean
-from mmfusion.io import atomic_write_json, atomic_write_text, run_lock
+from mmfusion.io import atomic_write_json, atomic_write_many, atomic_write_text, json_text, run_lock
 from mmfusion.metrics import SENTIMENT_KEYS, metric_warnings
 from mmfusion.models import config_class, list_models, load_pretrained, model_inputs
 from mmfusion.runtime import launched_worker
@@ -299,6 +299,12 @@ def _epoch_sampler(n: int, seed: int) -> torch.utils.data.Sampler[int]:
 def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: np.ndarray | None, task: str,
                       emotions: Sequence[str]) -> None:
     """One row per clip: its id, the prediction and (where ``labels`` is given) the label; atomically."""
+    atomic_write_text(path, predictions_csv(ids, pred, labels, task, emotions))
+
+
+def predictions_csv(ids: Sequence[str], pred: np.ndarray, labels: np.ndarray | None, task: str,
+                    emotions: Sequence[str]) -> str:
+    """The text of :func:`write_predictions`' file."""
     buf = io.StringIO()
     w = csv.writer(buf)
     known = labels is not None
@@ -319,7 +325,7 @@ def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: 
         probs = torch.softmax(torch.from_numpy(logits), -1)[..., 1].numpy()
         for k, (i, row, pr) in enumerate(zip(ids, logits.argmax(-1), probs)):
             w.writerow([i, *row.tolist(), *(flat[k].tolist() if known else []), *[f"{v:.4f}" for v in pr]])
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
 
 
 @contextmanager
@@ -507,13 +513,12 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
     if tc.threads:
         torch.set_num_threads(tc.threads)
 
-    def write_records() -> None:
-        atomic_write_text(run / "config.yaml", yaml_dump(resolved))
-        atomic_write_json(run / "env.json", env_info())
-        atomic_write_json(run / "data_report.json", bundle.report.as_dict())
+    def records() -> dict[Path, str]:
+        return {run / "config.yaml": yaml_dump(resolved), run / "env.json": json_text(env_info()),
+                run / "data_report.json": json_text(bundle.report.as_dict())}
 
     if not worker and previous is None:  # (training on: the records change only once the longer run finished)
-        write_records()
+        atomic_write_many({path: text.encode("utf-8") for path, text in records().items()})
 
     L.seed_everything(seed, workers=True, verbose=False)
     system = FusionSystem(cfg.model, full_args, bundle.feature_dims, bundle.output_dim, bundle.task,
@@ -596,13 +601,13 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
         "resumed_from_epoch": resumed_from, "diverged": diverged, "warnings": notes,
     }
-    write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
-    atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
+    files = {run / "predictions.csv": predictions_csv(ids, pred, labels, bundle.task, bundle.emotions),
+             run / "summary.md": run_markdown(cfg, bundle, result)}
     if previous is not None:  # the shorter run's results stay, under a name that says what they are
-        atomic_write_json(run / f"metrics_{extend_from}_epochs.json", previous)
-    atomic_write_json(metrics_file, result)
-    if previous is not None:
-        write_records()
+        files |= {run / f"metrics_{extend_from}_epochs.json": json_text(previous), **records()}
+    files[metrics_file] = json_text(result)  # renamed last: a run is finished once its metrics.json is there
+    # all written in full before any replaces its old version: a failure (a full disk) leaves the results as they were
+    atomic_write_many({path: text.encode("utf-8") for path, text in files.items()})
     return result
 
 
