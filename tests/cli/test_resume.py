@@ -37,14 +37,16 @@ def test_sigkill_mid_epoch_then_resume_equals_one_run_and_a_second_process_is_re
     proc = subprocess.Popen(_cmd(whole), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for(whole_run / "checkpoints" / "last.ckpt", proc)
-        second = subprocess.run(_cmd(whole, "--resume"), capture_output=True, text=True, timeout=400)
-        first_running = proc.poll() is None
+        os.kill(proc.pid, signal.SIGSTOP)  # paused, still holding its lock, however long the second one takes
+        try:
+            second = subprocess.run(_cmd(whole, "--resume"), capture_output=True, text=True, timeout=400)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         assert proc.wait(timeout=400) == 0, proc.stderr.read().decode()[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert first_running, "the first run finished before the second process started: nothing was tested"
-    assert second.returncode == 2
+    assert second.returncode == 2, second.stderr[-2000:]
     assert f"{whole_run}: this run directory is in use by process {proc.pid}" in second.stderr
     whole_metrics = json.loads((whole_run / "metrics.json").read_text())  # the first one finished intact
     assert whole_metrics["resumed_from_epoch"] is None and "corr" in whole_metrics
