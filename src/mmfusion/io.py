@@ -115,15 +115,19 @@ def run_lock(directory: str | Path, *, shared: bool = False, what: str = "run di
     :class:`mmfusion.errors.RunLockedError`, naming the directory and the PID of the process that holds it. The
     kernel releases the lock when its process ends, however it ends (SIGKILL included), so a lock left by a dead
     process never blocks. The directory is created if needed; the lock file ``.lock`` stays in it (removing it
-    while another process waits on it would let two processes hold "the" lock at once).
+    while another process waits on it would let two processes hold "the" lock at once). ``what`` names the
+    directory in the refusal ("this run directory is in use by process 1234"). Where ``fcntl`` does not exist
+    (Windows), nothing is locked.
     """
-    import fcntl
-
     from mmfusion.errors import RunLockedError
 
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system: no locking
+        fcntl = None
     directory = Path(directory)
     path = directory / LOCK_NAME
-    if shared and not os.access(directory, os.W_OK):  # a read-only copy of a run: nobody can be training in it
+    if fcntl is None or (shared and not os.access(directory, os.W_OK)):  # a read-only copy: nobody trains in it
         yield directory
         return
     directory.mkdir(parents=True, exist_ok=True)

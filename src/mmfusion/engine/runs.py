@@ -398,24 +398,25 @@ def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> int | None:
             raise DataError("the run's settings record is missing; a run cannot be resumed or reused without it: "
                             "choose another --out", file=config)
         return None
+    differ, before, now = _differing(stored, resolved)
+    extend_from = None
+    if differ == ["train.max_epochs"] and now["train.max_epochs"] > before["train.max_epochs"]:
+        extend_from = int(before["train.max_epochs"])
+    elif differ:
+        k = differ[0]
+        raise ConfigError(f"this run was made with other settings ({', '.join(differ)}); --resume would report its "
+                          "results under these. Give the run's settings, or another --out for a new run",
+                          source=str(config), key=k, expected=before[k], actual=now[k])
     in_ckpt = checkpoint_record(last) if last.exists() else None
     if in_ckpt is not None:  # the checkpoint's own record: epochs trained under it, whatever config.yaml says now
         differ, then, now = _differing(in_ckpt, resolved)
-        differ = [k for k in differ if k != "train.max_epochs"]  # a budget being trained on to; see below
+        differ = [k for k in differ if k != "train.max_epochs"]  # a budget being trained on to: config.yaml's say
         if differ:
             k = differ[0]
             raise ConfigError(f"this run's checkpoint was trained with other settings ({', '.join(differ)}); "
                               "--resume would report its results under these. Give the run's settings, or another "
                               "--out for a new run", source=str(last), key=k, expected=then[k], actual=now[k])
-    differ, before, now = _differing(stored, resolved)
-    if differ == ["train.max_epochs"] and now["train.max_epochs"] > before["train.max_epochs"]:
-        return int(before["train.max_epochs"])
-    if differ:
-        k = differ[0]
-        raise ConfigError(f"this run was made with other settings ({', '.join(differ)}); --resume would report its "
-                          "results under these. Give the run's settings, or another --out for a new run",
-                          source=str(config), key=k, expected=before[k], actual=now[k])
-    return None
+    return extend_from
 
 
 def data_magnitude(bundle: DatasetBundle) -> str:
