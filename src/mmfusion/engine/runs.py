@@ -1,9 +1,11 @@
 """Runs: resolve a config, train one model on one dataset for several seeds, write the run directories.
 
 Each seed's directory ``<out>/<model>[-<ablation>]/<dataset>/seed_<seed>/`` holds ``config.yaml`` (fully
-resolved), ``metrics.json``, ``predictions.csv`` (id, prediction, label), ``summary.md``, ``env.json`` (package
-versions, git commit), ``data_report.json``, ``checkpoints/{best,last}.ckpt`` and CSV (or TensorBoard) logs. The
-model directory gets ``summary.{md,csv,json}`` with mean ± std over the seeds. All files are written atomically.
+resolved, every model argument included), ``metrics.json``, ``predictions.csv`` (id, prediction, label),
+``summary.md``, ``env.json`` (package versions, git commit), ``data_report.json``, ``checkpoints/{best,last}.ckpt``
+(each also holding the settings record and the random generators' states), CSV (or TensorBoard) logs and ``.lock``
+(see :func:`mmfusion.io.run_lock`). The model directory gets ``summary.{md,csv,json}`` with mean ± std over the
+seeds. All files are written atomically. What is guaranteed, and the tests behind it: ``docs/reliability.md``.
 """
 
 from __future__ import annotations
