@@ -124,7 +124,8 @@ def _load_failure(exc: Exception) -> str:
         if not found:
             sentences = re.split(r"(?<=[.!?])\s+", text)
             advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
-            found = [x for x in sentences if x and not x.startswith(advice) and not _UNSAFE_ADVICE.search(x)]
+            found = [x for x in sentences if x and not x.startswith(advice)]
+        found = [x for x in found if not _UNSAFE_ADVICE.search(x)]
         return ("not tensors and plain data, the only things a checkpoint is read as; nothing in it was run: "
                 + ("; ".join(dict.fromkeys(found))[:300] or "unreadable pickle"))
     reason = str(exc)
