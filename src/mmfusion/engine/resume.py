@@ -25,7 +25,7 @@ import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from mmfusion.config import RefusedYAML, yaml_load
+from mmfusion.config import yaml_load
 from mmfusion.errors import DataError, shorten
 from mmfusion.io import atomic_write_bytes
 
@@ -118,7 +118,7 @@ def settings_record(path: Path) -> dict[str, Any] | None:
                         "resumed without it: choose another --out", file=path) from None
     try:
         data = yaml_load(text)
-    except (yaml.YAMLError, RefusedYAML) as exc:
+    except yaml.YAMLError as exc:  # RefusedYAML (aliases, repeated keys) included
         raise DataError(f"the run's settings record is damaged ({shorten(str(exc), 120)}); a run cannot be "
                         "resumed without it: choose another --out", file=path) from None
     if not isinstance(data, Mapping) or not data:
