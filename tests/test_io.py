@@ -59,3 +59,30 @@ def test_hdf5_dataset_is_written_through_a_temporary_name(tmp_path, umask_027):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.h5"]
     back = read_custom(path)
     np.testing.assert_array_equal(back.splits["train"].labels, bundle.splits["train"].labels)
+
+
+def test_several_files_change_together_or_not_at_all(tmp_path, monkeypatch):
+    import errno
+
+    from mmfusion import io as mmio
+    from mmfusion.io import atomic_write_many
+
+    first, second = tmp_path / "predictions.csv", tmp_path / "metrics.json"
+    first.write_text("old predictions")
+    second.write_text("old metrics")
+    real_open = open
+
+    def full_disk(file, mode="r", *args, **kwargs):  # the second file's write finds the disk full
+        if "w" in mode and os.path.basename(file).startswith(".metrics.json."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(mmio, "open", full_disk, raising=False)
+    with pytest.raises(OSError) as failed:
+        atomic_write_many({first: b"new predictions", second: b"new metrics"})
+    assert failed.value.filename == str(second) and failed.value.errno == errno.ENOSPC  # names the file meant
+    assert first.read_text() == "old predictions" and second.read_text() == "old metrics"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "predictions.csv"]  # no temporary left
+    monkeypatch.undo()
+    atomic_write_many({first: b"new predictions", second: b"new metrics"})
+    assert first.read_text() == "new predictions" and second.read_text() == "new metrics"

@@ -22,9 +22,59 @@ from mmfusion.errors import ConfigError, did_you_mean
 C = TypeVar("C")
 
 
+class RefusedYAML(yaml.YAMLError):
+    """YAML that is valid but refused: an alias (``*name``, whose expansion can be exponentially larger than the
+    text: a few hundred bytes can stand for gigabytes) or a key given twice in one mapping (one of the two values
+    would be silently dropped)."""
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-3`` is a float (YAML 1.1, PyYAML's default,
-    wants a dot in the mantissa, ``1.0e-3``, and reads ``1e-3`` as a string)."""
+    wants a dot in the mantissa, ``1.0e-3``, and reads ``1e-3`` as a string). Aliases and duplicate keys are
+    refused (:class:`RefusedYAML`) while the text is parsed, before any value is built from them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise RefusedYAML(f"aliases (*{str(event.anchor)[:40]}) are not accepted in mmfusion configs: write "
+                              f"the value out where it is used{_where(event.start_mark)}")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+                if repeated:
+                    raise RefusedYAML(f"key {_short(key)!r} is given twice in one mapping (only one value would "
+                                      f"be used){_where(key_node.start_mark)}")
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes every value out in full (never ``&anchor``/``*alias``, which :class:`_Loader` refuses)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def yaml_dump(data: Any) -> str:
+    """``yaml.safe_dump`` in mapping order, without aliases, so that :func:`yaml_load` reads it back."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+def _where(mark: Any) -> str:
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 _Loader.add_implicit_resolver(
@@ -169,23 +219,39 @@ def build_checked(cls: type[C], overrides: Mapping[str, Any] | None, *, source: 
     return replace_checked(cls(), overrides, source=source)
 
 
-def parse_value(text: str) -> Any:
-    """Parse the value of a ``--set key=value`` flag as YAML (numbers, booleans, lists)."""
+def parse_value(text: str, *, key: str | None = None) -> Any:
+    """Parse the value of a ``--set key=value`` flag as YAML (numbers, booleans, lists); text that is not YAML
+    stays a string, YAML that is refused (aliases, repeated keys: :class:`RefusedYAML`) is a :class:`ConfigError`."""
     try:
         return yaml_load(text)
+    except RefusedYAML as exc:
+        raise ConfigError(f"refused value: {exc}", source="--set", key=key) from None
     except yaml.YAMLError:
         return text
 
 
 def load_yaml(path: str) -> dict[str, Any]:
-    """Read a YAML mapping with a clear error for a missing or malformed file."""
+    """Read a YAML mapping with a clear error for a missing, unreadable or malformed file (not UTF-8 text, not
+    YAML, aliases or repeated keys)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml_load(fh)
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError("config file not found", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file ({exc.strerror or exc})", source=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}); save the file as UTF-8",
+                          source=str(path)) from None
+    try:
+        data = yaml_load(text)
+    except RefusedYAML as exc:
+        raise ConfigError(f"refused YAML: {exc}", source=str(path)) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=str(path)) from None
+        raise ConfigError(f"not valid YAML: {_short(exc, 400)}", source=str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -11,8 +11,17 @@ class MMFusionError(ValueError):
     """Base class for errors caused by the user's input (files, configs, flags)."""
 
 
+MAX_SHOWN = 300
+"""The most characters of one value an error message shows (a value can be megabytes long)."""
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters in all)"
+
+
 def _describe(**parts: Any) -> str:
-    return ", ".join(f"{k} {v}" for k, v in parts.items() if v is not None)
+    return ", ".join(f"{k} {shorten(str(v))}" for k, v in parts.items() if v is not None)
 
 
 class DataError(MMFusionError):
@@ -51,9 +60,9 @@ class ConfigError(MMFusionError):
         msg = f"{source}: " if source else ""
         msg += problem
         if key is not None:
-            msg += f" (key {key!r})"
+            msg += f" (key {shorten(repr(key), 120)})"
         if expected is not None or actual is not None:
-            msg += f": expected {expected}, got {actual!r}"
+            msg += f": expected {shorten(str(expected))}, got {shorten(repr(actual))}"
         if hint:
             msg += f"; {hint}"
         super().__init__(msg)
@@ -70,3 +79,13 @@ def did_you_mean(name: Any, options: Iterable[Any]) -> str:
     """``did you mean 'x'?`` for the option closest to a misspelt ``name``, or ``""`` when none is close."""
     close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
     return f"did you mean {close[0]!r}?" if close else ""
+
+
+class RunLockedError(MMFusionError):
+    """Another process is working in a run directory (see :func:`mmfusion.io.run_lock`)."""
+
+    def __init__(self, directory: Any, pid: int | None, what: str = "run directory") -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"{directory}: this {what} is in use by {holder} (it is training or reading it); wait "
+                         "for it to finish, or choose another --out")
+        self.directory, self.pid = directory, pid

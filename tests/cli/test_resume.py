@@ -1,4 +1,5 @@
-"""A training process killed with SIGKILL mid-epoch continues with --resume from its last checkpoint."""
+"""A training process killed with SIGKILL mid-epoch continues with --resume from its last checkpoint, and ends
+exactly as the uninterrupted run does; a second process on a run that is training is refused."""
 
 import json
 import os
@@ -19,7 +20,37 @@ def _cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "mmfusion", *ARGS, "--out", str(out), *extra]
 
 
-def test_sigkill_mid_epoch_then_resume(tmp_path):
+COMPARED = ("mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "best_epoch", "best_val_loss", "epochs_run")
+
+
+def _wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 240
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert path.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint in time"
+
+
+def test_sigkill_mid_epoch_then_resume_equals_one_run_and_a_second_process_is_refused(tmp_path):
+    # the uninterrupted run; while it trains, a second process on its directory is refused, naming its PID
+    whole = tmp_path / "whole"
+    whole_run = whole / "lf_lstm" / "synthetic" / "seed_1111"
+    proc = subprocess.Popen(_cmd(whole), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(whole_run / "checkpoints" / "last.ckpt", proc)
+        os.kill(proc.pid, signal.SIGSTOP)  # paused, still holding its lock, however long the second one takes
+        try:
+            second = subprocess.run(_cmd(whole, "--resume"), capture_output=True, text=True, timeout=400)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert proc.wait(timeout=400) == 0, proc.stderr.read().decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"{whole_run}: this run directory is in use by process {proc.pid}" in second.stderr
+    whole_metrics = json.loads((whole_run / "metrics.json").read_text())  # the first one finished intact
+    assert whole_metrics["resumed_from_epoch"] is None and "corr" in whole_metrics
+
     out = tmp_path / "runs"
     run = out / "lf_lstm" / "synthetic" / "seed_1111"
     last = run / "checkpoints" / "last.ckpt"
@@ -56,6 +87,13 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert adam_steps == {5.0 * steps_per_epoch}
     assert {float(s["step"]) for s in killed_at["optimizer_states"][0]["state"].values()} == {
         (killed_at["epoch"] + 1.0) * steps_per_epoch}
+    # the same batches in the same order, the same dropout masks: bit for bit the uninterrupted run
+    assert {k: metrics[k] for k in COMPARED} == {k: whole_metrics[k] for k in COMPARED}
+    whole_final = torch.load(whole_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["state_dict"].keys() == whole_final["state_dict"].keys()
+    for name, value in final["state_dict"].items():
+        assert torch.equal(value, whole_final["state_dict"][name]), name
+    assert (run / "predictions.csv").read_text() == (whole_run / "predictions.csv").read_text()
 
 
 def test_ctrl_c_says_interrupted_and_how_to_continue(tmp_path):

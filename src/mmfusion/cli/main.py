@@ -630,7 +630,7 @@ def _data_args(sets: Sequence[str]) -> dict[str, Any]:
     """Reader options from repeated ``--set key=value`` flags (``data_args.key=value``, as ``fit`` spells them, too)."""
     from mmfusion.config import parse_value
 
-    return {k.removeprefix("data_args."): parse_value(v) for k, _, v in (s.partition("=") for s in sets)}
+    return {k.removeprefix("data_args."): parse_value(v, key=k) for k, _, v in (s.partition("=") for s in sets)}
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfusion.data import load_data
+from mmfusion.engine.model_plan import plan_model
 from mmfusion.engine.runs import (
     check_devices_available,
     check_model_reads,
@@ -70,6 +71,8 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
         extra = {"model": model, **({"ablation": ablation} if ablation else {})}
         cfg = resolve_config(str(cfile) if cfile.exists() else None, {**flags, **extra}, sets)
         check_model_reads(cfg.model, bundle)
+        plan_model(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim,
+                   source=f"{cfile if cfile.exists() else spec} [model_args]")  # sizes that fit, before any trains
         plans.append((spec, cfile, cfg))
     for spec, cfile, cfg in plans:
         if console:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,6 +59,7 @@ def load_system(path: str | Path) -> FusionSystem:
     if not isinstance(hparams, Mapping):
         raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters", expected="a mapping",
                         actual=type(hparams).__name__)
+    check_hparams(hparams, path)
     try:
         system = FusionSystem(**dict(hparams))
     except ConfigError as exc:
@@ -82,15 +84,54 @@ def load_system(path: str | Path) -> FusionSystem:
     return system
 
 
+def check_hparams(hparams: Mapping[str, Any], path: str | Path) -> None:
+    """Check a checkpoint's hyper-parameters before anything is built from them: the fields a model is built from,
+    of the right types, and sizes whose model fits in this machine's memory (see
+    :func:`mmfusion.engine.model_plan.plan_model`, which builds it on the meta device). A :class:`DataError` naming
+    the file otherwise."""
+    from mmfusion.engine.model_plan import KNOWN_TASKS, plan_model
+
+    name, args = hparams.get("model_name"), hparams.get("model_args", {})
+    if not isinstance(name, str):
+        raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters/model_name",
+                        expected="a model name", actual=type(name).__name__)
+    if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
+        raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters/model_args",
+                        expected="a mapping of argument names", actual=type(args).__name__)
+    if hparams.get("task") not in KNOWN_TASKS:
+        raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters/task",
+                        expected=f"one of {KNOWN_TASKS}", actual=hparams.get("task"))
+    try:
+        plan_model(name, args, hparams.get("feature_dims"), hparams.get("output_dim"), source=str(path),
+                   training=False)
+    except ConfigError as exc:
+        raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc.problem})",
+                        file=path, key=f"hyper_parameters/{exc.key}" if exc.key else "hyper_parameters",
+                        expected=exc.expected, actual=exc.actual) from None
+
+
+# torch's hint, on refusing a pickle, to load it unrestricted or allow-list what it holds: advice that would run
+# the file's code, never passed on
+_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|add_safe_globals|allowlist|trust", re.IGNORECASE)
+
+
 def _load_failure(exc: Exception) -> str:
     """The reason ``torch.load(weights_only=True)`` gave, without its advice to load the file unrestricted."""
     if isinstance(exc, pickle.UnpicklingError):
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
-        detail = [line for line in lines if not line.startswith(advice)]
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        found = re.findall(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \w+|[\w ]+ is not supported",
+                           text)
+        if not found:
+            sentences = re.split(r"(?<=[.!?])\s+", text)
+            advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+            found = [x for x in sentences if x and not x.startswith(advice)]
+        found = [x for x in found if not _UNSAFE_ADVICE.search(x)]
         return ("not tensors and plain data, the only things a checkpoint is read as; nothing in it was run: "
-                + ("; ".join(detail) or "unreadable pickle"))
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+                + ("; ".join(dict.fromkeys(found))[:300] or "unreadable pickle"))
+    reason = str(exc)
+    if _UNSAFE_ADVICE.search(reason):
+        reason = "unreadable"
+    return f"{type(exc).__name__}: {reason[:200]}"
 
 
 def check_compatible(system: FusionSystem, bundle: DatasetBundle, ckpt: str | Path) -> None:

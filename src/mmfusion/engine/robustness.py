@@ -34,11 +34,12 @@ from mmfusion.engine.checkpoints import (
     load_system,
     read_hparams,
     reader_options,
+    run_dir,
 )
 from mmfusion.engine.system import compute_metrics
 from mmfusion.errors import DataError
 from mmfusion.inspect.plots import pyplot, save_figure
-from mmfusion.io import atomic_write_json, atomic_write_text
+from mmfusion.io import atomic_write_json, atomic_write_text, run_lock
 from mmfusion.metrics import main_metric
 
 NOISE_LEVELS = (0.5, 1.0, 2.0)
@@ -143,7 +144,9 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
         task = bar.add_task("robustness", total=len(found) * len(conds))
         for ckpt in found:
             model_name = ckpt.parts[-5]
-            system = load_system(ckpt)
+            # a shared lock: refused while a fit or bench trains this run (its best checkpoint may change)
+            with run_lock(run_dir(ckpt), shared=True):
+                system = load_system(ckpt)
             check_compatible(system, bundle, ckpt)
             if spec is not None:
                 check_same_reader_options(system.hparams, ckpt, spec, data_args)

@@ -1,9 +1,11 @@
 """Runs: resolve a config, train one model on one dataset for several seeds, write the run directories.
 
 Each seed's directory ``<out>/<model>[-<ablation>]/<dataset>/seed_<seed>/`` holds ``config.yaml`` (fully
-resolved), ``metrics.json``, ``predictions.csv`` (id, prediction, label), ``summary.md``, ``env.json`` (package
-versions, git commit), ``data_report.json``, ``checkpoints/{best,last}.ckpt`` and CSV (or TensorBoard) logs. The
-model directory gets ``summary.{md,csv,json}`` with mean ± std over the seeds. All files are written atomically.
+resolved, every model argument included), ``metrics.json``, ``predictions.csv`` (id, prediction, label),
+``summary.md``, ``env.json`` (package versions, git commit), ``data_report.json``, ``checkpoints/{best,last}.ckpt``
+(each also holding the settings record and the random generators' states), CSV (or TensorBoard) logs and ``.lock``
+(see :func:`mmfusion.io.run_lock`). The model directory gets ``summary.{md,csv,json}`` with mean ± std over the
+seeds. All files are written atomically. What is guaranteed, and the tests behind it: ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
-import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 
 from mmfusion.config import (
     build_checked,
@@ -33,11 +34,12 @@ from mmfusion.config import (
     check_model_values,
     load_yaml,
     parse_value,
+    yaml_dump,
     yaml_load,
 )
-from mmfusion.data import DatasetBundle, FusionDataset, load_data
+from mmfusion.data import HOW_READ, DatasetBundle, FusionDataset, load_data
 from mmfusion.errors import ConfigError, DataError, did_you_mean
-from mmfusion.io import atomic_write_json, atomic_write_text
+from mmfusion.io import atomic_write_json, atomic_write_many, atomic_write_text, json_text, run_lock
 from mmfusion.metrics import SENTIMENT_KEYS, metric_warnings
 from mmfusion.models import config_class, list_models, load_pretrained, model_inputs
 from mmfusion.runtime import launched_worker
@@ -139,7 +141,7 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
         if not sep:
             raise ConfigError("--set needs key=value", source="--set", key=item, expected="key=value", actual=item)
         *path, last = key.split(".")  # model_args.kernels.audio=5 sets one entry of a table
-        _merge(overrides, _nested(path, {last: parse_value(value)}))
+        _merge(overrides, _nested(path, {last: parse_value(value, key=key)}))
     if overrides:
         sources.append(("--set", overrides))
     # where each value came from (the last source that set it), for error messages: top-level keys, model_args keys
@@ -284,14 +286,27 @@ def make_loader(bundle: DatasetBundle, split: str, batch_size: int, shuffle: boo
                 seed: int = 0, *, labeled: bool = True) -> torch.utils.data.DataLoader:
     """Batches of ``split`` (a clear error if the bundle lacks it or, with ``labeled``, its labels)."""
     ds = FusionDataset(bundle.split(split, labeled=labeled))
-    gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=ds.collate,
-                                       num_workers=num_workers, generator=gen)
+    # shuffled: epoch e's order depends on (seed, e) only, so a resumed run sees the uninterrupted run's batches
+    sampler = _epoch_sampler(len(ds), seed) if shuffle else None
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=ds.collate,
+                                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+
+
+def _epoch_sampler(n: int, seed: int) -> torch.utils.data.Sampler[int]:
+    from mmfusion.engine.resume import EpochSampler
+
+    return EpochSampler(n, seed)
 
 
 def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: np.ndarray | None, task: str,
                       emotions: Sequence[str]) -> None:
     """One row per clip: its id, the prediction and (where ``labels`` is given) the label; atomically."""
+    atomic_write_text(path, predictions_csv(ids, pred, labels, task, emotions))
+
+
+def predictions_csv(ids: Sequence[str], pred: np.ndarray, labels: np.ndarray | None, task: str,
+                    emotions: Sequence[str]) -> str:
+    """The text of :func:`write_predictions`' file."""
     buf = io.StringIO()
     w = csv.writer(buf)
     known = labels is not None
@@ -312,7 +327,7 @@ def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: 
         probs = torch.softmax(torch.from_numpy(logits), -1)[..., 1].numpy()
         for k, (i, row, pr) in enumerate(zip(ids, logits.argmax(-1), probs)):
             w.writerow([i, *row.tolist(), *(flat[k].tolist() if known else []), *[f"{v:.4f}" for v in pr]])
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
 
 
 @contextmanager
@@ -340,74 +355,154 @@ def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], n
 
 
 # settings that do not change what a run computes: how it is shown, logged or threaded
-PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers"}
+PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers",
+                     *(f"data_args.{k}" for k in HOW_READ)}  # how a file is read, not what is read
 
 
 def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved run config with the ``train`` section's keys spelt ``train.<key>``."""
-    out = {k: v for k, v in config.items() if k != "train"}
+    """A resolved run config with the ``train`` section's keys spelt ``train.<key>`` and the ``model_args``
+    section's ``model_args.<key>`` (a record made before runs stored every model argument lacks some of them)."""
+    out = {k: v for k, v in config.items() if k not in ("train", "model_args")}
     out.update({f"train.{k}": v for k, v in (config.get("train") or {}).items()})
+    args = config.get("model_args")
+    if isinstance(args, Mapping):
+        out.update({f"model_args.{k}": v for k, v in args.items()})
+    else:
+        out["model_args"] = args
     return out
 
 
+def _differing(before: Mapping[str, Any], resolved: Mapping[str, Any]) -> tuple[list[str], dict[str, Any],
+                                                                                 dict[str, Any]]:
+    """The settings of ``resolved`` that differ from the record ``before`` (both flattened, as stored)."""
+    then = _flat(before)
+    now = _flat(yaml_load(yaml_dump(dict(resolved))))  # as it would be stored
+    # a setting the record lacks (or has no more) came with another version of mmfusion: not compared
+    differ = [k for k in sorted(set(then) & set(now)) if k not in PRESENTATION_ONLY and then[k] != now[k]]
+    return differ, then, now
+
+
 def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> int | None:
-    """Refuse to reuse or continue ``run`` with other settings than it was made with (its ``config.yaml``): its
-    results (or the epochs trained so far) would be reported under settings they did not come from. The one change
-    allowed is a larger epoch budget (training on): then the run's ``max_epochs`` is returned, else None."""
-    try:
-        stored = yaml_load((run / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None  # nothing recorded (a run interrupted before it wrote its config): it starts afresh
-    if not isinstance(stored, Mapping):
+    """Refuse to reuse or continue ``run`` with other settings than it was made with: its results (or the epochs
+    trained so far) would be reported under settings they did not come from. The one change allowed is a larger
+    epoch budget (training on): then the run's ``max_epochs`` is returned, else None.
+
+    The settings are compared with the run's ``config.yaml`` and with the record each checkpoint keeps of them
+    (``last.ckpt``'s ``hyper_parameters.meta.run_config``). A ``config.yaml`` that cannot be read, or is missing from
+    a run that has checkpoints or results, is a :class:`DataError` naming it: without a record there is nothing to
+    compare with. A run directory holding neither (interrupted before it wrote anything) starts afresh.
+    """
+    from mmfusion.engine.resume import checkpoint_record, settings_record
+
+    config, last = run / "config.yaml", run / "checkpoints" / "last.ckpt"
+    stored = settings_record(config)
+    if stored is None:
+        if last.exists() or (run / "metrics.json").exists():
+            raise DataError("the run's settings record is missing; a run cannot be resumed or reused without it: "
+                            "choose another --out", file=config)
         return None
-    before = _flat(stored)
-    now = _flat(yaml_load(yaml.safe_dump(dict(resolved), sort_keys=False)))  # as it would be stored
-    # a setting the stored config lacks (or has no more) came with another version of mmfusion: not compared
-    differ = [k for k in sorted(set(before) & set(now)) if k not in PRESENTATION_ONLY and before[k] != now[k]]
+    differ, before, now = _differing(stored, resolved)
+    extend_from = None
     if differ == ["train.max_epochs"] and now["train.max_epochs"] > before["train.max_epochs"]:
-        return int(before["train.max_epochs"])
-    if differ:
+        extend_from = int(before["train.max_epochs"])
+    elif differ:
         k = differ[0]
         raise ConfigError(f"this run was made with other settings ({', '.join(differ)}); --resume would report its "
                           "results under these. Give the run's settings, or another --out for a new run",
-                          source=str(run / "config.yaml"), key=k, expected=before[k], actual=now[k])
+                          source=str(config), key=k, expected=before[k], actual=now[k])
+    in_ckpt = checkpoint_record(last) if last.exists() else None
+    if in_ckpt is not None:  # the checkpoint's own record: epochs trained under it, whatever config.yaml says now
+        differ, then, now = _differing(in_ckpt, resolved)
+        differ = [k for k in differ if k != "train.max_epochs"]  # a budget being trained on to: config.yaml's say
+        if differ:
+            k = differ[0]
+            raise ConfigError(f"this run's checkpoint was trained with other settings ({', '.join(differ)}); "
+                              "--resume would report its results under these. Give the run's settings, or another "
+                              "--out for a new run", source=str(last), key=k, expected=then[k], actual=now[k])
+    return extend_from
+
+
+def data_magnitude(bundle: DatasetBundle) -> str:
+    """The largest absolute feature value of each modality and the largest absolute label of the training split,
+    for the message of a run that diverged (data scaled by 10^30 diverges at any learning rate)."""
+    split = bundle.splits.get("train")
+    if split is None:
+        return "unknown"
+    parts = []
+    for m, x in split.features.items():
+        if np.size(x):
+            parts.append(f"{m} {max(abs(float(np.max(x))), abs(float(np.min(x)))):.3g}")
+    if split.labels is not None and np.size(split.labels):
+        y = np.asarray(split.labels, dtype=np.float64)
+        parts.append(f"labels {float(np.max(np.abs(y))):.3g}")
+    return ", ".join(parts) or "unknown"
 
 
 def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = False,
             console: Any = None) -> dict[str, Any]:
     """Train and test one seed. With ``resume``, a finished run is read back and an interrupted one continues from
-    ``checkpoints/last.ckpt`` (epoch, optimiser, scheduler and early-stopping state restored)."""
+    ``checkpoints/last.ckpt`` (epoch, optimiser, scheduler, early-stopping and random-generator state restored, so
+    that it ends as the uninterrupted run would have).
+
+    The run directory is locked (:func:`mmfusion.io.run_lock`) while the run trains: a second process is refused,
+    naming the first one's PID. The model's sizes are checked before the directory is made; a fresh run that fails
+    before its first checkpoint leaves no directory behind, and a failed run never changes the results it had."""
+    from mmfusion.engine.model_plan import plan_model
+
+    run = run_dir_for(cfg, bundle, seed)
+    worker = launched_worker()  # a further device's process: it trains in lockstep, the first one writes
+    if run.exists() and not resume and not worker:
+        raise ConfigError("run directory already exists; pass --resume to continue or reuse it, or choose --out",
+                          source=str(run), key="out", expected="a new directory", actual=str(run))
+    full_args, _ = plan_model(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim,
+                              source=f"{cfg.model} [model_args]")
+    if worker:
+        return _fit_one_locked(cfg, bundle, seed, full_args, resume=resume, console=console)
+    fresh = not run.exists()
+    with run_lock(run):
+        try:
+            return _fit_one_locked(cfg, bundle, seed, full_args, resume=resume, console=console)
+        except BaseException as exc:
+            # a fresh run that failed before its first checkpoint: nothing to resume, so nothing left behind
+            # (an interrupted one keeps its checkpoints for --resume)
+            if fresh and not isinstance(exc, KeyboardInterrupt) and not (run / "checkpoints" / "last.ckpt").exists():
+                shutil.rmtree(run, ignore_errors=True)
+            raise
+
+
+def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args: dict[str, Any], *,
+                    resume: bool, console: Any) -> dict[str, Any]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from mmfusion.engine.callbacks import EpochTimer
+    from mmfusion.engine.resume import AtomicCheckpointIO, RandomStates, read_metrics
     from mmfusion.engine.system import FusionSystem, compute_metrics
 
     run = run_dir_for(cfg, bundle, seed)
     metrics_file, last = run / "metrics.json", run / "checkpoints" / "last.ckpt"
-    worker = launched_worker()  # a further device's process: it trains in lockstep, the first one writes
-    if run.exists() and not resume and not worker:
-        raise ConfigError("run directory already exists; pass --resume to continue or reuse it, or choose --out",
-                          source=str(run), key="out", expected="a new directory", actual=str(run))
-    resolved = cfg.as_dict() | {"seeds": [seed], "dataset": bundle.describe()}
+    worker = launched_worker()
+    resolved = cfg.as_dict() | {"model_args": full_args, "seeds": [seed], "dataset": bundle.describe()}
     extend_from = check_same_settings(run, resolved) if resume and not worker else None
-    if extend_from is not None and metrics_file.exists():  # a finished run, trained on to a larger budget
-        done = json.loads(metrics_file.read_text())
-        if done.get("diverged") or int(done.get("epochs_run", extend_from)) < extend_from:
-            why = "diverged" if done.get("diverged") else f"stopped early after {done.get('epochs_run')} epochs"
+    previous: dict[str, Any] | None = None  # a finished run's results, while it is trained on to a larger budget
+    if extend_from is not None and metrics_file.exists():
+        previous = read_metrics(metrics_file)
+        if previous.get("diverged") or int(previous.get("epochs_run", extend_from)) < extend_from:
+            why = ("diverged" if previous.get("diverged")
+                   else f"stopped early after {previous.get('epochs_run')} epochs")
             raise ConfigError(f"this run {why}; more epochs would not train it further. Choose another --out for a "
-                              "new run", source=str(run / "metrics.json"), key="train.max_epochs",
+                              "new run", source=str(metrics_file), key="train.max_epochs",
                               expected=extend_from, actual=cfg.train.max_epochs)
-        kept = run / f"metrics_{extend_from}_epochs.json"
-        metrics_file.replace(kept)  # its results stay, under a name that says what they are
         if console:
             console.print(f"{run}: training on from {extend_from} to {cfg.train.max_epochs} epochs (the "
-                          f"{extend_from}-epoch results are kept in {kept.name})", style="yellow", markup=False)
-    if resume and metrics_file.exists():
+                          f"{extend_from}-epoch results will be kept in metrics_{extend_from}_epochs.json)",
+                          style="yellow", markup=False)
+    elif resume and metrics_file.exists():
+        done = read_metrics(metrics_file)
         if console:
             console.print(f"{run}: finished earlier, reusing its results", style="dim", markup=False)
-        return json.loads(metrics_file.read_text())
+        return done
     ckpt_path = str(last) if resume and last.exists() else None
     resumed_from = None
     if ckpt_path:
@@ -421,18 +516,21 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    if not worker:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        atomic_write_json(run / "env.json", env_info())
-        atomic_write_json(run / "data_report.json", bundle.report.as_dict())
+
+    def records() -> dict[Path, str]:
+        return {run / "config.yaml": yaml_dump(resolved), run / "env.json": json_text(env_info()),
+                run / "data_report.json": json_text(bundle.report.as_dict())}
+
+    if not worker and previous is None:  # (training on: the records change only once the longer run finished)
+        atomic_write_many({path: text.encode("utf-8") for path, text in records().items()})
 
     L.seed_everything(seed, workers=True, verbose=False)
-    system = FusionSystem(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim, bundle.task,
+    system = FusionSystem(cfg.model, full_args, bundle.feature_dims, bundle.output_dim, bundle.task,
                           bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
                                                              "ablation": cfg.ablation, "data_spec": cfg.data,
                                                              "data_args": dict(cfg.data_args),
-                                                             "feature_set": bundle.feature_set})
+                                                             "feature_set": bundle.feature_set,
+                                                             "run_config": yaml_load(yaml_dump(resolved))})
     if cfg.pretrained and not ckpt_path:
         loaded = load_pretrained(system.model, cfg.pretrained)
         if console:
@@ -443,7 +541,7 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     last_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
                               every_n_epochs=1, enable_version_counter=False)
     timer = EpochTimer()
-    callbacks: list[Any] = [ckpt_cb, last_cb, timer]
+    callbacks: list[Any] = [ckpt_cb, last_cb, timer, RandomStates()]
     if tc.patience > 0:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience))
     if tc.progress:
@@ -457,12 +555,12 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
         gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=callbacks, logger=logger,
         default_root_dir=run, enable_progress_bar=tc.progress, enable_model_summary=False,
-        log_every_n_steps=10, num_sanity_val_steps=0,
+        log_every_n_steps=10, num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
     )
     train_loader = make_loader(bundle, "train", tc.batch_size, True, tc.num_workers, seed)
     val_loader = make_loader(bundle, "valid", tc.batch_size, False, tc.num_workers)
     t0 = time.perf_counter()
-    with ctrl_c_is_an_interrupt(trainer):
+    with ctrl_c_is_an_interrupt(trainer), _naming_failed_writes(run):
         trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
     if worker:  # the first process scores the test split and writes the results
@@ -473,12 +571,14 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         where = (f"the training loss became {diverged['loss']} at epoch {diverged['epoch']}, step "
                  f"{diverged['step']}" if diverged else "the validation loss was not finite")
         raise ConfigError(f"training diverged: {where}, before any epoch with a finite validation loss; nothing to "
-                          "test. Lower the learning rate or clip gradients (train.grad_clip)", source=str(run),
-                          key="train.lr", expected="a smaller value", actual=tc.lr)
+                          "test. Lower the learning rate or clip gradients (train.grad_clip), or rescale the data "
+                          f"if its values are extreme (largest |value| in the training split: "
+                          f"{data_magnitude(bundle)})", source=str(run), key="train.lr", expected="a smaller value",
+                          actual=tc.lr)
     if diverged is not None and console:
         console.print(f"{run}: training diverged (loss {diverged['loss']} at epoch {diverged['epoch']}, step "
-                      f"{diverged['step']}); stopped there and tested the best checkpoint before it",
-                      style="bold yellow", markup=False)
+                      f"{diverged['step']}; largest |value| in the training split: {data_magnitude(bundle)}); "
+                      "stopped there and tested the best checkpoint before it", style="bold yellow", markup=False)
     best = ckpt_cb.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])
@@ -507,10 +607,26 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         "resumed_from_epoch": resumed_from, "diverged": diverged, "warnings": notes,
         "data_caveats": list(bundle.report.caveats),  # e.g. "non-standard split": travels with every number
     }
-    write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
-    atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
-    atomic_write_json(metrics_file, result)
+    files = {run / "predictions.csv": predictions_csv(ids, pred, labels, bundle.task, bundle.emotions),
+             run / "summary.md": run_markdown(cfg, bundle, result)}
+    if previous is not None:  # the shorter run's results stay, under a name that says what they are
+        files |= {run / f"metrics_{extend_from}_epochs.json": json_text(previous), **records()}
+    files[metrics_file] = json_text(result)  # renamed last: a run is finished once its metrics.json is there
+    # all written in full before any replaces its old version: a failure (a full disk) leaves the results as they were
+    atomic_write_many({path: text.encode("utf-8") for path, text in files.items()})
     return result
+
+
+@contextmanager
+def _naming_failed_writes(run: Path) -> Iterator[None]:
+    """A write that fails inside the training loop (a full disk under the logger) without naming its file names
+    the run directory it was writing into."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(run)) from exc
+        raise
 
 
 def metric_keys(bundle: DatasetBundle) -> list[str]:
