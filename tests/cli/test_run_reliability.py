@@ -18,6 +18,7 @@ import torch
 from mmfusion import io as mmio
 from mmfusion.cli.main import main
 from mmfusion.engine.checkpoints import load_system
+from mmfusion.errors import ConfigError
 from mmfusion.io import run_lock
 from mmfusion.models.lstm import LateFusionLSTMConfig
 from tests.helpers import make_splits
@@ -250,3 +251,17 @@ def test_an_old_checkpoint_rebuilds_its_model_after_a_default_changes(finished, 
     assert main(["test", "--ckpt", str(run / "checkpoints" / "best.ckpt"), "--data", "synthetic", "--out", str(out),
                  "--set", "n_train=48", "--set", "n_valid=16", "--set", "n_test=16"]) == 0
     assert json.loads(out.read_text())["corr"] == json.loads((run / "metrics.json").read_text())["corr"]
+
+
+def test_how_a_file_is_read_is_not_a_setting_that_blocks_a_resume(tmp_path):
+    """``data_args.lazy`` changes how an HDF5 file is read, not what is read: a run made in memory resumes lazily;
+    any other reader option that differs is still refused."""
+    from mmfusion.config import yaml_dump
+    from mmfusion.engine.runs import check_same_settings
+
+    made = {"model": "lf_lstm", "data": "h5:x.h5", "data_args": {"lazy": False, "max_len": 50},
+            "train": {"max_epochs": 3}}
+    (tmp_path / "config.yaml").write_text(yaml_dump(made))
+    assert check_same_settings(tmp_path, {**made, "data_args": {"lazy": True, "max_len": 50}}) is None
+    with pytest.raises(ConfigError, match=r"key .data_args.*\{.max_len.: 40\}"):
+        check_same_settings(tmp_path, {**made, "data_args": {"lazy": True, "max_len": 40}})

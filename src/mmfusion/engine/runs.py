@@ -355,14 +355,15 @@ def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], n
 
 
 # settings that do not change what a run computes: how it is shown, logged or threaded
-PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers",
-                     *(f"data_args.{k}" for k in HOW_READ)}  # how a file is read, not what is read
+PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers"}
 
 
 def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
     """A resolved run config with the ``train`` section's keys spelt ``train.<key>`` and the ``model_args``
     section's ``model_args.<key>`` (a record made before runs stored every model argument lacks some of them)."""
     out = {k: v for k, v in config.items() if k not in ("train", "model_args")}
+    if isinstance(out.get("data_args"), Mapping):  # how a file is read (lazily or not) is not what is read
+        out["data_args"] = {k: v for k, v in out["data_args"].items() if k not in HOW_READ}
     out.update({f"train.{k}": v for k, v in (config.get("train") or {}).items()})
     args = config.get("model_args")
     if isinstance(args, Mapping):
