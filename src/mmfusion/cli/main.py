@@ -29,14 +29,18 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with overrides (see configs/)")
     p.add_argument("--seeds", type=int, nargs="+", help="one or more seeds; several give mean ± std")
     p.add_argument("--max-epochs", type=int, help="maximum training epochs")
-    p.add_argument("--batch-size", type=int, help="training batch size")
+    p.add_argument("--batch-size", type=int, help="training batch size (global: shared by all processes)")
     p.add_argument("--lr", type=float, help="learning rate (Adam)")
     p.add_argument("--out", help="output root directory (default: runs)")
     p.add_argument("--precision", help="32-true (default), 16-mixed or bf16-mixed (Lightning's short names 32, 16, "
                                        "bf16 and 64 are read as 32-true, 16-mixed, bf16-mixed and 64-true)")
     p.add_argument("--accelerator", help="auto (default), cpu or gpu")
-    p.add_argument("--devices", type=int, help="number of devices (default 1); N > 1 trains with DDP, one process "
-                   "per device")
+    p.add_argument("--devices", type=int, help="devices per node (default 1); N > 1 trains with DDP, one process "
+                   "per device, the global --batch-size split evenly across them")
+    p.add_argument("--num-nodes", type=int, help="machines training together (default 1); start the command on "
+                   "each (torchrun, srun or Lightning's NODE_RANK/MASTER_ADDR variables; see docs/scaling.md)")
+    p.add_argument("--strategy", help="Lightning's distributed strategy: auto (default: ddp for several "
+                   "processes), ddp, ddp_spawn, or fsdp (GPUs; shards the model's weights)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32 "
@@ -60,7 +64,7 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         flags["pretrained"] = dict(p.partition("=")[::2] for p in args.pretrained)
     train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
              "precision": args.precision, "accelerator": args.accelerator, "devices": args.devices,
-             "threads": args.threads}
+             "num_nodes": args.num_nodes, "strategy": args.strategy, "threads": args.threads}
     train = {k: v for k, v in train.items() if v is not None}
     if args.no_progress:
         train["progress"] = False

@@ -46,6 +46,8 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 """Lightning's short precision names and the settings it reads them as."""
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
+"""Lightning's distributed strategies a run may name (auto: DDP when there are several processes)."""
 
 
 def check_devices_available(tc: TrainConfig) -> None:
@@ -65,7 +67,7 @@ def check_devices_available(tc: TrainConfig) -> None:
 class TrainConfig:
     """Training-loop settings (the ``train:`` section of a config file)."""
 
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: split evenly across the processes of a multi-device/-node run
     max_epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 0.0  # Adam's L2 penalty (added to the gradient, as torch.optim.Adam does; not AdamW's)
@@ -76,7 +78,9 @@ class TrainConfig:
     loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
     precision: str | int = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed (or 32, 16, bf16)
     accelerator: str = "auto"  # cpu, gpu, auto
-    devices: int = 1
+    devices: int = 1  # devices (processes) per node
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto, ddp, ddp_spawn or fsdp (GPUs only)
     num_workers: int = 0
     deterministic: bool = False
     logger: Literal["csv", "tensorboard"] = "csv"
@@ -94,7 +98,18 @@ class TrainConfig:
                               expected=f"one of {ACCELERATORS}", actual=self.accelerator)
         check_bounds(self, source=source, above={"lr": 0, "lr_factor": 0}, below={"lr_factor": 1},
                      at_least={"batch_size": 1, "max_epochs": 1, "weight_decay": 0, "grad_clip": 0, "patience": 0,
-                               "lr_patience": 0, "devices": 1, "num_workers": 0, "threads": 0})
+                               "lr_patience": 0, "devices": 1, "num_nodes": 1, "num_workers": 0, "threads": 0})
+        if self.strategy not in STRATEGIES:
+            raise ConfigError("unknown strategy", source=source, key="strategy", expected=f"one of {STRATEGIES}",
+                              actual=self.strategy, hint=did_you_mean(self.strategy, STRATEGIES))
+        if self.strategy == "fsdp" and self.accelerator not in ("gpu", "cuda"):  # Lightning's FSDP needs CUDA
+            raise ConfigError("the fsdp strategy shards a model over GPUs", source=source, key="strategy",
+                              expected="ddp or ddp_spawn, or fsdp with --accelerator gpu", actual=self.strategy)
+        processes = self.devices * self.num_nodes
+        if self.batch_size % processes:  # each process takes an equal share of every global batch
+            raise ConfigError(f"the global batch is split evenly across the {processes} processes "
+                              f"({self.devices} device(s) x {self.num_nodes} node(s))", source=source,
+                              key="batch_size", expected=f"a multiple of {processes}", actual=self.batch_size)
         if self.logger == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard",
                                                                                            "tensorboardX")):
             # found now, before a run directory exists (Lightning would fail after making it)
@@ -289,6 +304,23 @@ def make_loader(bundle: DatasetBundle, split: str, batch_size: int, shuffle: boo
                                        num_workers=num_workers, generator=gen)
 
 
+def training_loaders(bundle: DatasetBundle, tc: TrainConfig, seed: int) -> tuple[Any, Any]:
+    """The train and valid loaders of a run: the train split in global batches of ``tc.batch_size`` shuffled from
+    ``seed``, each process taking its share (:class:`~mmfusion.engine.distributed.GlobalBatchSampler`; one process
+    draws the batches ``make_loader(..., shuffle=True)`` would), and the valid split interleaved across the processes
+    (:class:`~mmfusion.engine.distributed.ShardSampler`) for the whole-split metrics."""
+    from mmfusion.engine.distributed import GlobalBatchSampler, ShardSampler
+
+    train = FusionDataset(bundle.split("train"))
+    valid = FusionDataset(bundle.split("valid"))
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = torch.utils.data.DataLoader(train, batch_sampler=GlobalBatchSampler(train, tc.batch_size, gen),
+                                               collate_fn=train.collate, num_workers=tc.num_workers, generator=gen)
+    val_loader = torch.utils.data.DataLoader(valid, batch_size=tc.batch_size, sampler=ShardSampler(valid),
+                                             collate_fn=valid.collate, num_workers=tc.num_workers)
+    return train_loader, val_loader
+
+
 def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: np.ndarray | None, task: str,
                       emotions: Sequence[str]) -> None:
     """One row per clip: its id, the prediction and (where ``labels`` is given) the label; atomically."""
@@ -340,7 +372,8 @@ def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], n
 
 
 # settings that do not change what a run computes: how it is shown, logged or threaded
-PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers"}
+PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers",
+                     "train.strategy"}
 
 
 def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -374,10 +407,12 @@ def check_same_settings(run: Path, resolved: Mapping[str, Any]) -> int | None:
 
 
 def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = False,
-            console: Any = None) -> dict[str, Any]:
+            console: Any = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train and test one seed. With ``resume``, a finished run is read back and an interrupted one continues from
-    ``checkpoints/last.ckpt`` (epoch, optimiser, scheduler and early-stopping state restored)."""
+    ``checkpoints/last.ckpt`` (epoch, optimiser, scheduler and early-stopping state restored). ``callbacks``: more
+    Lightning callbacks for the training (a tuning trial's pruning, say)."""
     import lightning as L
+    from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -442,24 +477,26 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     last_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
                               every_n_epochs=1, enable_version_counter=False)
     timer = EpochTimer()
-    callbacks: list[Any] = [ckpt_cb, last_cb, timer]
+    every: list[Any] = [ckpt_cb, last_cb, timer, *callbacks]
     if tc.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience))
+        every.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience))
     if tc.progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        every.append(TQDMProgressBar(refresh_rate=10))
     # one log version per (re)start, so resuming never overwrites the logs of the interrupted part
     if tc.logger == "tensorboard":
         logger: Any = TensorBoardLogger(run, name="logs")
     else:
         logger = CSVLogger(run, name="logs")
+    # Lightning detects torchrun's and SLURM's environment variables itself; the loaders split the batches across
+    # the processes (training_loaders), so Lightning's own distributed sampler is not used
     trainer = L.Trainer(
-        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
-        gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=callbacks, logger=logger,
+        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
+        strategy=tc.strategy, precision=tc.precision, use_distributed_sampler=False,
+        gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=every, logger=logger,
         default_root_dir=run, enable_progress_bar=tc.progress, enable_model_summary=False,
         log_every_n_steps=10, num_sanity_val_steps=0,
     )
-    train_loader = make_loader(bundle, "train", tc.batch_size, True, tc.num_workers, seed)
-    val_loader = make_loader(bundle, "valid", tc.batch_size, False, tc.num_workers)
+    train_loader, val_loader = training_loaders(bundle, tc, seed)
     t0 = time.perf_counter()
     with ctrl_c_is_an_interrupt(trainer):
         trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
@@ -482,10 +519,11 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     state = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])
     test_loader = make_loader(bundle, "test", tc.batch_size, False, tc.num_workers)
-    # a multi-device predict loop would give each process only its share of the test split
-    scorer = trainer if tc.devices == 1 else L.Trainer(
+    # a multi-process predict loop would give each process only its share of the test split; the first process
+    # scores it whole, on its own (a plain environment: not the torchrun/SLURM one that counts every process)
+    scorer = trainer if tc.devices * tc.num_nodes == 1 and trainer.world_size == 1 else L.Trainer(
         accelerator=tc.accelerator, devices=1, precision=tc.precision, logger=False, enable_progress_bar=False,
-        enable_model_summary=False)
+        enable_model_summary=False, plugins=[LightningEnvironment()])
     ids, pred, labels, pred_seconds = predict_arrays(scorer, system, test_loader)
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     notes = metric_warnings(pred, labels, bundle.task)
