@@ -84,7 +84,8 @@ def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and not (len(value) == 1 and next(iter(value)) in KINDS) \
+        # a section (train: {lr: ...}) holds mappings only; a range or choice ({float: [a, b]}) holds a list
+        if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) for v in value.values()) \
                 and not any(k in KINDS for k in value):
             out.update(_flatten(value, f"{name}."))
         else:
