@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
-from optuna.trial import TrialState
+
+optuna = pytest.importorskip("optuna", reason="mmfusion tune needs the tune extra: pip install -e '.[tune]'")
+from optuna.trial import TrialState  # noqa: E402
 
 from mmfusion.cli.main import main
 

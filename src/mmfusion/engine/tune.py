@@ -251,9 +251,13 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
          metric: str = "val_loss", pruner: str = "median", heartbeat: float = 30.0, sampler_seed: int | None = None,
          poll: float = 2.0, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Work on the study until it holds ``trials`` finished trials; write the report; return its summary."""
-    import optuna
-    from optuna.trial import TrialState
-    from optuna_integration import PyTorchLightningPruningCallback
+    try:
+        import optuna
+        from optuna.trial import TrialState
+        from optuna_integration import PyTorchLightningPruningCallback
+    except ImportError as exc:
+        raise ConfigError(f"mmfusion tune needs Optuna ({exc})", key="tune",
+                          expected="pip install 'mmfusion[tune]'", actual="not installed") from None
 
     from mmfusion.data import load_data
     from mmfusion.engine.runs import check_model_reads, fit_one, require_training_splits
