@@ -15,7 +15,7 @@ import pytest
 optuna = pytest.importorskip("optuna", reason="mmfusion tune needs the tune extra: pip install -e '.[tune]'")
 from optuna.trial import TrialState  # noqa: E402
 
-from mmfusion.cli.main import main
+from mmfusion.cli.main import main  # noqa: E402
 
 DATA = ["--data", "synthetic", "--set", "data_args.n_train=64", "--set", "data_args.n_valid=16",
         "--set", "data_args.n_test=16"]
