@@ -49,6 +49,7 @@ def _same(a, b):
             assert abs(float(ra[key]) - float(rb[key])) < TOL, (key, ra[key], rb[key])
     for key in ("mae", "corr", "acc7", "best_val_loss"):
         assert abs(met_a[key] - met_b[key]) < TOL, (key, met_a[key], met_b[key])
+    assert met_a["epochs_run"] == met_b["epochs_run"] == 2 and met_a["best_epoch"] == met_b["best_epoch"]
     assert [r["id"] for r in pred_a] == [r["id"] for r in pred_b] and len(pred_a) == 20  # the test split, whole
 
 
@@ -61,9 +62,11 @@ def one_process(tmp_path_factory):
     return _run(out)
 
 
-def test_two_devices_train_as_one_process(tmp_path, one_process):
+@pytest.mark.parametrize("strategy", ["auto", "ddp_spawn"])
+def test_two_devices_train_as_one_process(tmp_path, one_process, strategy):
     out = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "mmfusion", *FIT, "--devices", "2", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "mmfusion", *FIT, "--devices", "2", "--strategy", strategy,
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     _same(_run(out), one_process)

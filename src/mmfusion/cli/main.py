@@ -29,10 +29,11 @@ EPILOG_TUNE = """examples:
   mmfusion tune --model mult --data mult:data/mosi_data_noalign.pkl --space configs/mult/space.yaml --trials 40 \\
       --storage postgresql://user@db-host/optuna --study mult-mosi      # the same command on every machine
 
-Each worker stops once the study holds --trials finished (complete or pruned) trials; an interrupted or killed
-worker's trial is marked failed and the study goes on when any worker runs. Writes <out>/tune/<study>/:
-trial_<n>/ (each trial's run directory, as fit writes it), trials.csv, trials.md, history.png, importance.png,
-best.yaml (mmfusion fit --config takes it) and best.json.
+A trial trains the first of --seeds. Each worker stops once the study holds --trials finished (complete or
+pruned) trials; an interrupted or killed worker's trial is marked failed and the study goes on when any worker
+runs. Writes <out>/tune/<study>/: trial_<n>/ (each trial's run directory, as fit writes it), trials.csv,
+trials.md, history.png, importance.png, best.yaml (mmfusion fit --config takes it) and best.json.
+See docs/scaling.md.
 """
 
 

@@ -462,6 +462,9 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         atomic_write_json(run / "env.json", env_info())
         atomic_write_json(run / "data_report.json", bundle.report.as_dict())
 
+    if tc.strategy == "ddp_spawn":  # the processes receive the model through shared memory: named files in
+        # /dev/shm rather than passed file descriptors, which some sandboxes and containers refuse
+        torch.multiprocessing.set_sharing_strategy("file_system")
     L.seed_everything(seed, workers=True, verbose=False)
     system = FusionSystem(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim, bundle.task,
                           bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
@@ -504,6 +507,10 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     if worker:  # the first process scores the test split and writes the results
         return {"seed": seed, "model": cfg.model, "ablation": cfg.ablation}
     diverged = system.diverged
+    epochs_run = int(trainer.current_epoch)
+    if tc.strategy == "ddp_spawn" and last.exists():  # trained in spawned processes: Lightning hands back the best
+        # checkpoint's path and the weights, not the callbacks' state; the last checkpoint has it
+        epochs_run, ckpt_cb.best_model_score = _spawned_state(last, ckpt_cb.best_model_score)
     score = ckpt_cb.best_model_score  # None only where no validation ran
     if (diverged is not None and score is None) or (score is not None and not bool(torch.isfinite(score))):
         where = (f"the training loss became {diverged['loss']} at epoch {diverged['epoch']}, step "
@@ -537,7 +544,7 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     result = {
         **metrics, **extra,
         "best_epoch": int(state["epoch"]), "best_val_loss": float(ckpt_cb.best_model_score or float("nan")),
-        "epochs_run": int(trainer.current_epoch), "params": int(sum(p.numel() for p in system.model.parameters())),
+        "epochs_run": epochs_run, "params": int(sum(p.numel() for p in system.model.parameters())),
         "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
@@ -547,6 +554,15 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
     atomic_write_json(metrics_file, result)
     return result
+
+
+def _spawned_state(last: Path, score: Any) -> tuple[int, Any]:
+    """Epochs trained and the best validation loss, from the last checkpoint of a ``ddp_spawn`` run."""
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    for key, value in state.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and "'monitor': 'val_loss'" in key and score is None:
+            score = value.get("best_model_score")
+    return int(state["epoch"]) + 1, score
 
 
 def metric_keys(bundle: DatasetBundle) -> list[str]:
