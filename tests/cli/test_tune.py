@@ -119,3 +119,21 @@ def test_two_workers_a_killed_one_and_the_best_config(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     again = json.loads(next((tmp_path / "again").rglob("metrics.json")).read_text())
     assert abs(again["best_val_loss"] - best["value"]) < 1e-6  # same seed, settings and data: the same training
+
+
+def test_the_pruner_stops_a_trial_after_the_epoch_it_reads(tmp_path, capsys, monkeypatch):
+    """The validation metric reaches the pruner after every epoch, and a pruned trial stops there."""
+    # a pruner that prunes any val_loss below 1e9 at its first report, standing in for the median pruner
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **_: optuna.pruners.ThresholdPruner(lower=1e9))
+    space = _space(tmp_path, "train.lr: {log_float: [1.0e-4, 3.0e-3]}\n")
+    code = main(["tune", *BASE, "--space", space, "--trials", "2", "--max-epochs", "3", "--study", "p",
+                 "--out", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("pruned after 1 epoch") == 2, out
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 'runs' / 'tune' / 'p' / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [0] for t in study.trials)
+    for t in study.trials:  # stopped after its first epoch's validation: logged, never tested
+        run = Path(t.user_attrs["run_dir"])
+        assert (run / "config.yaml").exists() and not (run / "metrics.json").exists()
+    assert "no trial completed" in out and not (tmp_path / "runs" / "tune" / "p" / "best.yaml").exists()

@@ -328,6 +328,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
                       + ", ".join(f"{k}={v}" for k, v in best["params"].items()), markup=False, soft_wrap=True)
         console.print(f"config: {best['config']} (mmfusion fit --config {best['config']})", markup=False,
                       soft_wrap=True)
+    else:
+        console.print(f"no trial completed ({out['finished']} finished, all pruned): no best setting to export",
+                      style="yellow", markup=False)
     console.print("trials: " + ", ".join(out["files"][:2]), markup=False, soft_wrap=True)
     return 0
 

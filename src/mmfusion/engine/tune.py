@@ -431,8 +431,11 @@ def _plots(study: Any, study_dir: Path, say: Callable[[str], None]) -> list[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vis
+    from optuna.trial import TrialState
 
-    out = []
+    out: list[Path] = []
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return out  # nothing to plot yet
     for name, draw in (("history", vis.plot_optimization_history), ("importance", vis.plot_param_importances)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
