@@ -137,3 +137,12 @@ def test_the_pruner_stops_a_trial_after_the_epoch_it_reads(tmp_path, capsys, mon
         run = Path(t.user_attrs["run_dir"])
         assert (run / "config.yaml").exists() and not (run / "metrics.json").exists()
     assert "no trial completed" in out and not (tmp_path / "runs" / "tune" / "p" / "best.yaml").exists()
+
+
+def test_a_metric_the_runs_do_not_log_stops_the_worker_by_name(tmp_path, capsys):
+    space = _space(tmp_path, "train.lr: {log_float: [1.0e-4, 3.0e-3]}\n")
+    code = main(["tune", *BASE, "--space", space, "--trials", "3", "--max-epochs", "1", "--metric", "val_acc",
+                 "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'--metric'" in err and "val_mae" in err and "val_acc" in err, err
+    assert len(list((tmp_path / "runs" / "tune").rglob("trial_*"))) == 1  # stopped after the first trial

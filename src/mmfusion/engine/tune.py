@@ -194,10 +194,14 @@ class MetricHistory(L.Callback):
             return
         value = trainer.callback_metrics.get(self.metric)
         if value is None:
-            raise ConfigError("the run logs no such validation metric", key="--metric",
+            raise MetricMissing("the run logs no such validation metric", key="--metric",
                               expected="one of " + ", ".join(sorted(k for k in trainer.callback_metrics
                                                                     if k.startswith("val_"))), actual=self.metric)
         self.values.append(float(value))
+
+
+class MetricMissing(ConfigError):
+    """``--metric`` names no metric the run logs: every trial would fail the same way."""
 
 
 class _Surplus(Exception):
@@ -260,7 +264,7 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
                           expected="pip install 'mmfusion[tune]'", actual="not installed") from None
 
     from mmfusion.data import load_data
-    from mmfusion.engine.runs import check_model_reads, fit_one, require_training_splits
+    from mmfusion.engine.runs import check_model_reads, fit_one, require_training_splits, run_dir_for
     from mmfusion.models import build
 
     if base.train.devices * base.train.num_nodes > 1:
@@ -299,10 +303,12 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("config", yaml.safe_load(yaml.safe_dump(best_config(cfg.as_dict()))))
         history = MetricHistory(metric)
-        from mmfusion.engine.runs import run_dir_for
-
         trial.set_user_attr("run_dir", str(run_dir_for(cfg, bundle, seed)))
-        result = fit_one(cfg, bundle, seed, callbacks=[history, PyTorchLightningPruningCallback(trial, metric)])
+        try:
+            result = fit_one(cfg, bundle, seed, callbacks=[history, PyTorchLightningPruningCallback(trial, metric)])
+        except MMFusionError as exc:  # the trial fails (Optuna records it); the worker decides whether to go on
+            errors.append(exc)
+            raise
         trial.set_user_attr("epochs", len(history.values))
         trial.set_user_attr("test", {k: result[k] for k in result if isinstance(result[k], float)
                                      and not k.endswith(("seconds", "_per_epoch", "_per_sample"))})
@@ -322,7 +328,7 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
         else:
             say(f"trial {trial.number}: failed ({setting})")
 
-    failures, waiting = 0, False
+    failures, waiting, errors = 0, False, []
     while True:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, and its place freed
         finished, running = _count(study)
@@ -337,12 +343,13 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
         waiting = False
         before = len(study.get_trials(deepcopy=False))
         study.optimize(objective, n_trials=1, catch=(_Surplus, MMFusionError), callbacks=[said], gc_after_trial=True)
+        if errors and isinstance(errors[-1], MetricMissing):
+            raise errors[-1]
         mine = [t for t in study.get_trials(deepcopy=False)[before:] if t.user_attrs.get("worker") == worker]
         if mine and mine[-1].state == TrialState.FAIL:
             failures += 1
             if failures >= 3:  # every setting fails the same way: say why instead of trying on
-                raise MMFusionError(f"three trials in a row failed; the last: "
-                                    f"{mine[-1].system_attrs.get('fail_reason', 'see the log above')}")
+                raise MMFusionError(f"three trials in a row failed; the last: {errors[-1] if errors else '?'}")
         elif mine:
             failures = 0
     return write_report(study, study_dir, metric, trials, say)
