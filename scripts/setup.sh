@@ -21,5 +21,5 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "${MMFUSION_TORCH:-torch==2.13.0}" \
     || echo "setup: ${MMFUSION_TORCH:-torch==2.13.0} not available here; pip will choose a torch build" >&2
 fi
-"$VENV/bin/python" -m pip install -q -e ".[dev,video,media]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,video,media,tune]"
 echo "$want" > "$stamp"

@@ -15,7 +15,8 @@ from mmfusion.models import build
 from .helpers import write_mosi_mult
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.name != "space.yaml")
+SPACES = sorted((ROOT / "configs").rglob("space.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
@@ -25,6 +26,20 @@ def test_config_resolves_and_builds(path):
     dims = {"text": 300, "vision": 35, "audio": 74}
     model = build(cfg.model, dims, 8 if "iemocap" in path.name else 1, **cfg.model_args)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[str(p.relative_to(ROOT / "configs")) for p in SPACES])
+def test_search_space_checks_out_and_builds(path):
+    """Every bound and choice of a shipped search space is a valid setting of its model (`mmfusion tune` checks
+    the same before its first trial), and the model builds with it."""
+    from mmfusion.engine.tune import load_space
+
+    base = resolve_config(str(path.parent / "mosi.yaml"))
+    built = []
+    params = load_space(path, base, lambda cfg: built.append(build(cfg.model, {"text": 300, "vision": 20,
+                                                                                "audio": 5}, 1, **cfg.model_args)))
+    assert params and len(built) == sum(len(p.values) for p in params)
+    assert {p.key.split(".")[0] for p in params} <= {"model_args", "train"}
 
 
 def test_readme_commands_match_scripts_and_ci():

@@ -107,7 +107,8 @@ LOCK_NAME = ".lock"
 
 
 @contextmanager
-def run_lock(directory: str | Path, *, shared: bool = False, what: str = "run directory") -> Iterator[Path]:
+def run_lock(directory: str | Path, *, shared: bool = False, what: str = "run directory",
+             wait: bool = False) -> Iterator[Path]:
     """Hold an operating-system lock (``fcntl.flock``) on ``directory`` for the duration of the block.
 
     ``shared=False`` (training into the directory) excludes every other holder; ``shared=True`` (only reading its
@@ -116,8 +117,9 @@ def run_lock(directory: str | Path, *, shared: bool = False, what: str = "run di
     kernel releases the lock when its process ends, however it ends (SIGKILL included), so a lock left by a dead
     process never blocks. The directory is created if needed; the lock file ``.lock`` stays in it (removing it
     while another process waits on it would let two processes hold "the" lock at once). ``what`` names the
-    directory in the refusal ("this run directory is in use by process 1234"). Where ``fcntl`` does not exist
-    (Windows), nothing is locked.
+    directory in the refusal ("this run directory is in use by process 1234"). ``wait=True`` waits for the holder
+    instead (for short writes that many processes make in turn). Where ``fcntl`` does not exist (Windows), nothing
+    is locked.
     """
     from mmfusion.errors import RunLockedError
 
@@ -134,7 +136,7 @@ def run_lock(directory: str | Path, *, shared: bool = False, what: str = "run di
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = _lock_holder(fd)
             os.close(fd)

@@ -37,13 +37,19 @@ _applied = False
 
 
 def launched_worker() -> bool:
-    """True in a process Lightning launched for a further device of a multi-device run (``--devices N``).
+    """True in a process Lightning launched for a further device of a multi-device run (``--devices N``), or a
+    further process started by ``torchrun`` or SLURM (``RANK``, ``SLURM_PROCID``) for a multi-node run.
 
     Lightning's default multi-device strategy runs the command line again in one process per further device, in
     lockstep with the first; those processes train their share of each batch and leave writing files and printing
     to the first (global rank 0).
     """
-    return any(os.environ.get(key, "0") not in ("", "0") for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    if any(os.environ.get(key, "0") not in ("", "0") for key in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return True
+    # a SLURM task other than the first (srun starts one per process; Lightning reads SLURM_PROCID as the rank,
+    # except in an interactive allocation, whose job name is bash or interactive)
+    slurm = "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return slurm and os.environ.get("SLURM_PROCID", "0") not in ("", "0")
 
 
 def keep_freed_memory() -> bool:

@@ -4,7 +4,7 @@ import pytest
 
 from mmfusion.cli.main import build_parser, main
 
-COMMANDS = ["fit", "bench", "test", "predict", "explain", "robustness", "convert", "prepare", "data", "models",
+COMMANDS = ["fit", "tune", "bench", "test", "predict", "explain", "robustness", "convert", "prepare", "data", "models",
             "extract", "make-dataset"]
 
 

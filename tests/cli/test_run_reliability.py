@@ -121,6 +121,24 @@ def test_shared_locks_exclude_only_an_exclusive_holder(tmp_path):
                 pass
 
 
+def test_a_waiting_lock_takes_its_turn_after_the_holder(tmp_path):
+    """``wait=True`` (the tuning study's report, written by whichever worker ends) blocks until the holder lets go."""
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mmfusion.io import run_lock\n"
+                               f"with run_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(1.5)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        with run_lock(tmp_path, wait=True):
+            waited = time.perf_counter() - t0  # the holder slept 1.5 s holding it
+    finally:
+        holder.kill()
+        holder.wait()
+    assert waited > 0.5
+
+
 # ---------------------------------------------------------------------------------------------- 38.7 damage
 @pytest.mark.parametrize("content", ["truncated", "[1, 2]"])
 def test_a_damaged_metrics_file_is_named_by_resume_and_bench(copy, tmp_path, capsys, content):

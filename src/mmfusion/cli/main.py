@@ -24,29 +24,47 @@ data SPEC: synthetic | synthetic:emotion | mult:PATH | mmsa:PATH | csd:DIR | h5:
 """
 
 
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
+EPILOG_TUNE = """examples:
+  mmfusion tune --model mea --config configs/mea/synthetic.yaml --space configs/mea/space.yaml --trials 40
+  mmfusion tune --model mult --data mult:data/mosi_data_noalign.pkl --space configs/mult/space.yaml --trials 40 \\
+      --storage postgresql://user@db-host/optuna --study mult-mosi      # the same command on every machine
+
+A trial trains the first of --seeds. Each worker stops once the study holds --trials finished (complete or
+pruned) trials; an interrupted or killed worker's trial is marked failed and the study goes on when any worker
+runs. Writes <out>/tune/<study>/: trial_<n>/ (each trial's run directory, as fit writes it), trials.csv,
+trials.md, history.png, importance.png, best.yaml (mmfusion fit --config takes it) and best.json.
+See docs/scaling.md.
+"""
+
+
+def _add_train_flags(p: argparse.ArgumentParser, resume: bool = True) -> None:
     p.add_argument("--data", help="data SPEC (default: synthetic, or the config's)")
     p.add_argument("--config", help="YAML file with overrides (see configs/)")
     p.add_argument("--seeds", type=int, nargs="+", help="one or more seeds; several give mean ± std")
     p.add_argument("--max-epochs", type=int, help="maximum training epochs")
-    p.add_argument("--batch-size", type=int, help="training batch size")
+    p.add_argument("--batch-size", type=int, help="training batch size (global: shared by all processes)")
     p.add_argument("--lr", type=float, help="learning rate (Adam)")
     p.add_argument("--out", help="output root directory (default: runs)")
     p.add_argument("--precision", help="32-true (default), 16-mixed or bf16-mixed (Lightning's short names 32, 16, "
                                        "bf16 and 64 are read as 32-true, 16-mixed, bf16-mixed and 64-true)")
     p.add_argument("--accelerator", help="auto (default), cpu or gpu")
-    p.add_argument("--devices", type=int, help="number of devices (default 1); N > 1 trains with DDP, one process "
-                   "per device")
+    p.add_argument("--devices", type=int, help="devices per node (default 1); N > 1 trains with DDP, one process "
+                   "per device, the global --batch-size split evenly across them")
+    p.add_argument("--num-nodes", type=int, help="machines training together (default 1); start the command on "
+                   "each (torchrun, srun or Lightning's NODE_RANK/MASTER_ADDR variables; see docs/scaling.md)")
+    p.add_argument("--strategy", help="Lightning's distributed strategy: auto (default: ddp for several "
+                   "processes), ddp, ddp_spawn, or fsdp (GPUs; shards the model's weights)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes that read and batch the data "
                    "(default 0: the training process itself); useful with HDF5 data read lazily")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32 "
                         "--set model_args.kernels.audio=5 (one entry of a per-modality table)")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse finished runs and continue interrupted ones from their last checkpoint, with the "
-                        "settings they were made with (others are refused, naming the first that differs); a "
-                        "larger --max-epochs trains a finished run on")
+    if resume:
+        p.add_argument("--resume", action="store_true",
+                       help="reuse finished runs and continue interrupted ones from their last checkpoint, with the "
+                            "settings they were made with (others are refused, naming the first that differs); a "
+                            "larger --max-epochs trains a finished run on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pretrained", action="append", default=[], metavar="BRANCH=PATH",
                    help="local weights for a model branch, e.g. --pretrained video=resnext50.pth (state dict)")
@@ -62,7 +80,8 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         flags["pretrained"] = dict(p.partition("=")[::2] for p in args.pretrained)
     train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
              "precision": args.precision, "accelerator": args.accelerator, "devices": args.devices,
-             "threads": args.threads, "num_workers": args.num_workers}
+             "num_nodes": args.num_nodes, "strategy": args.strategy, "threads": args.threads,
+             "num_workers": args.num_workers}
     train = {k: v for k, v in train.items() if v is not None}
     if args.no_progress:
         train["progress"] = False
@@ -91,6 +110,7 @@ READER_OPTIONS_HELP = ("reader options (data_args), e.g. fold=3; by default thos
 
 
 RESUME_HINT = {
+    "tune": "; the study keeps its finished trials: rerun the same command to go on",
     "fit": "; the finished epochs are in the last checkpoint: rerun with --resume to continue from it",
     "bench": "; finished runs are kept and the interrupted one has its last checkpoint: rerun the same command to "
              "continue",
@@ -134,6 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="registered model name (see `mmfusion models`)")
     p.add_argument("--ablation", help="a named ablation of the model (see `mmfusion models --ablations`)")
     _add_train_flags(p)
+
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna (a study shared by any number of workers)",
+                       epilog=EPILOG_TUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="registered model name (see `mmfusion models`)")
+    p.add_argument("--ablation", help="a named ablation of the model")
+    p.add_argument("--space", required=True, help="YAML search space, e.g. configs/mea/space.yaml")
+    p.add_argument("--trials", required=True, type=_positive_int,
+                   help="finished trials the study should hold, counted over all its workers")
+    p.add_argument("--storage", help="Optuna database URL (default: sqlite:///<out>/tune/<study>/study.db); "
+                                     "postgresql://... or mysql://... for workers on several machines")
+    p.add_argument("--study", help="study name (default: <model>-<dataset>)")
+    p.add_argument("--metric", default="val_loss",
+                   help="validation metric to optimise (default val_loss; losses and val_mae are minimised, "
+                        "others maximised)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
+                   help="stop unpromising trials early (default median)")
+    p.add_argument("--heartbeat", type=float, default=30.0,
+                   help="seconds between a worker's heartbeats; a trial silent for twice as long is marked failed "
+                        "(default 30)")
+    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: a repeatable search)")
+    _add_train_flags(p, resume=False)
 
     p = sub.add_parser("bench", help="train several models x seeds on one dataset and write one comparison table",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -341,6 +382,30 @@ def cmd_fit(args: argparse.Namespace) -> int:
     for note in summary["notes"]:  # seeds that diverged or collapsed, inside the means above
         console.print(f"note: {note}", style="yellow", markup=False)
     console.print(f"results: {summary['summary_dir']}/summary.{{md,csv,json}}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mmfusion.engine.runs import resolve_config
+    from mmfusion.engine.tune import tune
+
+    console = _console()
+    flags, sets = _train_flags(args)
+    flags.setdefault("train", {}).setdefault("progress", False)  # one line per trial instead
+    cfg = resolve_config(args.config, flags, sets)
+    out = tune(cfg, args.space, args.trials, storage=args.storage, study_name=args.study, metric=args.metric,
+               pruner=args.pruner, heartbeat=args.heartbeat, sampler_seed=args.sampler_seed,
+               say=lambda line: console.print(line, markup=False, soft_wrap=True))
+    best = out["best"]
+    if best:
+        console.print(f"best: trial {best['trial']}, {out['metric']} {best['value']:.4f}, "
+                      + ", ".join(f"{k}={v}" for k, v in best["params"].items()), markup=False, soft_wrap=True)
+        console.print(f"config: {best['config']} (mmfusion fit --config {best['config']})", markup=False,
+                      soft_wrap=True)
+    else:
+        console.print(f"no trial completed ({out['finished']} finished, all pruned): no best setting to export",
+                      style="yellow", markup=False)
+    console.print("trials: " + ", ".join(out["files"][:2]), markup=False, soft_wrap=True)
     return 0
 
 
@@ -729,7 +794,8 @@ def _positive_int(text: str) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "fit": cmd_fit, "bench": cmd_bench, "test": lambda a: cmd_eval(a, False), "predict": lambda a: cmd_eval(a, True),
+    "fit": cmd_fit, "tune": cmd_tune,
+    "bench": cmd_bench, "test": lambda a: cmd_eval(a, False), "predict": lambda a: cmd_eval(a, True),
     "explain": cmd_explain, "robustness": cmd_robustness, "convert": cmd_convert, "prepare": cmd_prepare,
     "data": cmd_data, "models": cmd_models, "extract": cmd_extract, "make-dataset": cmd_make_dataset,
 }

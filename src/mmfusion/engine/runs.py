@@ -48,6 +48,8 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 """Lightning's short precision names and the settings it reads them as."""
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
+"""Lightning's distributed strategies a run may name (auto: DDP when there are several processes)."""
 
 
 def check_devices_available(tc: TrainConfig) -> None:
@@ -67,7 +69,7 @@ def check_devices_available(tc: TrainConfig) -> None:
 class TrainConfig:
     """Training-loop settings (the ``train:`` section of a config file)."""
 
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: split evenly across the processes of a multi-device/-node run
     max_epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 0.0  # Adam's L2 penalty (added to the gradient, as torch.optim.Adam does; not AdamW's)
@@ -78,7 +80,9 @@ class TrainConfig:
     loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
     precision: str | int = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed (or 32, 16, bf16)
     accelerator: str = "auto"  # cpu, gpu, auto
-    devices: int = 1
+    devices: int = 1  # devices (processes) per node
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto, ddp, ddp_spawn or fsdp (GPUs only)
     num_workers: int = 0
     deterministic: bool = False
     logger: Literal["csv", "tensorboard"] = "csv"
@@ -96,7 +100,18 @@ class TrainConfig:
                               expected=f"one of {ACCELERATORS}", actual=self.accelerator)
         check_bounds(self, source=source, above={"lr": 0, "lr_factor": 0}, below={"lr_factor": 1},
                      at_least={"batch_size": 1, "max_epochs": 1, "weight_decay": 0, "grad_clip": 0, "patience": 0,
-                               "lr_patience": 0, "devices": 1, "num_workers": 0, "threads": 0})
+                               "lr_patience": 0, "devices": 1, "num_nodes": 1, "num_workers": 0, "threads": 0})
+        if self.strategy not in STRATEGIES:
+            raise ConfigError("unknown strategy", source=source, key="strategy", expected=f"one of {STRATEGIES}",
+                              actual=self.strategy, hint=did_you_mean(self.strategy, STRATEGIES))
+        if self.strategy == "fsdp" and self.accelerator not in ("gpu", "cuda"):  # Lightning's FSDP needs CUDA
+            raise ConfigError("the fsdp strategy shards a model over GPUs", source=source, key="strategy",
+                              expected="ddp or ddp_spawn, or fsdp with --accelerator gpu", actual=self.strategy)
+        processes = self.devices * self.num_nodes
+        if self.batch_size % processes:  # each process takes an equal share of every global batch
+            raise ConfigError(f"the global batch is split evenly across the {processes} processes "
+                              f"({self.devices} device(s) x {self.num_nodes} node(s))", source=source,
+                              key="batch_size", expected=f"a multiple of {processes}", actual=self.batch_size)
         if self.logger == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard",
                                                                                            "tensorboardX")):
             # found now, before a run directory exists (Lightning would fail after making it)
@@ -298,6 +313,24 @@ def _epoch_sampler(n: int, seed: int) -> torch.utils.data.Sampler[int]:
     return EpochSampler(n, seed)
 
 
+def training_loaders(bundle: DatasetBundle, tc: TrainConfig, seed: int) -> tuple[Any, Any]:
+    """The train and valid loaders of a run: the train split in global batches of ``tc.batch_size`` shuffled from
+    ``seed``, each process taking its share (:class:`~mmfusion.engine.distributed.GlobalBatchSampler`; one process
+    draws the batches ``make_loader(..., shuffle=True)`` would), and the valid split interleaved across the processes
+    (:class:`~mmfusion.engine.distributed.ShardSampler`) for the whole-split metrics."""
+    from mmfusion.engine.distributed import GlobalBatchSampler, ShardSampler
+
+    train = FusionDataset(bundle.split("train"))
+    valid = FusionDataset(bundle.split("valid"))
+    gen = torch.Generator().manual_seed(seed)
+    order = _epoch_sampler(len(train), seed)  # epoch e's order depends on (seed, e) only: a resume sees the same
+    train_loader = torch.utils.data.DataLoader(train, batch_sampler=GlobalBatchSampler(order, tc.batch_size),
+                                               collate_fn=train.collate, num_workers=tc.num_workers, generator=gen)
+    val_loader = torch.utils.data.DataLoader(valid, batch_size=tc.batch_size, sampler=ShardSampler(valid),
+                                             collate_fn=valid.collate, num_workers=tc.num_workers)
+    return train_loader, val_loader
+
+
 def write_predictions(path: Path, ids: Sequence[str], pred: np.ndarray, labels: np.ndarray | None, task: str,
                       emotions: Sequence[str]) -> None:
     """One row per clip: its id, the prediction and (where ``labels`` is given) the label; atomically."""
@@ -355,7 +388,8 @@ def predict_arrays(trainer: Any, system: Any, loader: Any) -> tuple[list[str], n
 
 
 # settings that do not change what a run computes: how it is shown, logged or threaded
-PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers"}
+PRESENTATION_ONLY = {"out", "dataset", "train.progress", "train.logger", "train.threads", "train.num_workers",
+                     "train.strategy"}
 
 
 def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -440,14 +474,15 @@ def data_magnitude(bundle: DatasetBundle) -> str:
 
 
 def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = False,
-            console: Any = None) -> dict[str, Any]:
+            console: Any = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train and test one seed. With ``resume``, a finished run is read back and an interrupted one continues from
     ``checkpoints/last.ckpt`` (epoch, optimiser, scheduler, early-stopping and random-generator state restored, so
     that it ends as the uninterrupted run would have).
 
     The run directory is locked (:func:`mmfusion.io.run_lock`) while the run trains: a second process is refused,
     naming the first one's PID. The model's sizes are checked before the directory is made; a fresh run that fails
-    before its first checkpoint leaves no directory behind, and a failed run never changes the results it had."""
+    before its first checkpoint leaves no directory behind, and a failed run never changes the results it had.
+    ``callbacks``: more Lightning callbacks for the training (a tuning trial's pruning, say)."""
     from mmfusion.engine.model_plan import plan_model
 
     run = run_dir_for(cfg, bundle, seed)
@@ -458,11 +493,11 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     full_args, _ = plan_model(cfg.model, cfg.model_args, bundle.feature_dims, bundle.output_dim,
                               source=f"{cfg.model} [model_args]")
     if worker:
-        return _fit_one_locked(cfg, bundle, seed, full_args, resume=resume, console=console)
+        return _fit_one_locked(cfg, bundle, seed, full_args, resume=resume, console=console, callbacks=callbacks)
     fresh = not run.exists()
     with run_lock(run):
         try:
-            return _fit_one_locked(cfg, bundle, seed, full_args, resume=resume, console=console)
+            return _fit_one_locked(cfg, bundle, seed, full_args, resume=resume, console=console, callbacks=callbacks)
         except BaseException as exc:
             # a fresh run that failed before its first checkpoint: nothing to resume, so nothing left behind
             # (an interrupted one keeps its checkpoints for --resume)
@@ -472,8 +507,9 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
 
 
 def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args: dict[str, Any], *,
-                    resume: bool, console: Any) -> dict[str, Any]:
+                    resume: bool, console: Any, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     import lightning as L
+    from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -525,6 +561,9 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
     if not worker and previous is None:  # (training on: the records change only once the longer run finished)
         atomic_write_many({path: text.encode("utf-8") for path, text in records().items()})
 
+    if tc.strategy == "ddp_spawn":  # the processes receive the model through shared memory: named files in
+        # /dev/shm rather than passed file descriptors, which some sandboxes and containers refuse
+        torch.multiprocessing.set_sharing_strategy("file_system")
     L.seed_everything(seed, workers=True, verbose=False)
     system = FusionSystem(cfg.model, full_args, bundle.feature_dims, bundle.output_dim, bundle.task,
                           bundle.emotions, asdict(tc), meta={"seed": seed, "data": bundle.source,
@@ -542,24 +581,26 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
     last_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
                               every_n_epochs=1, enable_version_counter=False)
     timer = EpochTimer()
-    callbacks: list[Any] = [ckpt_cb, last_cb, timer, RandomStates()]
+    every: list[Any] = [ckpt_cb, last_cb, timer, RandomStates(), *callbacks]
     if tc.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience))
+        every.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience))
     if tc.progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        every.append(TQDMProgressBar(refresh_rate=10))
     # one log version per (re)start, so resuming never overwrites the logs of the interrupted part
     if tc.logger == "tensorboard":
         logger: Any = TensorBoardLogger(run, name="logs")
     else:
         logger = CSVLogger(run, name="logs")
+    # Lightning detects torchrun's and SLURM's environment variables itself; the loaders split the batches across
+    # the processes (training_loaders), so Lightning's own distributed sampler is not used
     trainer = L.Trainer(
-        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
-        gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=callbacks, logger=logger,
+        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
+        strategy=tc.strategy, precision=tc.precision, use_distributed_sampler=False,
+        gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=every, logger=logger,
         default_root_dir=run, enable_progress_bar=tc.progress, enable_model_summary=False,
         log_every_n_steps=10, num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
     )
-    train_loader = make_loader(bundle, "train", tc.batch_size, True, tc.num_workers, seed)
-    val_loader = make_loader(bundle, "valid", tc.batch_size, False, tc.num_workers)
+    train_loader, val_loader = training_loaders(bundle, tc, seed)
     t0 = time.perf_counter()
     with ctrl_c_is_an_interrupt(trainer), _naming_failed_writes(run):
         trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
@@ -567,6 +608,10 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
     if worker:  # the first process scores the test split and writes the results
         return {"seed": seed, "model": cfg.model, "ablation": cfg.ablation}
     diverged = system.diverged
+    epochs_run = int(trainer.current_epoch)
+    if tc.strategy == "ddp_spawn" and last.exists():  # trained in spawned processes: Lightning hands back the best
+        # checkpoint's path and the weights, not the callbacks' state; the last checkpoint has it
+        epochs_run, ckpt_cb.best_model_score = _spawned_state(last, ckpt_cb.best_model_score)
     score = ckpt_cb.best_model_score  # None only where no validation ran
     if (diverged is not None and score is None) or (score is not None and not bool(torch.isfinite(score))):
         where = (f"the training loss became {diverged['loss']} at epoch {diverged['epoch']}, step "
@@ -584,10 +629,11 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
     state = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])
     test_loader = make_loader(bundle, "test", tc.batch_size, False, tc.num_workers)
-    # a multi-device predict loop would give each process only its share of the test split
-    scorer = trainer if tc.devices == 1 else L.Trainer(
+    # a multi-process predict loop would give each process only its share of the test split; the first process
+    # scores it whole, on its own (a plain environment: not the torchrun/SLURM one that counts every process)
+    scorer = trainer if tc.devices * tc.num_nodes == 1 and trainer.world_size == 1 else L.Trainer(
         accelerator=tc.accelerator, devices=1, precision=tc.precision, logger=False, enable_progress_bar=False,
-        enable_model_summary=False)
+        enable_model_summary=False, plugins=[LightningEnvironment()])
     ids, pred, labels, pred_seconds = predict_arrays(scorer, system, test_loader)
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     notes = metric_warnings(pred, labels, bundle.task)
@@ -601,7 +647,7 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
     result = {
         **metrics, **extra,
         "best_epoch": int(state["epoch"]), "best_val_loss": float(ckpt_cb.best_model_score or float("nan")),
-        "epochs_run": int(trainer.current_epoch), "params": int(sum(p.numel() for p in system.model.parameters())),
+        "epochs_run": epochs_run, "params": int(sum(p.numel() for p in system.model.parameters())),
         "train_seconds_per_epoch": float(np.mean(timer.seconds)) if timer.seconds else float("nan"),
         "fit_seconds": fit_seconds, "test_ms_per_sample": 1000.0 * pred_seconds / max(len(ids), 1),
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
@@ -628,6 +674,15 @@ def _naming_failed_writes(run: Path) -> Iterator[None]:
         if exc.filename is None and exc.errno is not None:
             raise OSError(exc.errno, exc.strerror or str(exc), str(run)) from exc
         raise
+
+
+def _spawned_state(last: Path, score: Any) -> tuple[int, Any]:
+    """Epochs trained and the best validation loss, from the last checkpoint of a ``ddp_spawn`` run."""
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    for key, value in state.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and "'monitor': 'val_loss'" in key and score is None:
+            score = value.get("best_model_score")
+    return int(state["epoch"]) + 1, score
 
 
 def metric_keys(bundle: DatasetBundle) -> list[str]:
