@@ -115,7 +115,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: list[int] = field(default_factory=lambda: [1111])
     out: str = "runs"
-    pretrained: dict[str, str] = field(default_factory=dict)  # branch -> local state-dict file
+    pretrained: dict[str, str] = field(default_factory=dict)  # branch -> local state-dict file ("model": all)
+    pretrained_partial: bool = False  # load what matches of a pretrained file instead of refusing a partial match
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -433,9 +434,16 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
                                                              "ablation": cfg.ablation, "data_spec": cfg.data,
                                                              "data_args": dict(cfg.data_args)})
     if cfg.pretrained and not ckpt_path:
-        loaded = load_pretrained(system.model, cfg.pretrained)
+        fold = cfg.data_args.get("fold")
+        files = {b: p.replace("{fold}", str(fold + 1)) if isinstance(fold, int) else p
+                 for b, p in cfg.pretrained.items()}  # {fold}: the authors' 1-based fold_K files
+        loaded = load_pretrained(system.model, files, partial=cfg.pretrained_partial)
+        atomic_write_json(run / "pretrained.json", {"files": files, "branches": loaded})
         if console:
-            console.print(f"pretrained weights: {loaded}", style="dim", markup=False)
+            for branch, info in loaded.items():
+                console.print(f"pretrained {branch}: {info['loaded']} tensors from {files[branch]} "
+                              f"({info['read_as']}); kept at their initial values: {len(info['kept'])}"
+                              + (f" {info['kept'][:6]}" if info["kept"] else ""), markup=False)
     ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
                               save_top_k=1, enable_version_counter=False)
     # Lightning's save_last only writes when a best checkpoint is written; resuming needs every epoch's state.
