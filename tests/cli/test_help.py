@@ -4,7 +4,8 @@ import pytest
 
 from mmfusion.cli.main import build_parser, main
 
-COMMANDS = ["fit", "bench", "test", "predict", "explain", "robustness", "convert", "prepare", "data", "models"]
+COMMANDS = ["fit", "bench", "test", "predict", "explain", "robustness", "convert", "prepare", "data", "models",
+            "import-weights"]
 
 
 def test_every_command_is_listed_and_has_help(capsys):

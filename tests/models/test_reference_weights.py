@@ -104,7 +104,8 @@ def test_ntu_logits_equal_the_reference(ntu_ref, tmp_path):
     g = torch.Generator().manual_seed(7)
     rgb, skeleton = torch.rand(2, 3, 16, 64, 64, generator=g), torch.randn(2, 2, 3, 16, 25, generator=g)
     with torch.no_grad():
-        want = ntu_ref(rgb.permute(0, 2, 3, 4, 1), skeleton.permute(0, 2, 3, 4, 1))
+        bgr = (rgb.flip(1) - IMAGENET_MEAN) / IMAGENET_STD  # the reference's OpenCV frames, normalised
+        want = ntu_ref(bgr.permute(0, 2, 3, 4, 1), skeleton.permute(0, 2, 3, 4, 1))
         files = _save_variants(ntu_ref.state_dict(), tmp_path, "msaf_ntu_epoch12_92.24")
         for path in files.values():
             model = from_reference("msaf_ntu", path)
@@ -120,7 +121,8 @@ def test_unimodal_ntu_branches_equal_the_reference(tmp_path):
     torch.save(i3d.state_dict(), tmp_path / "i3d_32frames_85.63.checkpoint")
     torch.save(hcn.state_dict(), tmp_path / "skeleton_32frames_85.24.checkpoint")
     with torch.no_grad():
-        close(from_reference("i3d", tmp_path / "i3d_32frames_85.63.checkpoint")({"rgb": rgb})["pred"], i3d(rgb))
+        close(from_reference("i3d", tmp_path / "i3d_32frames_85.63.checkpoint")({"rgb": rgb})["pred"],
+              i3d((rgb.flip(1) - IMAGENET_MEAN) / IMAGENET_STD))
         model = from_reference("hcn", tmp_path / "skeleton_32frames_85.24.checkpoint")
         close(model({"skeleton": skeleton})["pred"], hcn(skeleton.permute(0, 2, 3, 4, 1)))
 

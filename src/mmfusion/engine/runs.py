@@ -73,6 +73,9 @@ class TrainConfig:
     patience: int = 10  # early stopping on validation loss, in epochs (0 disables)
     lr_patience: int = 5  # ReduceLROnPlateau on validation loss
     lr_factor: float = 0.5
+    lr_schedule: Literal["plateau", "constant"] = "plateau"  # constant: no learning-rate reduction at all
+    reference_selection: bool = False  # select the checkpoint on the TEST split's main metric, as the MSAF
+    # authors did (optimistic; for reproducing their published numbers only)
     loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
     precision: str | int = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed (or 32, 16, bf16)
     accelerator: str = "auto"  # cpu, gpu, auto
@@ -284,7 +287,7 @@ def require_training_splits(bundle: DatasetBundle) -> None:
 def make_loader(bundle: DatasetBundle, split: str, batch_size: int, shuffle: bool, num_workers: int = 0,
                 seed: int = 0, *, labeled: bool = True) -> torch.utils.data.DataLoader:
     """Batches of ``split`` (a clear error if the bundle lacks it or, with ``labeled``, its labels)."""
-    ds = FusionDataset(bundle.split(split, labeled=labeled))
+    ds = FusionDataset(bundle.split(split, labeled=labeled), augment=shuffle)  # shuffled: the training batches
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=ds.collate,
                                        num_workers=num_workers, generator=gen)
@@ -444,7 +447,11 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
                 console.print(f"pretrained {branch}: {info['loaded']} tensors from {files[branch]} "
                               f"({info['read_as']}); kept at their initial values: {len(info['kept'])}"
                               + (f" {info['kept'][:6]}" if info["kept"] else ""), markup=False)
-    ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
+    from mmfusion.metrics import main_metric
+
+    select_key, select_mode = main_metric(bundle.task) if tc.reference_selection else ("loss", "min")
+    ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=f"val_{select_key}",
+                              mode=select_mode,
                               save_top_k=1, enable_version_counter=False)
     # Lightning's save_last only writes when a best checkpoint is written; resuming needs every epoch's state.
     last_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
@@ -467,7 +474,9 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         log_every_n_steps=10, num_sanity_val_steps=0,
     )
     train_loader = make_loader(bundle, "train", tc.batch_size, True, tc.num_workers, seed)
-    val_loader = make_loader(bundle, "valid", tc.batch_size, False, tc.num_workers)
+    # reference_selection: the checkpoint is chosen on the test split itself, exactly as the MSAF authors did
+    val_loader = make_loader(bundle, "test" if tc.reference_selection else "valid", tc.batch_size, False,
+                             tc.num_workers)
     t0 = time.perf_counter()
     with ctrl_c_is_an_interrupt(trainer):
         trainer.fit(system, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)

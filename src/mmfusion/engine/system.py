@@ -140,6 +140,8 @@ class FusionSystem(L.LightningModule):
             opt = torch.optim.Adam(self.parameters(), fused=fused, **kwargs)
         except (RuntimeError, TypeError):
             opt = torch.optim.Adam(self.parameters(), **kwargs)
+        if cfg.get("lr_schedule", "plateau") == "constant":
+            return {"optimizer": opt}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.get("lr_factor", 0.5),
                                                            patience=cfg.get("lr_patience", 5))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}

@@ -157,8 +157,15 @@ class MSAFNTUConfig:
     reduction: int = 4
     block_dropout: float = 0.0
     lowest_atten: float = 0.5
-    rgb_mean: tuple[float, ...] = ()  # normalisation of the [0, 1] frames (none: the frames as they are)
-    rgb_std: tuple[float, ...] = ()
+    # the reference reads frames with OpenCV (BGR) and normalises them with ImageNet's RGB mean/std: its weights
+    # expect exactly that, so the [0, 1] RGB frames are flipped to BGR first (rgb_bgr: false keeps RGB)
+    rgb_bgr: bool = True
+    rgb_mean: tuple[float, ...] = IMAGENET_MEAN
+    rgb_std: tuple[float, ...] = IMAGENET_STD
+
+
+def _ntu_rgb(rgb: Tensor, bgr: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    return _normalize(rgb.flip(1) if bgr else rgb, mean, std)
 
 
 class MSAFNTU(nn.Module):
@@ -187,7 +194,8 @@ class MSAFNTU(nn.Module):
         sk, f = features["skeleton"], self.rgb.features
         self.skeleton.check(sk)
         h0, h1 = self.skeleton.person(sk[:, 0]), self.skeleton.person(sk[:, 1])
-        r = f[13:15](f[:13](_normalize(features["rgb"], self.config.rgb_mean, self.config.rgb_std)))
+        c = self.config
+        r = f[13:15](f[:13](_ntu_rgb(features["rgb"], c.rgb_bgr, c.rgb_mean, c.rgb_std)))
         r, h0, h1 = self.msaf1([r, h0, h1])
         s = self.skeleton.join(h0, h1)
         r, s = self.msaf2([f[15](r), s])
@@ -273,8 +281,9 @@ class MFCCClassifier(nn.Module):
 @dataclass
 class I3DConfig:
     num_classes: int = 60
-    rgb_mean: tuple[float, ...] = ()
-    rgb_std: tuple[float, ...] = ()
+    rgb_bgr: bool = True  # as in MSAFNTUConfig
+    rgb_mean: tuple[float, ...] = IMAGENET_MEAN
+    rgb_std: tuple[float, ...] = IMAGENET_STD
 
 
 class I3DNet(nn.Module):
@@ -287,7 +296,8 @@ class I3DNet(nn.Module):
 
     def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
         check_modalities(features, ("rgb",), "i3d")
-        return {"pred": self.rgb(_normalize(features["rgb"], self.config.rgb_mean, self.config.rgb_std))}
+        c = self.config
+        return {"pred": self.rgb(_ntu_rgb(features["rgb"], c.rgb_bgr, c.rgb_mean, c.rgb_std))}
 
 
 @dataclass
