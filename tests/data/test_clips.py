@@ -400,3 +400,18 @@ def test_ntu_bad_skeleton_list_broken_files_and_ntu120(tmp_path):
     assert stem in str(err.value)
     big = load_data(f"ntu120:{root}", options)
     assert big.output_dim == 120 and stem in big.splits["train"].ids  # subject 45 trains in NTU-120
+
+
+def test_ntu_frames_decoded_on_demand_equal_the_cached_ones(ntu_dir):
+    from mmfusion.data.clips import LazyClips
+
+    options = {"frames": 5, "size": 16, "skeleton_frames": 8}
+    lazy = load_data(f"ntu:{ntu_dir}", options)
+    cached = load_data(f"ntu:{ntu_dir}", options | {"rgb_cache": True})
+    rgb = lazy.splits["train"].features["rgb"]
+    assert isinstance(rgb, LazyClips) and rgb.shape == cached.splits["train"].features["rgb"].shape
+    a = FusionDataset(lazy.splits["test"]).collate([0, 1])
+    b = FusionDataset(cached.splits["test"]).collate([0, 1])
+    assert a.ids == b.ids
+    torch.testing.assert_close(a.features["rgb"], b.features["rgb"])
+    assert float(a.features["rgb"].std()) > 0  # real frames, not zeros

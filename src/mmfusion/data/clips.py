@@ -497,15 +497,66 @@ def normalize_skeleton(sk: np.ndarray, frames: int) -> np.ndarray:
 
 def _ntu_frames(path: Path, frames: int, size: int, resize: int = 256) -> np.ndarray:
     """RGB frames as the reference prepares them: the whole frame resized to 256 x 256 (``avi_256x256_30``), frames
-    at linspace(0, n - 1, k), then a centre crop of ``size`` (scaled with ``size`` below 224)."""
-    allf = decode_frames(path)
-    if not allf:
-        raise DataError("video has no frames", file=path)
-    idx = np.linspace(0, len(allf) - 1, frames).astype(np.int64)
+    at linspace(0, n - 1, k), then a centre crop of ``size`` (the 256 scaled with ``size`` below 224) -> (3, k,
+    size, size) uint8.
+
+    Frames are decoded in order and only the sampled ones are converted and kept: memory is one decoded frame
+    (about 6 MB at 1920 x 1080) plus the k small ones (k x 256 x 256 x 3 bytes, 6.3 MB for 32), whatever the clip's
+    length. The frame count comes from the container (a second pass counts the frames where it does not say)."""
+    av = _require_av()
     big = max(int(round(resize * size / 224)), size)
     off = (big - size) // 2
-    clip = np.stack([_resize(allf[i], big)[off:off + size, off:off + size] for i in idx])
-    return clip.transpose(3, 0, 1, 2)
+    try:
+        with av.open(str(path)) as box:
+            n = int(box.streams.video[0].frames or 0)
+        if n <= 0:
+            with av.open(str(path)) as box:
+                n = sum(1 for _ in box.decode(video=0))
+        if n <= 0:
+            raise DataError("video has no frames", file=path)
+        idx = np.linspace(0, n - 1, frames).astype(np.int64)
+        wanted = {int(i): [k for k, j in enumerate(idx) if j == i] for i in np.unique(idx)}
+        out = np.zeros((frames, size, size, 3), dtype=np.uint8)
+        last = None
+        with av.open(str(path)) as box:
+            for t, frame in enumerate(box.decode(video=0)):
+                if t in wanted:
+                    last = _resize(frame.to_ndarray(format="rgb24"), big)[off:off + size, off:off + size]
+                    for k in wanted[t]:
+                        out[k] = last
+                if t >= idx[-1]:
+                    break
+            else:  # fewer frames than the header said: the rest repeat the last decoded sample
+                for k in range(frames):
+                    if idx[k] > t and last is not None:
+                        out[k] = last
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot decode video ({type(exc).__name__}: {exc})", file=path) from None
+    return out.transpose(3, 0, 1, 2)
+
+
+class LazyClips:
+    """A (N, 3, frames, size, size) uint8 array-like whose rows are decoded when indexed (``x[rows]``), in the
+    DataLoader worker that asks for them: NTU RGB+D at full size without a cache of its decoded frames (56,880 clips
+    x 32 x 224 x 224 x 3 bytes would be 274 GB)."""
+
+    def __init__(self, paths: Sequence[Path], frames: int, size: int) -> None:
+        self.paths, self.frames, self.size = list(paths), frames, size
+        self.shape = (len(self.paths), 3, frames, size, size)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 5
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        if isinstance(rows, (int, np.integer)):
+            return _ntu_frames(self.paths[int(rows)], self.frames, self.size)
+        rows = np.arange(len(self.paths))[rows]
+        return np.stack([_ntu_frames(self.paths[int(i)], self.frames, self.size) for i in rows]).reshape(
+            len(rows), *self.shape[1:])
 
 
 def _bad_skeletons(root: Path, bad_skel: str | None) -> set[str]:
@@ -519,7 +570,7 @@ def _bad_skeletons(root: Path, bad_skel: str | None) -> set[str]:
 
 
 def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton_frames: int = 32,
-                classes: int = 60, bad_skel: str | None = None) -> Path:
+                classes: int = 60, bad_skel: str | None = None, rgb_cache: bool = False) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise DataError("expected the NTU RGB+D directory (.skeleton files and _rgb.avi videos)", file=root)
@@ -545,7 +596,8 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
     if not samples:
         raise DataError("no NTU samples found", file=root, expected="SsssCcccPpppRrrrAaaa.skeleton", actual="none")
     settings = {"frames": frames, "size": size, "skeleton_frames": skeleton_frames, "classes": classes,
-                "bad": hashlib.sha1(json.dumps(sorted(bad)).encode()).hexdigest()[:12], "v": 2}
+                "bad": hashlib.sha1(json.dumps(sorted(bad)).encode()).hexdigest()[:12], "rgb_cache": rgb_cache,
+                "v": 2}
     cache = _cache_dir(root, settings)
     if (cache / "done.json").exists():
         return cache
@@ -562,12 +614,16 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
         raise DataError("no readable NTU skeleton", file=root, actual=skipped["unreadable"][:3])
 
     def decode(i: int) -> dict[str, np.ndarray]:
-        return {"skeleton": skeletons[i], "rgb": _ntu_frames(samples[i][1], frames, size)}
+        out = {"skeleton": skeletons[i]}
+        if rgb_cache:
+            out["rgb"] = _ntu_frames(samples[i][1], frames, size)
+        return out
 
-    _decode_into_cache(cache, [s[0].stem for s in samples],
-                       {"rgb": ((len(samples), 3, frames, size, size), np.uint8),
-                        "skeleton": ((len(samples), 2, 3, skeleton_frames, 25), np.float32)},
-                       decode, "decoding NTU RGB+D")
+    arrays = {"skeleton": ((len(samples), 2, 3, skeleton_frames, 25), np.float32)}
+    if rgb_cache:
+        arrays["rgb"] = ((len(samples), 3, frames, size, size), np.uint8)
+    _decode_into_cache(cache, [s[0].stem for s in samples], arrays, decode, "reading NTU RGB+D")
+    (cache / "videos.json").write_text(json.dumps([str(s[1].relative_to(root)) for s in samples]))
     atomic_write_json(cache / "skip_report.json", skipped)
     _finish_cache(cache, [s[0].stem for s in samples], settings,
                   labels=[s[3] for s in samples], subjects=[s[2] for s in samples])
@@ -575,26 +631,30 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
 
 
 def read_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton_frames: int = 32,
-             num_classes: int = 60, bad_skel: str | None = None) -> DatasetBundle:
+             num_classes: int = 60, bad_skel: str | None = None, rgb_cache: bool = False) -> DatasetBundle:
     """NTU RGB+D 60, cross-subject (see the module docstring); ``bad_skel``: the reference's list of samples with
-    missing skeletons (default ``<root>/bad_skel.txt`` when present), skipped and counted."""
-    return _read_ntu(root, frames, size, skeleton_frames, num_classes, bad_skel, 60, NTU_TRAIN_SUBJECTS,
-                     NTU_VALID_SUBJECTS, "ntu_xsub")
+    missing skeletons (default ``<root>/bad_skel.txt`` when present), skipped and counted. RGB frames are decoded
+    when a batch asks for them (:class:`LazyClips`), or once into a uint8 cache with ``rgb_cache``."""
+    return _read_ntu(root, frames, size, skeleton_frames, num_classes, bad_skel, rgb_cache, 60,
+                     NTU_TRAIN_SUBJECTS, NTU_VALID_SUBJECTS, "ntu_xsub")
 
 
 def read_ntu120(root: str | Path, *, frames: int = 32, size: int = 224, skeleton_frames: int = 32,
-                num_classes: int = 120, bad_skel: str | None = None) -> DatasetBundle:
+                num_classes: int = 120, bad_skel: str | None = None, rgb_cache: bool = False) -> DatasetBundle:
     """NTU RGB+D 120, cross-subject: 120 actions, its 53 training subjects (validation: the NTU-60 ones)."""
-    return _read_ntu(root, frames, size, skeleton_frames, num_classes, bad_skel, 120, NTU120_TRAIN_SUBJECTS,
-                     NTU_VALID_SUBJECTS, "ntu120_xsub")
+    return _read_ntu(root, frames, size, skeleton_frames, num_classes, bad_skel, rgb_cache, 120,
+                     NTU120_TRAIN_SUBJECTS, NTU_VALID_SUBJECTS, "ntu120_xsub")
 
 
 def _read_ntu(root: str | Path, frames: int, size: int, skeleton_frames: int, num_classes: int,
-              bad_skel: str | None, classes: int, train_subjects: Sequence[int], valid_subjects: Sequence[int],
-              name: str) -> DatasetBundle:
+              bad_skel: str | None, rgb_cache: bool, classes: int, train_subjects: Sequence[int],
+              valid_subjects: Sequence[int], name: str) -> DatasetBundle:
     cache = prepare_ntu(root, frames=frames, size=size, skeleton_frames=skeleton_frames, classes=classes,
-                        bad_skel=bad_skel)
-    rgb = np.load(cache / "rgb.npy", mmap_mode="r")
+                        bad_skel=bad_skel, rgb_cache=rgb_cache)
+    if rgb_cache:
+        rgb: Any = np.load(cache / "rgb.npy", mmap_mode="r")
+    else:
+        rgb = LazyClips([Path(root) / v for v in json.loads((cache / "videos.json").read_text())], frames, size)
     skel, labels = np.load(cache / "skeleton.npy"), np.load(cache / "labels.npy")
     subjects, ids = np.load(cache / "subjects.npy"), json.loads((cache / "ids.json").read_text())
     which = np.where(np.isin(subjects, valid_subjects), 1, np.where(np.isin(subjects, train_subjects), 0, 2))
