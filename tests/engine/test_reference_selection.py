@@ -34,3 +34,23 @@ def test_constant_learning_rate_has_no_scheduler():
     args = ("lf_lstm_tiny", {}, {"text": 8, "vision": 4, "audio": 4}, 1, "regression")
     assert "lr_scheduler" not in FusionSystem(*args, train={"lr_schedule": "constant"}).configure_optimizers()
     assert "lr_scheduler" in FusionSystem(*args, train={}).configure_optimizers()
+
+
+def test_branch_losses_train_each_ntu_branch_on_its_own_loss():
+    import torch
+
+    from mmfusion.batch import Batch
+
+    torch.manual_seed(0)
+    args = ("msaf_ntu_tiny", {}, {"rgb": 32, "skeleton": 25}, 60, "classification")
+    system = FusionSystem(*args, train={"branch_losses": True})
+    system.log = lambda *a, **k: None  # outside a Trainer
+    batch = Batch({"rgb": torch.rand(2, 3, 8, 32, 32), "skeleton": torch.randn(2, 2, 3, 16, 25)}, {},
+                  torch.tensor([3, 7]), ["a", "b"])
+    system.eval()  # no dropout: the same forward twice
+    total, _ = system._step(batch, "train")
+    out = system(batch)
+    ce = torch.nn.functional.cross_entropy
+    want = ce(out["branches"]["rgb"], batch.labels) + ce(out["branches"]["skeleton"], batch.labels)
+    torch.testing.assert_close(total, want)
+    assert not torch.allclose(total, ce(out["pred"], batch.labels))

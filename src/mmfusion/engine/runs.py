@@ -74,6 +74,7 @@ class TrainConfig:
     lr_patience: int = 5  # ReduceLROnPlateau on validation loss
     lr_factor: float = 0.5
     lr_schedule: Literal["plateau", "constant"] = "plateau"  # constant: no learning-rate reduction at all
+    branch_losses: bool = False  # train on the sum of the branches' own losses (models with "branches": msaf_ntu)
     reference_selection: bool = False  # select the checkpoint on the TEST split's main metric, as the MSAF
     # authors did (optimistic; for reproducing their published numbers only)
     loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
