@@ -97,3 +97,48 @@ def test_pretrained_model_loads_an_imported_checkpoint(tmp_path):
     model = build("hcn", {"skeleton": 25}, 60)
     report = load_pretrained(model, {"model": str(tmp_path / "hcn.ckpt")})
     assert report["model"]["kept"] == [] and torch.equal(model.skeleton.fc8.weight, hcn.fc8.weight)
+
+
+def test_ntu_and_mosei_through_import_weights(tmp_path):
+    """The fused NTU network through import-weights and `mmfusion test` on NTU files in the real layout, and the
+    MOSEI network through import-weights: the reference's logits."""
+    from tests.data.test_clips import _skeleton_text, write_clip
+    from tests.models.reference_msaf import RefI3D, RefMOSEINet, RefNTUNet
+
+    root = tmp_path / "NTU"
+    root.mkdir()
+    for k, subject in enumerate((1, 3, 6)):
+        stem = f"S001C001P{subject:03d}R001A{k + 1:03d}"
+        (root / f"{stem}.skeleton").write_text(_skeleton_text(frames=12, seed=k))
+        write_clip(root / f"{stem}_rgb.avi", frames=10, container="avi", seed=k)
+    ref = randomize(RefNTUNet(RefI3D(pool=(2, 2, 2)), RefSkeleton(window_size=16)), seed=21)
+    torch.save(ref.state_dict(), tmp_path / "msaf_ntu_epoch12_92.24.checkpoint")
+    ckpt = tmp_path / "ntu.ckpt"
+    assert main(["import-weights", "msaf_ntu", str(tmp_path / "msaf_ntu_epoch12_92.24.checkpoint"), "--out",
+                 str(ckpt)]) == 0
+    options = {"frames": 16, "size": 64, "skeleton_frames": 16}
+    assert main(["test", "--ckpt", str(ckpt), "--data", f"ntu:{root}"] + [f"--set={k}={v}" for k, v in
+                                                                         options.items()]) == 0
+    split = load_data(f"ntu:{root}", options).splits["test"]
+    batch = FusionDataset(split).collate(list(range(len(split))))
+    bgr = (batch.features["rgb"].flip(1) - MEAN) / STD
+    with torch.no_grad():
+        want = ref(bgr.permute(0, 2, 3, 4, 1), batch.features["skeleton"].permute(0, 2, 3, 4, 1))
+        got = load_system(ckpt).model(batch.features, batch.masks)["pred"]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * max(1.0, float(want.abs().max())))
+    rows = list(csv.DictReader(open(tmp_path / "test_ntu_xsub.predictions.csv")))
+    assert [int(r["prediction"]) for r in rows] == want.argmax(-1).tolist()
+    metrics = json.loads((tmp_path / "test_ntu_xsub.metrics.json").read_text())
+    assert metrics["acc"] == pytest.approx(float((want.argmax(-1) == batch.labels).float().mean()))
+
+    mosei = randomize(RefMOSEINet(), seed=22)
+    torch.save({"epoch": 6, "model_state_dict": mosei.state_dict()}, tmp_path / "msaf_mosei_epoch6.pth")
+    assert main(["import-weights", "msaf_lstm", str(tmp_path / "msaf_mosei_epoch6.pth"), "--out",
+                 str(tmp_path / "mosei.ckpt")]) == 0
+    system = load_system(tmp_path / "mosei.ckpt")
+    assert system.hparams["task"] == "regression"
+    assert dict(system.hparams["feature_dims"]) == {"vision": 35, "audio": 74, "text": 768}
+    x = {"vision": torch.randn(2, 20, 35), "audio": torch.randn(2, 20, 74), "text": torch.randn(2, 20, 768)}
+    with torch.no_grad():
+        got = system.model(x, {m: torch.ones(2, 20, dtype=torch.bool) for m in x})["pred"]
+        torch.testing.assert_close(got, mosei([x["vision"], x["audio"], x["text"]]), rtol=0, atol=1e-4)
