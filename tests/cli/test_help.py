@@ -5,7 +5,7 @@ import pytest
 from mmfusion.cli.main import build_parser, main
 
 COMMANDS = ["fit", "tune", "bench", "test", "predict", "explain", "robustness", "convert", "prepare", "data", "models",
-            "extract", "make-dataset"]
+            "extract", "make-dataset", "import-weights"]
 
 
 def test_every_command_is_listed_and_has_help(capsys):

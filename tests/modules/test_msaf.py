@@ -80,3 +80,24 @@ def test_batch_of_one_trains_and_dropout_applied_once():
     yc = compat([torch.ones(4, 8, 3), torch.ones(4, 4, 3)])[0]
     kept = y > 0
     assert kept.any() and (yc[kept] > y[kept]).all()
+
+
+@pytest.mark.parametrize("channels,C,r,q,count", REFERENCE)
+def test_equal_to_the_reference_module_on_its_configurations(channels, C, r, q, count):
+    """Padding, the mask-aware squeeze and single dropout change nothing on the reference's own shapes: with the
+    same weights, eval outputs equal the authors' MSAF (re-created in tests/models/reference_msaf.py), also with
+    q = 5 segments over a length that leaves a remainder."""
+    from tests.models.reference_msaf import RefMSAF, randomize
+
+    ref = randomize(RefMSAF(channels, C, 0.2, 0.5 if len(channels) == 3 and q == 1 else 0.0, r, q), seed=q)
+    ours = SplitAttentionFusion(channels, C, r, dropout=0.2, lowest_atten=0.5 if len(channels) == 3 and q == 1
+                                else 0.0, split_block=q).eval()
+    state = {k.replace("blocks.", "steps.").replace("joint_features", "joint").replace("dense_group", "excite"): v
+             for k, v in ref.state_dict().items()}
+    ours.load_state_dict(state)
+    g = torch.Generator().manual_seed(0)
+    trailing = [(23,), (23,), (23,)] if q > 1 else [(2, 3, 3), (5,), (4, 2)]  # q > 1: 23 = 4 x 4 + 7 steps
+    x = [torch.randn(2, c, *trailing[i % 3], generator=g) for i, c in enumerate(channels)]
+    with torch.no_grad():
+        for a, b in zip(ours(x), ref(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

@@ -67,7 +67,13 @@ def _add_train_flags(p: argparse.ArgumentParser, resume: bool = True) -> None:
                             "larger --max-epochs trains a finished run on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pretrained", action="append", default=[], metavar="BRANCH=PATH",
-                   help="local weights for a model branch, e.g. --pretrained video=resnext50.pth (state dict)")
+                   help="local weights for a model branch, e.g. --pretrained video=fold_{fold}_resnext50_best.pth "
+                        "(a state dict of the branch, or the MSAF authors' unimodal file; {fold} is the fold, "
+                        "1-based; BRANCH 'model' loads a whole checkpoint such as import-weights writes); every "
+                        "tensor must match")
+    p.add_argument("--pretrained-partial", action="store_true",
+                   help="with --pretrained: load the tensors that match and keep the rest at their initial "
+                        "values (listed in pretrained.json) instead of refusing a partial match")
 
 
 def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
@@ -78,6 +84,8 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         flags["ablation"] = args.ablation
     if args.pretrained:
         flags["pretrained"] = dict(p.partition("=")[::2] for p in args.pretrained)
+    if getattr(args, "pretrained_partial", False):
+        flags["pretrained_partial"] = True
     train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
              "precision": args.precision, "accelerator": args.accelerator, "devices": args.devices,
              "num_nodes": args.num_nodes, "strategy": args.strategy, "threads": args.threads,
@@ -190,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                            ("predict", "write predictions of a checkpoint for a split")):
         p = sub.add_parser(name, help=helptext, formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=EPILOG_PREDICT if name == "predict" else None)
-        p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/.../checkpoints/best.ckpt)")
+        p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/.../checkpoints/best.ckpt); for test "
+                       "also a folder of fold_K*.ckpt files (RAVDESS cross-validation: each on its fold, then "
+                       "mean ± std)")
         if name == "predict":
             p.add_argument("clips", nargs="*", help="video files or folders of them: extracted with the "
                            "checkpoint's feature set, then predicted (instead of --data)")
@@ -314,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reader options (data_args), e.g. n_train=40000 (synthetic), fold=3 (ravdess) or "
                    "audio=openSMILE_IS09 (csd)")
 
+    p = sub.add_parser("import-weights", help="convert the MSAF authors' released weights into an mmfusion checkpoint",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  mmfusion import-weights msaf_ravdess ckpts/fold_1_msaf_ravdess_best.pth "
+                              "--out imported/fold_1.ckpt\n  mmfusion test --ckpt imported/ --data ravdess:data/RAVDESS"
+                              "   # each fold_K file on its fold, then mean ± std")
+    p.add_argument("name", help="msaf_ravdess, msaf_ntu, msaf_lstm (MOSEI), or a branch: resnext50, mfccnet, i3d, hcn")
+    p.add_argument("path", help="the authors' .pth / .checkpoint file (bare state dict, under state_dict or "
+                                "model_state_dict, with or without 'module.')")
+    p.add_argument("--out", required=True, help="checkpoint to write (.ckpt)")
+    p.add_argument("--json", help="also write the summary to this JSON file")
+
     p = sub.add_parser("models", help="list registered models (and their ablations)")
     p.add_argument("--ablations", action="store_true", help="also list each model's named ablations")
     p.add_argument("--json", help="also write every model, what it reads and its ablations to this JSON file")
@@ -435,6 +456,10 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     if write_predictions_only and (args.clips or not args.data):
         return cmd_predict_clips(args)
     console = _console()
+    if Path(args.ckpt).is_dir():
+        if write_predictions_only:
+            raise MMFusionError(f"--ckpt {args.ckpt}: predict reads one checkpoint, not a folder")
+        return _eval_folds(args, console)
     wanted = ".csv" if write_predictions_only else ".json"
     if args.out and Path(args.out).suffix.lower() != wanted:
         what = "predictions as CSV" if write_predictions_only else "metrics as JSON"
@@ -460,6 +485,7 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
     metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
     notes = metric_warnings(pred, labels, bundle.task)
     out = Path(args.out) if args.out else run_dir(args.ckpt) / f"{stem}.metrics.json"
+    args.metrics_file = out
     predictions = predictions_beside(out)
     atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "data_args": data_args,
                             "split": args.split, "predictions": predictions.name, **metrics,
@@ -572,6 +598,55 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
     print(f"wrote {res['clips']} clips, their transcripts (.json) and labels.csv to {res['out']}")
     print("text and labels are real (VADER movie-review snippets, mean human rating rescaled to -3..3); voice and "
           "face are generated")
+
+
+def _eval_folds(args: argparse.Namespace, console: Any) -> int:
+    """``test --ckpt DIR``: each ``fold_K`` checkpoint on RAVDESS fold K (1-based, the authors' numbering), then
+    the mean ± std over the folds (sample std), written to DIR/test_folds.json."""
+    import json
+    import re
+
+    import numpy as np
+
+    from mmfusion.io import atomic_write_json
+
+    folder = Path(args.ckpt)
+    files = sorted((int(m.group(1)), f) for f in folder.glob("*.ckpt") if (m := re.search(r"fold_?(\d+)", f.name)))
+    if not files:
+        raise MMFusionError(f"--ckpt {folder}: no fold_K*.ckpt checkpoints in this folder")
+    if args.out:
+        raise MMFusionError("--out names one file; with a folder of checkpoints each fold's metrics are written "
+                            "beside its checkpoint and the summary to test_folds.json")
+    per_fold = {}
+    for k, f in files:
+        one = argparse.Namespace(**vars(args))
+        one.ckpt, one.set = str(f), [*args.set, f"fold={k - 1}"]
+        cmd_eval(one, False)
+        per_fold[k] = json.loads(Path(one.metrics_file).read_text())
+    keys = [k for k, v in next(iter(per_fold.values())).items() if isinstance(v, (int, float))
+            and not isinstance(v, bool)]
+    summary = {m: {"mean": float(np.mean([r[m] for r in per_fold.values()])),
+                   "std": float(np.std([r[m] for r in per_fold.values()], ddof=1)) if len(per_fold) > 1 else 0.0,
+                   "n": len(per_fold)} for m in keys}
+    for k, r in per_fold.items():
+        console.print(f"fold {k}: " + ", ".join(f"{m} {r[m]:.4f}" for m in keys), markup=False)
+    console.print("mean ± std over folds: " + ", ".join(f"{m} {v['mean']:.4f} ± {v['std']:.4f}"
+                                                        for m, v in summary.items()), markup=False)
+    out = folder / "test_folds.json"
+    atomic_write_json(out, {"folds": {str(k): r for k, r in per_fold.items()}, "metrics": summary})
+    console.print(f"summary: {out}")
+    return 0
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from mmfusion.engine.checkpoints import import_reference
+    from mmfusion.io import atomic_write_json
+
+    summary = import_reference(args.name, args.path, args.out)
+    if args.json:
+        atomic_write_json(args.json, summary)
+    print(f"{args.name}: {summary['tensors']} tensors, {summary['parameters']:,} parameters from {args.path} -> "
+          f"{args.out}")
     return 0
 
 
@@ -798,6 +873,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench, "test": lambda a: cmd_eval(a, False), "predict": lambda a: cmd_eval(a, True),
     "explain": cmd_explain, "robustness": cmd_robustness, "convert": cmd_convert, "prepare": cmd_prepare,
     "data": cmd_data, "models": cmd_models, "extract": cmd_extract, "make-dataset": cmd_make_dataset,
+    "import-weights": cmd_import_weights,
 }
 
 

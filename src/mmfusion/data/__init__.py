@@ -20,7 +20,7 @@ from mmfusion.errors import ConfigError, DataError, did_you_mean
 __all__ = ["DatasetBundle", "FusionDataset", "LoadReport", "SplitData", "load_data", "DATA_KINDS", "data_kind",
            "effective_reader_options", "data_path"]
 
-DATA_KINDS = ("synthetic", "mult", "mmsa", "csd", "h5", "ravdess", "ntu")
+DATA_KINDS = ("synthetic", "mult", "mmsa", "csd", "h5", "ravdess", "ntu", "ntu120")
 
 
 def _kind_of(spec: str) -> tuple[str, str]:
@@ -37,7 +37,7 @@ def _kind_of(spec: str) -> tuple[str, str]:
     if p.suffix == ".pkl":
         return ("mmsa" if p.name.startswith(("unaligned_", "aligned_")) else "mult"), spec
     raise DataError("cannot tell the data format", file=spec,
-                    expected="synthetic, mult:PATH, mmsa:PATH, csd:DIR, h5:PATH, ravdess:DIR or ntu:DIR",
+                    expected="synthetic, mult:PATH, mmsa:PATH, csd:DIR, h5:PATH, ravdess:DIR, ntu:DIR or ntu120:DIR",
                     actual=spec)
 
 
@@ -62,10 +62,10 @@ def _option_reader(kind: str) -> Any:
         from mmfusion.data.custom import read_custom
 
         return read_custom
-    if kind in ("ravdess", "ntu"):
-        from mmfusion.data.clips import read_ntu, read_ravdess
+    if kind in ("ravdess", "ntu", "ntu120"):
+        from mmfusion.data.clips import read_ntu, read_ntu120, read_ravdess
 
-        return read_ravdess if kind == "ravdess" else read_ntu
+        return {"ravdess": read_ravdess, "ntu": read_ntu, "ntu120": read_ntu120}[kind]
     return None
 
 

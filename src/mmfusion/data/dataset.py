@@ -40,6 +40,7 @@ class SplitData:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     rows: np.ndarray | None = None
     labeled: bool = True
+    augment: Any = None  # clip datasets: training-only augmentation of a batch's float features (dict -> dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -392,8 +393,9 @@ def count_empty(split: SplitData, name: str, report: LoadReport) -> None:
 class FusionDataset(torch.utils.data.Dataset):
     """Index dataset over a :class:`SplitData`; batching is done in :meth:`collate` by fancy indexing."""
 
-    def __init__(self, split: SplitData) -> None:
+    def __init__(self, split: SplitData, augment: bool = False) -> None:
         self.split = split
+        self.augment = augment and split.augment is not None  # training batches only
 
     def __len__(self) -> int:
         return len(self.split)
@@ -416,4 +418,6 @@ class FusionDataset(torch.utils.data.Dataset):
             features[m] = torch.from_numpy(np.ascontiguousarray(self.split.features[m][idx, :T]))
             masks[m] = lengths_to_mask(torch.from_numpy(lengths), T)
         labels = torch.from_numpy(self.split.labels[idx])
+        if self.augment:
+            features = self.split.augment(features)
         return Batch(features, masks, labels, [self.split.ids[i] for i in idx])

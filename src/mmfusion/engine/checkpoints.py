@@ -143,6 +143,11 @@ def check_compatible(system: FusionSystem, bundle: DatasetBundle, ckpt: str | Pa
                         key="feature_set", expected=f"{trained or 'none recorded'} (from {ckpt})",
                         actual=bundle.feature_set or "none recorded")
     want = dict(system.hparams["feature_dims"])
+    from mmfusion.models import model_inputs
+
+    if model_inputs(system.hparams["model_name"]) == "clips":
+        # clip networks pool their maps whole: any frame size and count fits, the modalities must be the same
+        want = {m: bundle.feature_dims.get(m, d) for m, d in want.items()}
     if want != bundle.feature_dims:
         raise DataError("feature sizes differ from the checkpoint's", file=bundle.source, key="feature_dims",
                         expected=f"{want} (from {ckpt})", actual=bundle.feature_dims)
@@ -223,3 +228,41 @@ def check_same_reader_options(hparams: Mapping[str, Any], ckpt: str | Path, spec
         raise DataError(f"reader options differ from the checkpoint's training run (pass {hint} to read the data "
                         "it was trained on)", file=ckpt, key=differ[0], expected=trained.get(differ[0]),
                         actual=given.get(differ[0]))
+
+
+REFERENCE_CLASSES = {"msaf_ravdess": "ravdess", "resnext50": "ravdess", "mfccnet": "ravdess", "msaf_ntu": "ntu",
+                     "i3d": "ntu", "hcn": "ntu"}
+
+
+def import_reference(name: str, path: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the MSAF authors' file ``path`` for network ``name`` as an mmfusion checkpoint ``out`` (atomically),
+    which ``test``, ``predict`` and ``fit --pretrained model=OUT`` read. Returns a summary (tensors, parameters,
+    the fold the file name gives for RAVDESS' ``fold_K_`` files)."""
+    import re
+
+    from mmfusion.data.clips import RAVDESS_EMOTIONS
+    from mmfusion.io import atomic_write_bytes
+    from mmfusion.models.reference import translate
+
+    imported = translate(name, path)
+    kind = REFERENCE_CLASSES.get(name)
+    classes: tuple[str, ...] = ()
+    if kind == "ravdess" and imported.output_dim == len(RAVDESS_EMOTIONS):
+        classes = RAVDESS_EMOTIONS
+    elif kind == "ntu":
+        classes = tuple(f"A{i + 1:03d}" for i in range(imported.output_dim))
+    fold = re.match(r"fold_(\d+)_", Path(path).name)
+    meta: dict[str, Any] = {"imported_from": str(path), "reference": name}
+    if fold and kind == "ravdess":
+        meta |= {"data_spec": "ravdess:", "data_args": {"fold": int(fold.group(1)) - 1}}
+    system = FusionSystem(name, imported.model_args, imported.feature_dims, imported.output_dim, imported.task,
+                          classes, {}, meta=meta)
+    system.model.load_state_dict(imported.state, strict=True)
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"hyper_parameters": dict(system.hparams), "state_dict": system.state_dict(),
+                "epoch": 0, "global_step": 0}, buf)
+    atomic_write_bytes(Path(out), buf.getvalue())
+    return {"checkpoint": str(out), "network": name, "tensors": len(imported.state),
+            "parameters": sum(p.numel() for p in system.model.parameters()), "meta": meta}

@@ -77,6 +77,10 @@ class TrainConfig:
     patience: int = 10  # early stopping on validation loss, in epochs (0 disables)
     lr_patience: int = 5  # ReduceLROnPlateau on validation loss
     lr_factor: float = 0.5
+    lr_schedule: Literal["plateau", "constant"] = "plateau"  # constant: no learning-rate reduction at all
+    branch_losses: bool = False  # train on the sum of the branches' own losses (models with "branches": msaf_ntu)
+    reference_selection: bool = False  # select the checkpoint on the TEST split's main metric, as the MSAF
+    # authors did (optimistic; for reproducing their published numbers only)
     loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
     precision: str | int = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed (or 32, 16, bf16)
     accelerator: str = "auto"  # cpu, gpu, auto
@@ -132,7 +136,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: list[int] = field(default_factory=lambda: [1111])
     out: str = "runs"
-    pretrained: dict[str, str] = field(default_factory=dict)  # branch -> local state-dict file
+    pretrained: dict[str, str] = field(default_factory=dict)  # branch -> local state-dict file ("model": all)
+    pretrained_partial: bool = False  # load what matches of a pretrained file instead of refusing a partial match
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -300,7 +305,7 @@ def require_training_splits(bundle: DatasetBundle) -> None:
 def make_loader(bundle: DatasetBundle, split: str, batch_size: int, shuffle: bool, num_workers: int = 0,
                 seed: int = 0, *, labeled: bool = True) -> torch.utils.data.DataLoader:
     """Batches of ``split`` (a clear error if the bundle lacks it or, with ``labeled``, its labels)."""
-    ds = FusionDataset(bundle.split(split, labeled=labeled))
+    ds = FusionDataset(bundle.split(split, labeled=labeled), augment=shuffle)  # shuffled: the training batches
     # shuffled: epoch e's order depends on (seed, e) only, so a resumed run sees the uninterrupted run's batches
     sampler = _epoch_sampler(len(ds), seed) if shuffle else None
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=ds.collate,
@@ -320,8 +325,9 @@ def training_loaders(bundle: DatasetBundle, tc: TrainConfig, seed: int) -> tuple
     (:class:`~mmfusion.engine.distributed.ShardSampler`) for the whole-split metrics."""
     from mmfusion.engine.distributed import GlobalBatchSampler, ShardSampler
 
-    train = FusionDataset(bundle.split("train"))
-    valid = FusionDataset(bundle.split("valid"))
+    train = FusionDataset(bundle.split("train"), augment=True)
+    # reference_selection: the checkpoint is chosen on the test split itself, exactly as the MSAF authors did
+    valid = FusionDataset(bundle.split("test" if tc.reference_selection else "valid"))
     gen = torch.Generator().manual_seed(seed)
     order = _epoch_sampler(len(train), seed)  # epoch e's order depends on (seed, e) only: a resume sees the same
     train_loader = torch.utils.data.DataLoader(train, batch_sampler=GlobalBatchSampler(order, tc.batch_size),
@@ -572,10 +578,21 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
                                                              "feature_set": bundle.feature_set,
                                                              "run_config": yaml_load(yaml_dump(resolved))})
     if cfg.pretrained and not ckpt_path:
-        loaded = load_pretrained(system.model, cfg.pretrained)
+        fold = cfg.data_args.get("fold")
+        files = {b: p.replace("{fold}", str(fold + 1)) if isinstance(fold, int) else p
+                 for b, p in cfg.pretrained.items()}  # {fold}: the authors' 1-based fold_K files
+        loaded = load_pretrained(system.model, files, partial=cfg.pretrained_partial)
+        atomic_write_json(run / "pretrained.json", {"files": files, "branches": loaded})
         if console:
-            console.print(f"pretrained weights: {loaded}", style="dim", markup=False)
-    ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
+            for branch, info in loaded.items():
+                console.print(f"pretrained {branch}: {info['loaded']} tensors from {files[branch]} "
+                              f"({info['read_as']}); kept at their initial values: {len(info['kept'])}"
+                              + (f" {info['kept'][:6]}" if info["kept"] else ""), markup=False)
+    from mmfusion.metrics import main_metric
+
+    select_key, select_mode = main_metric(bundle.task) if tc.reference_selection else ("loss", "min")
+    ckpt_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=f"val_{select_key}",
+                              mode=select_mode,
                               save_top_k=1, enable_version_counter=False)
     # Lightning's save_last only writes when a best checkpoint is written; resuming needs every epoch's state.
     last_cb = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,

@@ -66,6 +66,10 @@ class FusionSystem(L.LightningModule):
         out = self(batch)
         loss = task_loss(out["pred"], batch.labels, self.task, self.train_cfg.get("loss", "mse"))
         total = loss
+        if stage == "train" and self.train_cfg.get("branch_losses") and "branches" in out:
+            # each branch on its own loss (the MSAF authors' NTU recipe), instead of the loss of the joint logits
+            total = sum(task_loss(b, batch.labels, self.task, self.train_cfg.get("loss", "mse"))
+                        for b in out["branches"].values())
         for name, value in out.get("losses", {}).items():
             total = total + value
             self.log(f"{stage}_{name}", value.detach(), batch_size=len(batch), on_epoch=True, on_step=False,
@@ -140,6 +144,8 @@ class FusionSystem(L.LightningModule):
             opt = torch.optim.Adam(self.parameters(), fused=fused, **kwargs)
         except (RuntimeError, TypeError):
             opt = torch.optim.Adam(self.parameters(), **kwargs)
+        if cfg.get("lr_schedule", "plateau") == "constant":
+            return {"optimizer": opt}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.get("lr_factor", 0.5),
                                                            patience=cfg.get("lr_patience", 5))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}

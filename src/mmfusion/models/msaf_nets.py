@@ -1,4 +1,5 @@
-"""MSAF networks (Su et al., arXiv 2012.07175; docs/design/msaf.md §2).
+"""MSAF networks (Su et al., arXiv 2012.07175, Sec. 4), equal to the authors' released code by default (see
+``docs/design/msaf-reference.md``).
 
 ``msaf_lstm`` — the paper's sentiment network: per modality two stacked single-layer LSTMs with MSAF between them
 on (B, H, T) (C=16, r=2, p=0.2, q=5), the last real step of each modality concatenated (224 = 128 + 32 + 64) and
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from mmfusion.batch import MODALITIES, check_modalities
 from mmfusion.config import build_checked
 from mmfusion.models.registry import register_model
-from mmfusion.modules.backbones import HCN, InflatedInception3D, MFCCNet, ResNeXt3D
+from mmfusion.modules.backbones import HCN, I3D, MFCCNet, ResNeXt3D
 from mmfusion.modules.masking import masked_last
 from mmfusion.modules.msaf import SequenceSplitAttentionFusion, SplitAttentionFusion
 from mmfusion.modules.rnn import MaskedLSTM
@@ -74,6 +75,19 @@ def msaf_lstm_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: A
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _normalize(video: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """Video in [0, 1] (B, 3, T, H, W) -> (video - mean) / std per colour channel (identity for empty mean/std)."""
+    if not mean:
+        return video
+    m = video.new_tensor(mean).reshape(1, -1, 1, 1, 1)
+    s = video.new_tensor(std).reshape(1, -1, 1, 1, 1)
+    return (video - m) / s
+
+
 @dataclass
 class MSAFRavdessConfig:
     """The paper's RAVDESS network: 3-D ResNeXt-50 video branch, MFCC CNN audio branch, two MSAF blocks."""
@@ -88,20 +102,23 @@ class MSAFRavdessConfig:
     block_sizes: tuple[int, ...] = (16, 32)  # C of MSAF1 and MSAF2
     reduction: int = 4
     block_dropout: float = 0.2
-    reference_compat: bool = False
+    reference_compat: bool = False  # block dropout applied twice in training, as the authors' code does
+    stem_relu: bool = False  # the authors' fused network has no ReLU after the video stem's bn1
+    video_mean: tuple[float, ...] = IMAGENET_MEAN  # the reader's [0, 1] frames are normalised with these
+    video_std: tuple[float, ...] = IMAGENET_STD
 
 
 class MSAFRavdess(nn.Module):
-    """features {"video": (B, 3, T, H, W), "audio": (B, 13, F)} -> {"pred": (B, classes)}: the sum of the two
-    branches' logits. MSAF1 joins ResNeXt layer3 (1024 ch) with the second audio conv (32 ch), MSAF2 layer4
-    (2048 ch) with the third audio conv (64 ch)."""
+    """features {"video": (B, 3, T, H, W) in [0, 1], "audio": (B, 13, F)} -> {"pred": (B, classes)}: the sum of
+    the two branches' logits. MSAF1 joins ResNeXt layer3 (1024 ch) with the audio after conv2 + ReLU (32 ch), MSAF2
+    layer4 (2048 ch) with the audio after bn3 (64 ch); the video head averages layer4 over all positions."""
 
     modalities = ("video", "audio")
 
     def __init__(self, config: MSAFRavdessConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.video = ResNeXt3D(c.resnext_layers, c.resnext_width, c.cardinality, c.resnext_planes)
+        self.video = ResNeXt3D(c.resnext_layers, c.resnext_width, c.cardinality, c.resnext_planes, c.stem_relu)
         self.audio = MFCCNet(13, c.audio_channels)
         v3, v4 = self.video.stage_channels[2], self.video.stage_channels[3]
         a2, a3 = c.audio_channels[1], c.audio_channels[2]
@@ -110,67 +127,87 @@ class MSAFRavdess(nn.Module):
         self.msaf2 = SplitAttentionFusion([v4, a3], c.block_sizes[1], c.reduction, c.block_dropout,
                                           reference_compat=c.reference_compat)
         self.video_fc = nn.Linear(v4, c.num_classes)
-        self.audio_fc = nn.Linear(a3 * (c.mfcc_frames // 8), c.num_classes)
+        self.audio_fc = nn.Linear(a3 * self.audio.out_frames(c.mfcc_frames), c.num_classes)
 
     def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
         check_modalities(features, self.modalities, "msaf_ravdess")
-        v = self.video.layer3(self.video.layer2(self.video.layer1(self.video.stem(features["video"]))))
-        a = self.audio.stage2(self.audio.stage1(features["audio"]))
+        c, vid = self.config, self.video
+        if features["audio"].shape[-1] != c.mfcc_frames:
+            raise ValueError(f"msaf_ravdess built for {c.mfcc_frames} MFCC frames (model_args.mfcc_frames), got "
+                             f"{features['audio'].shape[-1]}")
+        v = _normalize(features["video"], c.video_mean, c.video_std)
+        v = vid.layer3(vid.layer2(vid.layer1(vid.stem(v))))
+        a = self.audio.part1(features["audio"])
         v, a = self.msaf1([v, a])
-        v, a = self.msaf2([self.video.layer4(v), self.audio.stage3(self.audio.pool(a))])
-        logits = self.video_fc(v.mean((2, 3, 4))) + self.audio_fc(a.flatten(1))
+        v, a = self.msaf2([vid.layer4(v), self.audio.part2(a)])
+        logits = self.video_fc(v.mean((2, 3, 4))) + self.audio_fc(self.audio.part3(a))
         return {"pred": logits, "inspect": {"msaf1": self.msaf1.last_attention, "msaf2": self.msaf2.last_attention}}
 
 
 @dataclass
 class MSAFNTUConfig:
-    """The paper's NTU RGB+D network: I3D-style RGB branch, HCN skeleton branch, two MSAF blocks (p=0, γ=0.5)."""
+    """The paper's NTU RGB+D network: I3D RGB branch, HCN skeleton branch, two MSAF blocks (p=0, γ=0.5)."""
 
     num_classes: int = 60
-    i3d_scale: float = 1.0  # channel scale of the inflated Inception (1.0: 832 / 1024 channels)
-    hcn_width: float = 1.0  # channel scale of HCN (1.0: 128 per person, fc 512)
+    i3d_scale: float = 1.0  # channel scale of I3D (1.0: 832 / 1024 channels)
+    hcn_width: float = 1.0  # channel scale of HCN (1.0: 128 per person, fc7 512)
+    skeleton_frames: int = 32  # HCN's window: the skeleton frames the network is built for
     joints: int = 25
     block_sizes: tuple[int, ...] = (64, 256)
     reduction: int = 4
     block_dropout: float = 0.0
     lowest_atten: float = 0.5
+    # the reference reads frames with OpenCV (BGR) and normalises them with ImageNet's RGB mean/std: its weights
+    # expect exactly that, so the [0, 1] RGB frames are flipped to BGR first (rgb_bgr: false keeps RGB)
+    rgb_bgr: bool = True
+    rgb_mean: tuple[float, ...] = IMAGENET_MEAN
+    rgb_std: tuple[float, ...] = IMAGENET_STD
+
+
+def _ntu_rgb(rgb: Tensor, bgr: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    return _normalize(rgb.flip(1) if bgr else rgb, mean, std)
 
 
 class MSAFNTU(nn.Module):
-    """features {"rgb": (B, 3, T, H, W), "skeleton": (B, 2, 3, T_s, V)} -> {"pred": (B, classes)}.
+    """features {"rgb": (B, 3, T, H, W), "skeleton": (B, 2, 3, T_s, V)} -> {"pred": (B, classes), "branches"}.
 
-    MSAF1 on [RGB Mixed_4f (832), person-1 maps (128), person-2 maps (128)]; MSAF2 on [RGB Mixed_5c (1024),
-    skeleton fc (512)]; the prediction is the sum of the two branches' logits."""
+    MSAF1 joins I3D after its 15th stage (Mixed_5b, 832 ch) with each person's HCN conv5 maps (128 ch each); the
+    persons stay apart through conv6 and meet in a maximum after it; fc7 reads the flattened result; MSAF2 joins
+    Mixed_5c (1024 ch) with fc7's 512 features. The prediction is the mean of the two branches' logits (the branches'
+    own logits are under ``"branches"``: the reference trains each branch on its own loss)."""
 
     modalities = ("rgb", "skeleton")
 
     def __init__(self, config: MSAFNTUConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.rgb = InflatedInception3D(c.i3d_scale)
-        self.skeleton = HCN(c.joints, width=c.hcn_width)
+        self.rgb = I3D(c.num_classes, c.i3d_scale)
+        self.skeleton = HCN(c.num_classes, c.skeleton_frames, c.joints, c.hcn_width)
         p = self.skeleton.person_channels
-        self.msaf1 = SplitAttentionFusion([self.rgb.channels_4f, p, p], c.block_sizes[0], c.reduction, c.block_dropout,
-                                          c.lowest_atten)
+        self.msaf1 = SplitAttentionFusion([self.rgb.channels_5b, p, p], c.block_sizes[0], c.reduction,
+                                          c.block_dropout, c.lowest_atten)
         self.msaf2 = SplitAttentionFusion([self.rgb.channels_5c, self.skeleton.fc_channels], c.block_sizes[1],
                                           c.reduction, c.block_dropout, c.lowest_atten)
-        self.rgb_fc = nn.Linear(self.rgb.channels_5c, c.num_classes)
-        self.skeleton_fc = nn.Linear(self.skeleton.fc_channels, c.num_classes)
 
     def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
         check_modalities(features, self.modalities, "msaf_ntu")
-        sk = features["skeleton"]  # (B, 2, 3, T, V)
-        r = self.rgb.to_4f(features["rgb"])
-        p1, p2 = self.skeleton.person(sk[:, 0]), self.skeleton.person(sk[:, 1])
-        r, p1, p2 = self.msaf1([r, p1, p2])
-        s = self.skeleton.fc(self.skeleton.fuse(torch.maximum(p1, p2)))  # (B, 512)
-        r, s = self.msaf2([self.rgb.to_5c(r), s])
-        return {"pred": self.rgb_fc(r.mean((2, 3, 4))) + self.skeleton_fc(s)}
+        sk, f = features["skeleton"], self.rgb.features
+        self.skeleton.check(sk)
+        h0, h1 = self.skeleton.person(sk[:, 0]), self.skeleton.person(sk[:, 1])
+        c = self.config
+        r = f[13:15](f[:13](_ntu_rgb(features["rgb"], c.rgb_bgr, c.rgb_mean, c.rgb_std)))
+        r, h0, h1 = self.msaf1([r, h0, h1])
+        s = self.skeleton.join(h0, h1)
+        r, s = self.msaf2([f[15](r), s])
+        rgb_logits, skeleton_logits = self.rgb.classify(r), self.skeleton.fc8(s)
+        return {"pred": (rgb_logits + skeleton_logits) / 2, "branches": {"rgb": rgb_logits,
+                                                                         "skeleton": skeleton_logits},
+                "inspect": {"msaf1": self.msaf1.last_attention, "msaf2": self.msaf2.last_attention}}
 
 
 @register_model(MSAFRavdessConfig, inputs="clips")
 def msaf_ravdess(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MSAFRavdess:
-    """Full size: about 25.9 M parameters (the paper reports 25.94 M)."""
+    """Full size: 25,940,724 parameters with 8 classes (the paper reports 25.94 M)."""
     overrides = {"num_classes": output_dim, **overrides}
     return MSAFRavdess(build_checked(MSAFRavdessConfig, overrides, source="msaf_ravdess"))
 
@@ -192,5 +229,114 @@ def msaf_ntu(feature_dims: dict[str, int], output_dim: int, **overrides: Any) ->
 @register_model(MSAFNTUConfig, inputs="clips")
 def msaf_ntu_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MSAFNTU:
     overrides = {"num_classes": output_dim, "i3d_scale": 0.125, "hcn_width": 0.25, "block_sizes": (8, 16),
-                 **overrides}
+                 "skeleton_frames": 16, **overrides}
     return MSAFNTU(build_checked(MSAFNTUConfig, overrides, source="msaf_ntu_tiny"))
+
+
+# --- the unimodal branches, as the authors trained them (for their checkpoints and branch initialisation) ----------
+@dataclass
+class ResNeXtConfig:
+    num_classes: int = 8
+    video_mean: tuple[float, ...] = IMAGENET_MEAN
+    video_std: tuple[float, ...] = IMAGENET_STD
+
+
+class ResNeXtNet(nn.Module):
+    """features {"video": (B, 3, T, H, W) in [0, 1]} -> {"pred"}: ResNeXt-50 (with its stem ReLU), average over all
+    positions, fc."""
+
+    def __init__(self, config: ResNeXtConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.video = ResNeXt3D()
+        self.fc = nn.Linear(self.video.stage_channels[-1], config.num_classes)
+
+    def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+        check_modalities(features, ("video",), "resnext50")
+        v, x = self.video, _normalize(features["video"], self.config.video_mean, self.config.video_std)
+        x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(x)))))
+        return {"pred": self.fc(x.mean((2, 3, 4)))}
+
+
+@dataclass
+class MFCCNetConfig:
+    num_classes: int = 8
+    mfcc_frames: int = 212
+
+
+class MFCCClassifier(nn.Module):
+    """features {"audio": (B, 13, 212)} -> {"pred"}: the MFCC CNN and its fc1."""
+
+    def __init__(self, config: MFCCNetConfig) -> None:
+        super().__init__()
+        self.audio = MFCCNet()
+        self.fc1 = nn.Linear(64 * self.audio.out_frames(config.mfcc_frames), config.num_classes)
+
+    def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+        check_modalities(features, ("audio",), "mfccnet")
+        a = self.audio
+        return {"pred": self.fc1(a.part3(a.part2(a.part1(features["audio"]))))}
+
+
+@dataclass
+class I3DConfig:
+    num_classes: int = 60
+    rgb_bgr: bool = True  # as in MSAFNTUConfig
+    rgb_mean: tuple[float, ...] = IMAGENET_MEAN
+    rgb_std: tuple[float, ...] = IMAGENET_STD
+
+
+class I3DNet(nn.Module):
+    """features {"rgb": (B, 3, T, H, W)} -> {"pred"}: I3D on its own."""
+
+    def __init__(self, config: I3DConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.rgb = I3D(config.num_classes)
+
+    def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+        check_modalities(features, ("rgb",), "i3d")
+        c = self.config
+        return {"pred": self.rgb(_ntu_rgb(features["rgb"], c.rgb_bgr, c.rgb_mean, c.rgb_std))}
+
+
+@dataclass
+class HCNConfig:
+    num_classes: int = 60
+    skeleton_frames: int = 32
+
+
+class HCNNet(nn.Module):
+    """features {"skeleton": (B, 2, 3, T, 25)} -> {"pred"}: HCN on its own."""
+
+    def __init__(self, config: HCNConfig) -> None:
+        super().__init__()
+        self.skeleton = HCN(config.num_classes, config.skeleton_frames)
+
+    def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+        check_modalities(features, ("skeleton",), "hcn")
+        return {"pred": self.skeleton(features["skeleton"])}
+
+
+@register_model(ResNeXtConfig, inputs="clips")
+def resnext50(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> ResNeXtNet:
+    """The RAVDESS video branch alone (3-D ResNeXt-50, cardinality 32)."""
+    return ResNeXtNet(build_checked(ResNeXtConfig, {"num_classes": output_dim, **overrides}, source="resnext50"))
+
+
+@register_model(MFCCNetConfig, inputs="clips")
+def mfccnet(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MFCCClassifier:
+    """The RAVDESS audio branch alone (the MFCC CNN)."""
+    return MFCCClassifier(build_checked(MFCCNetConfig, {"num_classes": output_dim, **overrides}, source="mfccnet"))
+
+
+@register_model(I3DConfig, inputs="clips")
+def i3d(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> I3DNet:
+    """The NTU RGB branch alone (I3D)."""
+    return I3DNet(build_checked(I3DConfig, {"num_classes": output_dim, **overrides}, source="i3d"))
+
+
+@register_model(HCNConfig, inputs="clips")
+def hcn(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> HCNNet:
+    """The NTU skeleton branch alone (HCN)."""
+    return HCNNet(build_checked(HCNConfig, {"num_classes": output_dim, **overrides}, source="hcn"))

@@ -1,4 +1,4 @@
-"""Multimodal Split Attention Fusion (Su et al., arXiv 2012.07175), as docs/design/msaf.md §1 reads it.
+"""Multimodal Split Attention Fusion (Su et al., arXiv 2012.07175, Sec. 3), as docs/design/msaf.md §1 reads it.
 
 MSAF is channel-first by design: modality m is a tensor X_m (B, C_m, *S_m) — channels on dim 1, any trailing dims
 (3-D video maps, 1-D audio maps, RNN time steps, or none for a vector). Each modality is re-weighted in place and
