@@ -25,6 +25,12 @@ delays MEA's learning of cross-modal cue matching after Table I's 3-frame convol
 (docs/results/mea_synthetic_scale.md), and ``frontend="conv_lstm_residual"`` keeps it with a residual connection
 around it; the default is the paper's. With ``kernels`` of 1 — the value the benchmark's configs use, Table I having
 no column for it — the paper's front end learns the matching as early (docs/results/mea_synthetic_40k.md).
+
+A modality missing from a clip (no real frame; the mask all False) still gets a prediction, always finite: its
+stream is zero, WAL gives it weight 0, it is no node of either fusion graph (the clip is fused as the graph of its
+present modalities) and it enters no loss term (HSIC runs over the clips that have the modality, the
+discriminators' cross-entropies over the present (clip, modality) pairs). What the other modalities carry decides
+the prediction; the missing one's feature values are never read.
 """
 
 from __future__ import annotations
