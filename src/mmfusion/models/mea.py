@@ -25,6 +25,12 @@ delays MEA's learning of cross-modal cue matching after Table I's 3-frame convol
 (docs/results/mea_synthetic_scale.md), and ``frontend="conv_lstm_residual"`` keeps it with a residual connection
 around it; the default is the paper's. With ``kernels`` of 1 — the value the benchmark's configs use, Table I having
 no column for it — the paper's front end learns the matching as early (docs/results/mea_synthetic_40k.md).
+
+A modality missing from a clip (no real frame; the mask all False) still gets a prediction, always finite: its
+stream is zero, WAL gives it weight 0, it is no node of either fusion graph (the clip is fused as the graph of its
+present modalities) and it enters no loss term (HSIC runs over the clips that have the modality, the
+discriminators' cross-entropies over the present (clip, modality) pairs). What the other modalities carry decides
+the prediction; the missing one's feature values are never read.
 """
 
 from __future__ import annotations
@@ -110,7 +116,8 @@ class MEAConfig:
     }
     ABLATION_NOTES: ClassVar[dict[str, str]] = {  # the paper's Table V row each switch stands for
         "no_dis": "w/o L_dis: no disparity constraint between exclusive and agnostic codes",
-        "dis_orthogonal": "L_dis as DSN's orthogonality loss ||H_e^T H_a||_F^2 instead of HSIC",
+        "dis_orthogonal": "L_dis as DSN's orthogonality loss ||H_e^T H_a||_F^2 instead of HSIC (normalised as DSN's "
+                          "code does: codes centred and L2-normalised per sample, mean over the entries)",
         "no_adversarial": "w/o the double discriminator: no L_exc, no L_agn, no importance discriminator",
         "no_omega": "w/o the regulatory weight ω: L_agn unweighted, no importance discriminator",
         "no_exclusive": "w/o the exclusive branch (PSA, WAL, exclusive encoders and their graph)",
@@ -221,8 +228,9 @@ class MEA(nn.Module):
             za = self.agnostic_branch(z, masks, info, inspect)  # Z^a_m
             codes["agnostic"] = torch.stack(
                 [self.agnostic_encoder(self.pool(za[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
-        losses = self.decoupling_losses(codes)
-        fused, xi = self.dgf(codes)  # (B, branches·d_h)
+        present = torch.stack([masks[m].any(1) for m in self.modalities], 1)  # (B, M): modality has a real frame
+        losses = self.decoupling_losses(codes, present)
+        fused, xi = self.dgf(codes, present)  # (B, branches·d_h)
         info["dgf"] = xi
         info["codes"] = codes
         return {"pred": self.head(fused), "losses": losses, "inspect": info}
@@ -230,7 +238,12 @@ class MEA(nn.Module):
     # ---------------------------------------------------------------------------------------------------------
     def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
                          inspect: bool = False) -> dict[str, Tensor]:
-        """M layers of PSA per modality, each followed by WAL across modalities (docs/design/mea.md §2)."""
+        """M layers of PSA per modality, each followed by WAL across modalities (docs/design/mea.md §2).
+
+        The stack is pre-LN, so its final LayerNorm runs before the last WAL: LN(ψ·h) = LN(h) would divide that
+        layer's ψ out, and the exclusive encoders read ψ_M · LN(h). Earlier layers' ψ scale the residual stream
+        against the next layer's updates (the next layer's pre-LN sees ψ·h and ψ cancels there, not in the sum).
+        """
         if not self.config.use_psa:
             return z
         h: dict[str, Tensor] = dict(z)
@@ -238,12 +251,15 @@ class MEA(nn.Module):
         maps: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
         vanilla: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
         psis = []
+        last = self.config.psa_layers - 1
         for l in range(self.config.psa_layers):
             for m in self.modalities:
                 h[m], prev[m], layer_maps = self.psa[m][l](h[m], masks[m], prev[m], need_maps=inspect)
                 if inspect:
                     maps[m].append(layer_maps["psa"])
                     vanilla[m].append(layer_maps["vanilla"])
+            if l == last:  # the stack's final norm comes before the last WAL, which would otherwise cancel in it
+                h = {m: self.psa_norms[m](h[m]) * masks[m][..., None].to(h[m].dtype) for m in self.modalities}
             if self.config.use_wal:
                 h, psi = self.wal[l](h, masks)
                 psis.append(psi)
@@ -251,7 +267,7 @@ class MEA(nn.Module):
             info["psa"], info["psa_vanilla"] = maps, vanilla
         if psis:
             info["wal"] = torch.stack(psis, 1)  # (B, layers, M)
-        return {m: self.psa_norms[m](h[m]) * masks[m][..., None].to(h[m].dtype) for m in self.modalities}
+        return h
 
     def agnostic_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
                         inspect: bool) -> dict[str, Tensor]:
@@ -263,31 +279,49 @@ class MEA(nn.Module):
             info["hca"] = maps
         return za
 
-    def decoupling_losses(self, codes: dict[str, Tensor]) -> dict[str, Tensor]:
-        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (§4-5)."""
+    def decoupling_losses(self, codes: dict[str, Tensor], present: Tensor | None = None) -> dict[str, Tensor]:
+        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (§4-5).
+
+        codes {"exclusive"/"agnostic": (B, M, d_h)}; present (B, M) bool, None for all present. A modality missing
+        from a clip contributes no code to any term: HSIC (or the orthogonality loss) of modality m runs over the
+        clips that have m, and the discriminators' cross-entropies average over the present (clip, modality) pairs.
+        """
         c = self.config
         losses: dict[str, Tensor] = {}
         he, ha = codes.get("exclusive"), codes.get("agnostic")
         M = len(self.modalities)
+        first = next(iter(codes.values()))
+        B = first.shape[0]
+        if present is None:
+            present = torch.ones(B, M, dtype=torch.bool, device=first.device)
+        everywhere = bool(present.all())
         if he is not None and ha is not None and c.disparity != "none":
             fn = (lambda x, y: hsic(x, y, c.hsic_normalize)) if c.disparity == "hsic" else orthogonality
-            losses["dis"] = c.alpha * sum(fn(he[:, i], ha[:, i]) for i in range(M)) / M
+            losses["dis"] = c.alpha * sum(fn(he[:, i], ha[:, i]) if everywhere else
+                                          fn(he[present[:, i], i], ha[present[:, i], i]) for i in range(M)) / M
         if not c.adversarial:
             return losses
-        B = next(iter(codes.values())).shape[0]
-        target = torch.arange(M, device=next(iter(codes.values())).device).repeat(B)  # (B·M,) labels L=0, V=1, A=2
+        target = torch.arange(M, device=first.device).repeat(B)  # (B·M,) labels L=0, V=1, A=2
+        keep = present.reshape(B * M)
+        weight = keep.to(first.dtype)
+        count = weight.sum().clamp_min(1.0)
+
+        def mean(per_pair: Tensor) -> Tensor:  # over present (clip, modality) pairs
+            return per_pair.mean() if everywhere else (per_pair * weight).sum() / count
+
         if he is not None:
-            losses["exc"] = c.beta * M * F.cross_entropy(self.modality_discriminator(he.reshape(B * M, -1)), target)
+            losses["exc"] = c.beta * M * mean(F.cross_entropy(self.modality_discriminator(he.reshape(B * M, -1)),
+                                                              target, reduction="none"))
         if ha is not None:
             flat = ha.reshape(B * M, -1)
             ce = F.cross_entropy(self.modality_discriminator(grad_reverse(flat, c.grl_lambda)), target,
                                  reduction="none")
             if c.use_omega:
                 imp_logits = self.importance_discriminator(flat.detach())
-                losses["importance"] = F.cross_entropy(imp_logits, target)
+                losses["importance"] = mean(F.cross_entropy(imp_logits, target, reduction="none"))
                 omega = 1.0 - imp_logits.softmax(-1).gather(1, target[:, None]).squeeze(1)  # ω_m, detached input
                 ce = ce * omega.detach()
-            losses["agn"] = c.beta * M * ce.mean()  # Σ over modalities of the per-modality mean
+            losses["agn"] = c.beta * M * mean(ce)  # all present: Σ over modalities of the per-modality mean
         return losses
 
 
