@@ -1,6 +1,6 @@
 """Weighted Attention Layer (MEA, Sec. III-B of the paper; docs/design/mea.md §2): one softmax weight per modality
-and sample, ψ_m = softmax_m(γ_m), γ_m = pᵀ tanh(W · pool(Z_m) + b), pool = masked mean over time, W: D -> d_h. A modality with
-no real frame in a clip gets ψ_m = 0 there; the softmax runs over the present ones.
+and sample, ψ_m = softmax_m(γ_m), γ_m = pᵀ tanh(W · pool(Z_m) + b), pool = masked mean over time, W: D -> d_h.
+A modality with no real frame in a clip gets ψ_m = 0 there; the softmax runs over the present ones.
 
 (The paper scores a flattened (T·D)x(T·D) matrix, infeasible for long streams and undefined for variable lengths;
 the pooled additive scorer is our documented deviation, docs/design/mea.md §2.)
