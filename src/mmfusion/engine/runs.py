@@ -480,7 +480,8 @@ def data_magnitude(bundle: DatasetBundle) -> str:
 
 
 def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = False,
-            console: Any = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+            console: Any = None, callbacks: Sequence[Any] = (),
+            stops: tuple[type[BaseException], ...] = ()) -> dict[str, Any]:
     """Train and test one seed. With ``resume``, a finished run is read back and an interrupted one continues from
     ``checkpoints/last.ckpt`` (epoch, optimiser, scheduler, early-stopping and random-generator state restored, so
     that it ends as the uninterrupted run would have).
@@ -488,7 +489,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
     The run directory is locked (:func:`mmfusion.io.run_lock`) while the run trains: a second process is refused,
     naming the first one's PID. The model's sizes are checked before the directory is made; a fresh run that fails
     before its first checkpoint leaves no directory behind, and a failed run never changes the results it had.
-    ``callbacks``: more Lightning callbacks for the training (a tuning trial's pruning, say)."""
+    ``callbacks``: more Lightning callbacks for the training (a tuning trial's pruning, say); ``stops``: the
+    exceptions those callbacks raise to end a run on purpose (a pruned trial), which keep the run's directory."""
     from mmfusion.engine.model_plan import plan_model
 
     run = run_dir_for(cfg, bundle, seed)
@@ -507,7 +509,8 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         except BaseException as exc:
             # a fresh run that failed before its first checkpoint: nothing to resume, so nothing left behind
             # (an interrupted one keeps its checkpoints for --resume)
-            if fresh and not isinstance(exc, KeyboardInterrupt) and not (run / "checkpoints" / "last.ckpt").exists():
+            if (fresh and not isinstance(exc, (KeyboardInterrupt, *stops))
+                    and not (run / "checkpoints" / "last.ckpt").exists()):
                 shutil.rmtree(run, ignore_errors=True)
             raise
 

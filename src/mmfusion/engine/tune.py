@@ -305,7 +305,8 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
         history = MetricHistory(metric)
         trial.set_user_attr("run_dir", str(run_dir_for(cfg, bundle, seed)))
         try:
-            result = fit_one(cfg, bundle, seed, callbacks=[history, PyTorchLightningPruningCallback(trial, metric)])
+            result = fit_one(cfg, bundle, seed, callbacks=[history, PyTorchLightningPruningCallback(trial, metric)],
+                             stops=(optuna.TrialPruned,))  # a pruned trial keeps its logs
         except MMFusionError as exc:  # the trial fails (Optuna records it); the worker decides whether to go on
             errors.append(exc)
             raise
