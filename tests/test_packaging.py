@@ -68,6 +68,6 @@ def test_a_repository_config_path_falls_back_to_the_shipped_file(tmp_path, monke
     monkeypatch.chdir(tmp_path)  # no ./configs
     monkeypatch.setattr(bench, "config_dirs", lambda: [tmp_path / "configs", shipped])
     assert bench.shipped_config("configs/mea/mosi.yaml") == str(shipped / "mea" / "mosi.yaml")
-    assert bench.shipped_config("configs/mea/nope.yaml") == "configs/mea/nope.yaml"  # reading it names the file
+    assert bench.shipped_config("configs/mea/<absent>.yaml") == "configs/mea/<absent>.yaml"  # reading it names the file
     (tmp_path / "mine.yaml").write_text("model: mea\n")
     assert bench.shipped_config("mine.yaml") == "mine.yaml"
