@@ -8,7 +8,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,7 @@ def _build_system(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args: d
         torch.multiprocessing.set_sharing_strategy("file_system")
     L.seed_everything(seed, workers=True, verbose=False)
     system = FusionSystem(cfg.model, full_args, bundle.feature_dims, bundle.output_dim, bundle.task,
-                          bundle.emotions, asdict(cfg.train), meta={"seed": seed, "data": bundle.source,
+                          bundle.emotions, cfg.train, meta={"seed": seed, "data": bundle.source,
                                                                     "ablation": cfg.ablation, "data_spec": cfg.data,
                                                                     "data_args": dict(cfg.data_args),
                                                                     "feature_set": bundle.feature_set,
