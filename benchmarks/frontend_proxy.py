@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from mmfusion.cli.main import run_reporting_errors
+    from mmfusion.errors import run_reporting_errors
 
     sys.exit(run_reporting_errors("frontend_proxy.py", main,
                                   "; rerun the same command to go on from the last finished run"))

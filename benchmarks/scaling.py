@@ -188,6 +188,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from mmfusion.cli.main import run_reporting_errors
+    from mmfusion.errors import run_reporting_errors
 
     sys.exit(run_reporting_errors("scaling.py", main, "; rerun the same command to go on from the last finished run"))

@@ -241,6 +241,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from mmfusion.cli.main import run_reporting_errors
+    from mmfusion.errors import run_reporting_errors
 
     sys.exit(run_reporting_errors("speed.py", main))

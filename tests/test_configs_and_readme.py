@@ -10,7 +10,7 @@ import pytest
 
 from mmfusion.cli.main import build_parser, main
 from mmfusion.config import load_yaml
-from mmfusion.engine.runs import resolve_config
+from mmfusion.engine.config import resolve_config
 from mmfusion.models import build
 
 from .helpers import write_mosi_mult

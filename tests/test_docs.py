@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # a repository path as docstrings and comments write it: docs/design/mea.md, configs/mea/mosi.yaml, benchmarks/speed.py
 PATH = re.compile(r"\b((?:docs|src|benchmarks|tests|configs|scripts)/[\w./-]*[\w/])")
-# a path inside the package, as docstrings and tables write it: models/mea.py, engine/runs.py (under src/mmfusion)
+# a path inside the package, as docstrings and tables write it: models/mea.py, engine/train.py (under src/mmfusion)
 PACKAGE_PATH = re.compile(r"(?<![\w/.])((?:modules|models|data|engine|cli|kernels|metrics|inspect)/\w+\.(?:py|cpp))")
 PLACEHOLDER = re.compile(r"[<*{]")  # benchmarks/out/speed_<model>.json, configs/mea/*.yaml: patterns, not files
 GENERATED = ("benchmarks/out",)  # where the benchmark scripts write; not in the repository

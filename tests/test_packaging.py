@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 import mmfusion
 from mmfusion.engine.bench import default_config_dir, shipped_config
-from mmfusion.engine.runs import resolve_config
+from mmfusion.engine.config import resolve_config
 unpacked = Path(sys.argv[1]).resolve()
 assert Path(mmfusion.__file__).resolve().is_relative_to(unpacked), mmfusion.__file__
 d = default_config_dir()

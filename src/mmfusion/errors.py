@@ -1,9 +1,12 @@
-"""User-facing errors. The CLI prints these as one line and exits with status 2; nothing else is caught."""
+"""User-facing errors. The CLI prints these as one line and exits with status 2 (:func:`run_reporting_errors`);
+nothing else is caught."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import os
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -89,3 +92,26 @@ class RunLockedError(MMFusionError):
         super().__init__(f"{directory}: this {what} is in use by {holder} (it is training or reading it); wait "
                          "for it to finish, or choose another --out")
         self.directory, self.pid = directory, pid
+
+
+def run_reporting_errors(name: str, body: Callable[[], int | None], resume_hint: str = "") -> int:
+    """Run a command's ``body`` and turn the errors a user causes into one line on stderr and an exit status:
+    mmfusion's own errors (bad input, config, data) and file-system refusals 2, Ctrl-C 130 (with ``resume_hint``),
+    a closed output pipe 141 (quietly). Used by the ``mmfusion`` command line and by the scripts in
+    ``benchmarks/``."""
+    try:
+        return body() or 0
+    except MMFusionError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted{resume_hint}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of our output went away (`mmfusion data ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not raise again
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
+    except OSError as exc:  # the file system refused (not a directory, no permission, disk full): one line
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        print(f"{name}: error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2

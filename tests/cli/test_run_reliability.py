@@ -275,7 +275,7 @@ def test_how_a_file_is_read_is_not_a_setting_that_blocks_a_resume(tmp_path):
     """``data_args.lazy`` changes how an HDF5 file is read, not what is read: a run made in memory resumes lazily;
     any other reader option that differs is still refused."""
     from mmfusion.config import yaml_dump
-    from mmfusion.engine.runs import check_same_settings
+    from mmfusion.engine.rundir import check_same_settings
 
     made = {"model": "lf_lstm", "data": "h5:x.h5", "data_args": {"lazy": False, "max_len": 50},
             "train": {"max_epochs": 3}}

@@ -332,7 +332,7 @@ def test_lazy_reading_gives_the_same_values_report_and_errors_as_reading_into_me
 
 
 def test_lazy_batches_in_dataloader_workers_equal_the_in_memory_batches(tmp_path):
-    from mmfusion.engine.runs import make_loader
+    from mmfusion.engine.loaders import make_loader
 
     p = tmp_path / "w.h5"
     h5_file(p, sizes=(24, 4, 4))

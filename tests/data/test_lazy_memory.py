@@ -43,7 +43,7 @@ def test_lazy_batches_hold_only_what_they_read(tmp_path, monkeypatch):
     """Fast: reading and checking a 28 MB file lazily and batching all of it allocates under a fifth of it (traced
     allocations: 1 MiB blocks checked, then batches of 32 clips; a reader that loaded the arrays would allocate all
     28 MB, and more for the checks)."""
-    from mmfusion.engine.runs import make_loader
+    from mmfusion.engine.loaders import make_loader
 
     p = tmp_path / "medium.h5"
     total = write_big(p, 500, 50)
@@ -67,7 +67,7 @@ def rss_growth(data: Path, out: Path, *extra: str) -> dict:
     code = (
         "import json, resource, sys\n"
         "import lightning, torch\n"
-        "import mmfusion.engine.runs, mmfusion.models\n"
+        "import mmfusion.engine.train, mmfusion.models\n"
         "from mmfusion.cli.main import main\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "rc = main(['fit', '--model', 'lf_lstm_tiny', '--data', 'h5:' + sys.argv[1], '--max-epochs', '1',\n"

@@ -1,6 +1,6 @@
 import pytest
 
-from mmfusion.engine.runs import resolve_config
+from mmfusion.engine.config import resolve_config
 from mmfusion.errors import ConfigError
 
 
@@ -123,7 +123,7 @@ def test_lightnings_short_precision_names_are_read_as_it_reads_them(tmp_path, gi
 def test_a_gpu_run_without_a_gpu_is_refused_before_any_directory_is_made(tmp_path, monkeypatch):
     import torch
 
-    from mmfusion.engine.runs import fit
+    from mmfusion.engine.train import fit
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
@@ -137,7 +137,7 @@ def test_a_gpu_run_without_a_gpu_is_refused_before_any_directory_is_made(tmp_pat
 
 def test_a_model_that_cannot_read_the_data_is_refused_before_training(tmp_path):
     from mmfusion.engine.bench import run_bench
-    from mmfusion.engine.runs import fit
+    from mmfusion.engine.train import fit
 
     cfg = resolve_config(None, {"model": "msaf_ravdess_tiny", "out": str(tmp_path / "runs")})
     with pytest.raises(ConfigError) as err:

@@ -6,9 +6,9 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mmfusion.engine import distributed
+from mmfusion.engine.config import TrainConfig
 from mmfusion.engine.distributed import GlobalBatchSampler, ShardSampler
 from mmfusion.engine.resume import EpochSampler
-from mmfusion.engine.runs import TrainConfig
 from mmfusion.errors import ConfigError
 
 

@@ -52,7 +52,7 @@ MULT = {"mosi": (0.2, 0.2, 0.1, 0.8), "mosei": (0.1, 0.3, 0.1, 1.0), "iemocap": 
 def test_paper_configs_pin_table_i_and_mults_settings(dataset):
     from pathlib import Path
 
-    from mmfusion.engine.runs import resolve_config
+    from mmfusion.engine.config import resolve_config
 
     cfg = resolve_config(str(Path(__file__).resolve().parents[2] / "configs" / "mea" / f"{dataset}.yaml"))
     model = build(cfg.model, {"text": 300, "vision": 35, "audio": 74}, 8 if dataset == "iemocap" else 1,

@@ -3,431 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmfusion.errors import ConfigError, MMFusionError
+from mmfusion.cli import show
+from mmfusion.cli.parser import RESUME_HINT, _train_flags, build_parser
+from mmfusion.errors import ConfigError, MMFusionError, run_reporting_errors
 from mmfusion.runtime import keep_freed_memory
-
-EPILOG_FIT = """examples:
-  mmfusion fit --model lf_lstm --data synthetic --seeds 1111 1112 1113
-  mmfusion fit --model mea --config configs/mea/mosi.yaml --data mult:data/mosi_data_noalign.pkl
-  mmfusion fit --model mea --config configs/mea/mosi.yaml --ablation no_hca --data mmsa:data/unaligned_50.pkl
-  mmfusion fit --model lf_lstm --data synthetic --resume        # continue an interrupted run
-  mmfusion fit --config configs/msaf/ravdess.yaml --data ravdess:data/RAVDESS   # 6-fold CV (data_args.fold=all)
-
-data SPEC: synthetic | synthetic:emotion | mult:PATH | mmsa:PATH | csd:DIR | h5:PATH | ravdess:DIR | ntu:DIR
-  (reader options with --set data_args.KEY=VALUE, e.g. --set data_args.n_train=40000 for synthetic)
-"""
-
-
-EPILOG_TUNE = """examples:
-  mmfusion tune --model mea --config configs/mea/synthetic.yaml --space configs/mea/space.yaml --trials 40
-  mmfusion tune --model mult --data mult:data/mosi_data_noalign.pkl --space configs/mult/space.yaml --trials 40 \\
-      --storage postgresql://user@db-host/optuna --study mult-mosi      # the same command on every machine
-
-A trial trains the first of --seeds. Each worker stops once the study holds --trials finished (complete or
-pruned) trials; an interrupted or killed worker's trial is marked failed and the study goes on when any worker
-runs. Writes <out>/tune/<study>/: trial_<n>/ (each trial's run directory, as fit writes it), trials.csv,
-trials.md, history.png, importance.png, best.yaml (mmfusion fit --config takes it) and best.json.
-See docs/scaling.md.
-"""
-
-
-def _add_train_flags(p: argparse.ArgumentParser, resume: bool = True) -> None:
-    p.add_argument("--data", help="data SPEC (default: synthetic, or the config's)")
-    p.add_argument("--config", help="YAML file with overrides (see configs/)")
-    p.add_argument("--seeds", type=int, nargs="+", help="one or more seeds; several give mean ± std")
-    p.add_argument("--max-epochs", type=int, help="maximum training epochs")
-    p.add_argument("--batch-size", type=int, help="training batch size (global: shared by all processes)")
-    p.add_argument("--lr", type=float, help="learning rate (Adam)")
-    p.add_argument("--out", help="output root directory (default: runs)")
-    p.add_argument("--precision", help="32-true (default), 16-mixed or bf16-mixed (Lightning's short names 32, 16, "
-                                       "bf16 and 64 are read as 32-true, 16-mixed, bf16-mixed and 64-true)")
-    p.add_argument("--accelerator", help="auto (default), cpu or gpu")
-    p.add_argument("--devices", type=int, help="devices per node (default 1); N > 1 trains with DDP, one process "
-                   "per device, the global --batch-size split evenly across them")
-    p.add_argument("--num-nodes", type=int, help="machines training together (default 1); start the command on "
-                   "each (torchrun, srun or Lightning's NODE_RANK/MASTER_ADDR variables; see docs/scaling.md)")
-    p.add_argument("--strategy", help="Lightning's distributed strategy: auto (default: ddp for several "
-                   "processes), ddp, ddp_spawn, or fsdp (GPUs; shards the model's weights)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--num-workers", type=int, help="DataLoader worker processes that read and batch the data "
-                   "(default 0: the training process itself); useful with HDF5 data read lazily")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32 "
-                        "--set model_args.kernels.audio=5 (one entry of a per-modality table)")
-    if resume:
-        p.add_argument("--resume", action="store_true",
-                       help="reuse finished runs and continue interrupted ones from their last checkpoint, with the "
-                            "settings they were made with (others are refused, naming the first that differs); a "
-                            "larger --max-epochs trains a finished run on")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--pretrained", action="append", default=[], metavar="BRANCH=PATH",
-                   help="local weights for a model branch, e.g. --pretrained video=fold_{fold}_resnext50_best.pth "
-                        "(a state dict of the branch, or the MSAF authors' unimodal file; {fold} is the fold, "
-                        "1-based; BRANCH 'model' loads a whole checkpoint such as import-weights writes); every "
-                        "tensor must match")
-    p.add_argument("--pretrained-partial", action="store_true",
-                   help="with --pretrained: load the tensors that match and keep the rest at their initial "
-                        "values (listed in pretrained.json) instead of refusing a partial match")
-
-
-def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    flags: dict[str, Any] = {"data": args.data, "seeds": args.seeds, "out": args.out}
-    if getattr(args, "model", None):
-        flags["model"] = args.model
-    if getattr(args, "ablation", None):
-        flags["ablation"] = args.ablation
-    if args.pretrained:
-        flags["pretrained"] = dict(p.partition("=")[::2] for p in args.pretrained)
-    if getattr(args, "pretrained_partial", False):
-        flags["pretrained_partial"] = True
-    train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "precision": args.precision, "accelerator": args.accelerator, "devices": args.devices,
-             "num_nodes": args.num_nodes, "strategy": args.strategy, "threads": args.threads,
-             "num_workers": args.num_workers}
-    train = {k: v for k, v in train.items() if v is not None}
-    if args.no_progress:
-        train["progress"] = False
-    if train:
-        flags["train"] = train
-    return flags, list(args.set)
-
-
-EPILOG_EXTRACT = """examples:
-  mmfusion extract clips/ --out mine.h5 --labels clips/labels.csv --workers 2
-  mmfusion extract clips/ --out mine.h5 --transcripts transcripts/ --split speaker --seed 1
-
-Clips that fail are listed with their reason in OUT.errors.csv; the exit status is 1 when any failed.
-An interrupted run keeps the finished clips (OUT.parts/): rerun the same command to go on.
-"""
-
-EPILOG_PREDICT = """examples:
-  mmfusion predict --ckpt runs/mea_tiny/talking/seed_1111/checkpoints/best.ckpt clip.mp4
-  mmfusion predict --ckpt best.ckpt clip.mp4 --transcript "what a lovely film" --json
-  mmfusion predict --ckpt best.ckpt clips/            # every video file in the folder
-  mmfusion predict --ckpt best.ckpt --data h5:new.h5   # a dataset file
-"""
-
-READER_OPTIONS_HELP = ("reader options (data_args), e.g. fold=3; by default those the checkpoint was trained with "
-                       "when --data goes to the same reader, and these override them")
-
-
-RESUME_HINT = {
-    "tune": "; the study keeps its finished trials: rerun the same command to go on",
-    "fit": "; the finished epochs are in the last checkpoint: rerun with --resume to continue from it",
-    "bench": "; finished runs are kept and the interrupted one has its last checkpoint: rerun the same command to "
-             "continue",
-    "prepare": "; the decoded clips are kept: rerun the same command to continue",
-    "extract": "; the extracted clips are kept: rerun the same command to continue",
-    "make-dataset": "; the finished clips are kept: rerun the same command to continue",
-}
-"""What an interrupted command kept, and how to go on (commands not listed are simply run again)."""
-
-
-def version_text() -> str:
-    """``mmfusion X (Python Y, torch Z, lightning W)``: the versions a bug report needs, read without importing
-    torch (an installed package's metadata; "not installed" where it is missing)."""
-    from importlib import metadata
-
-    import mmfusion
-
-    def installed(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    python = sys.version.split()[0]
-    return (f"mmfusion {mmfusion.__version__} (Python {python}, torch {installed('torch')}, "
-            f"lightning {installed('lightning')})")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mmfusion",
-        description="Fusion of asynchronous multimodal video sequences: MEA, MSAF and baselines on the standard "
-                    "data files, with the standard metrics.",
-    )
-    parser.add_argument("--version", action="version", version=version_text(),
-                        help="print mmfusion's version and those of Python, PyTorch and Lightning, then exit")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("fit", help="train a model (several seeds give mean ± std)", epilog=EPILOG_FIT,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="registered model name (see `mmfusion models`)")
-    p.add_argument("--ablation", help="a named ablation of the model (see `mmfusion models --ablations`)")
-    _add_train_flags(p)
-
-    p = sub.add_parser("tune", help="search hyperparameters with Optuna (a study shared by any number of workers)",
-                       epilog=EPILOG_TUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="registered model name (see `mmfusion models`)")
-    p.add_argument("--ablation", help="a named ablation of the model")
-    p.add_argument("--space", required=True, help="YAML search space, e.g. configs/mea/space.yaml")
-    p.add_argument("--trials", required=True, type=_positive_int,
-                   help="finished trials the study should hold, counted over all its workers")
-    p.add_argument("--storage", help="Optuna database URL (default: sqlite:///<out>/tune/<study>/study.db); "
-                                     "postgresql://... or mysql://... for workers on several machines")
-    p.add_argument("--study", help="study name (default: <model>-<dataset>)")
-    p.add_argument("--metric", default="val_loss",
-                   help="validation metric to optimise (default val_loss; losses and val_mae are minimised, "
-                        "others maximised)")
-    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
-                   help="stop unpromising trials early (default median)")
-    p.add_argument("--heartbeat", type=float, default=30.0,
-                   help="seconds between a worker's heartbeats; a trial silent for twice as long is marked failed "
-                        "(default 30)")
-    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: a repeatable search)")
-    _add_train_flags(p, resume=False)
-
-    p = sub.add_parser("bench", help="train several models x seeds on one dataset and write one comparison table",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  mmfusion bench --models mea,lf_lstm --data synthetic --seeds 1111 1112 1113")
-    p.add_argument("--models", default="mea,lf_lstm",
-                   help="comma-separated model names; NAME:ABLATION adds an ablation (e.g. mea:no_hca)")
-    p.add_argument("--config-dir", default=None,
-                   help="directory with <model>/<dataset>.yaml configs (default: ./configs, else the ones shipped "
-                        "with the package)")
-    p.add_argument("--name", default=None, help="name of the table files (default: bench_<dataset>)")
-    _add_train_flags(p)
-
-    for name, helptext in (("test", "evaluate a checkpoint on a split and write metrics"),
-                           ("predict", "write predictions of a checkpoint for a split")):
-        p = sub.add_parser(name, help=helptext, formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog=EPILOG_PREDICT if name == "predict" else None)
-        p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/.../checkpoints/best.ckpt); for test "
-                       "also a folder of fold_K*.ckpt files (RAVDESS cross-validation: each on its fold, then "
-                       "mean ± std)")
-        if name == "predict":
-            p.add_argument("clips", nargs="*", help="video files or folders of them: extracted with the "
-                           "checkpoint's feature set, then predicted (instead of --data)")
-            p.add_argument("--data", help="data SPEC (or give video files)")
-            words = p.add_mutually_exclusive_group()
-            words.add_argument("--transcript", help="the words spoken in the one clip given (default: "
-                               "<stem>.txt/.srt/.json beside it, else recognised)")
-            words.add_argument("--transcript-file", help="a transcript file (.txt, .srt, .json) for the one clip")
-            p.add_argument("--json", action="store_true", help="video files: print the results as JSON")
-        else:
-            p.add_argument("--data", required=True, help="data SPEC")
-        p.add_argument("--split", default="test", choices=["train", "valid", "test"],
-                       help="split to evaluate (default test)")
-        p.add_argument("--out", help="output file: test writes metrics to X.json and per-clip predictions to "
-                                     "X.predictions.csv; predict writes a .csv (default: <split>_<data>.metrics.json "
-                                     "/ .predictions.csv in the checkpoint's run directory, <run> for "
-                                     "<run>/checkpoints/x.ckpt, else the checkpoint's own folder)")
-        p.add_argument("--batch-size", type=_positive_int, default=64, help="clips per forward pass (default 64)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
-        p.add_argument("--compile", action="store_true",
-                       help="run the model through torch.compile: less per-operator overhead after a first batch "
-                            "that compiles for a minute or two (lengths that change per batch compile once more, "
-                            "for dynamic shapes); worth it for many clips or a long-running process; on a CPU "
-                            "needs a C++ compiler")
-
-    p = sub.add_parser("extract", help="turn a folder of video files into a dataset (text, audio and face features)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EXTRACT)
-    p.add_argument("clips", help="folder of video files (mp4, mkv, webm, mov, avi), searched recursively")
-    p.add_argument("--out", required=True, help="the dataset file to write (.h5); an existing one is added to")
-    p.add_argument("--transcripts", help="folder of <stem>.txt / .srt / .json transcripts (default: beside each "
-                                         "clip; none: the speech is recognised)")
-    p.add_argument("--labels", help="CSV id,label (sentiment score) or id,<emotion>,... (0/1 each)")
-    p.add_argument("--split", default="random",
-                   help="random (default: 70/15/15 by clip), speaker (whole groups of ids sharing the part before "
-                        "the first '_'), train|valid|test (every clip), or a CSV file id,split")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="clips extracted in parallel (default 1)")
-    p.add_argument("--audio", default="egemaps", choices=["egemaps", "mfcc"],
-                   help="audio features: openSMILE eGeMAPS descriptors (default) or librosa MFCCs")
-    p.add_argument("--audio-rate", type=float, default=20.0, help="audio frames per second (default 20)")
-    p.add_argument("--vision-rate", type=float, default=15.0, help="face frames per second (default 15)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", help="also write the summary to this JSON file")
-
-    p = sub.add_parser("make-dataset", help="generate clips: talking-faces (real text and human ratings, generated "
-                                            "voice and face)", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  mmfusion make-dataset talking-faces --n 200 --out clips\n"
-                              "  mmfusion extract clips --out talking.h5 --labels clips/labels.csv --split speaker")
-    p.add_argument("kind", choices=["talking-faces"], help="which dataset")
-    p.add_argument("--n", type=_positive_int, default=100, help="number of clips (default 100)")
-    p.add_argument("--out", required=True, help="folder for the clips, transcripts and labels.csv")
-    p.add_argument("--seed", type=int, default=0, help="which snippets, and the noise (default 0)")
-    p.add_argument("--speakers", type=_positive_int, default=4, help="number of speakers (default 4)")
-    p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT (default 640x360)")
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
-    p.add_argument("--container", default="mp4", choices=["mp4", "webm", "mkv"], help="file type (default mp4)")
-    for m in ("voice", "face"):
-        p.add_argument(f"--{m}-strength", type=float, default=1.0,
-                       help=f"how much of the rating the {m} carries (default 1; 0: none)")
-        p.add_argument(f"--{m}-noise", type=float, default=0.0,
-                       help=f"standard deviation of a per-clip random offset to the rating the {m} shows (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    p = sub.add_parser("explain", help="save attention maps, WAL and DGF weights of one sample, and a code embedding",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  mmfusion explain --ckpt runs/mea/synthetic/seed_1111/checkpoints/best.ckpt "
-                              "--data synthetic --index 0")
-    p.add_argument("--ckpt", required=True, help="checkpoint of a model with attention maps (mea)")
-    p.add_argument("--data", required=True, help="data SPEC")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
-                   help="split the sample and the embedded codes come from (default test)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--index", type=int, default=0, help="sample index within the split (default 0)")
-    which.add_argument("--id", help="the sample's id instead of its index, as in predictions.csv (e.g. a video "
-                                    "segment's name)")
-    p.add_argument("--out", help="output directory (default: explain/<split>_<index> in the checkpoint's run "
-                                 "directory, as for test)")
-    p.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
-                   help="2-D plot of exclusive vs agnostic codes of the split (default tsne)")
-    p.add_argument("--max-samples", type=_positive_int, default=300, help="samples in the embedding plot")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=READER_OPTIONS_HELP)
-
-    p = sub.add_parser("robustness", help="evaluate a bench's trained models with a modality missing, noise, "
-                                          "frame drops", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  mmfusion robustness --runs runs/demo --data synthetic")
-    p.add_argument("--runs", default="runs", help="output root of `mmfusion bench`/`fit` (default: runs)")
-    p.add_argument("--data", default="synthetic", help="data SPEC the models were trained on")
-    p.add_argument("--models", help="comma-separated subset of the trained models, named as bench takes them "
-                                    "(mea:no_hca) or as their run directories (mea-no_hca); default: all found")
-    p.add_argument("--out", help="output stem (default: <runs>/robustness_<dataset>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader options (data_args); by default those every checkpoint was trained with, when "
-                        "they agree; checkpoints trained with other options are refused")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    p = sub.add_parser("convert", help="convert a dataset to mmfusion's own HDF5 format (or MulT/MMSA pickles)",
-                       description="Convert a dataset. A MulT or MMSA pickle is always read whole into memory; "
-                                   "converted to mmfusion's HDF5 format (a .h5 file), a large one is read lazily, "
-                                   "batch by batch (automatically above 2 GiB of features, or with --set "
-                                   "data_args.lazy=true).")
-    p.add_argument("data", help="data SPEC to read")
-    p.add_argument("out", help="output file: .h5 (mmfusion format) or .pkl with --layout mult or mmsa")
-    p.add_argument("--layout", choices=["h5", "mult", "mmsa"],
-                   help="h5 (default for a .h5 file): mmfusion's HDF5 format; mult / mmsa: that project's pickle "
-                        "layout (a .pkl file)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader options (data_args)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace OUT if it exists (by default an existing file is kept and convert stops; the file "
-                        "being read is never replaced)")
-
-    p = sub.add_parser("prepare", help="decode raw clips (ravdess:DIR, ntu:DIR) once into the dataset's cache "
-                       "(interrupted, it goes on from the last decoded clip)")
-    p.add_argument("data", help="data SPEC, e.g. ravdess:data/RAVDESS")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader options, e.g. frames=30 size=224 (ravdess) or skeleton_frames=32 (ntu)")
-
-    p = sub.add_parser("data", help="load a dataset and print what is in it (shapes, lengths, load report)")
-    p.add_argument("data", help="data SPEC")
-    p.add_argument("--json", help="also write the description to this JSON file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader options (data_args), e.g. n_train=40000 (synthetic), fold=3 (ravdess) or "
-                   "audio=openSMILE_IS09 (csd)")
-
-    p = sub.add_parser("import-weights", help="convert the MSAF authors' released weights into an mmfusion checkpoint",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  mmfusion import-weights msaf_ravdess ckpts/fold_1_msaf_ravdess_best.pth "
-                              "--out imported/fold_1.ckpt\n  mmfusion test --ckpt imported/ --data ravdess:data/RAVDESS"
-                              "   # each fold_K file on its fold, then mean ± std")
-    p.add_argument("name", help="msaf_ravdess, msaf_ntu, msaf_lstm (MOSEI), or a branch: resnext50, mfccnet, i3d, hcn")
-    p.add_argument("path", help="the authors' .pth / .checkpoint file (bare state dict, under state_dict or "
-                                "model_state_dict, with or without 'module.')")
-    p.add_argument("--out", required=True, help="checkpoint to write (.ckpt)")
-    p.add_argument("--json", help="also write the summary to this JSON file")
-
-    p = sub.add_parser("models", help="list registered models (and their ablations)")
-    p.add_argument("--ablations", action="store_true", help="also list each model's named ablations")
-    p.add_argument("--json", help="also write every model, what it reads and its ablations to this JSON file")
-    return parser
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    from mmfusion.runtime import launched_worker
-
-    # the further processes of a multi-device run repeat the command line in lockstep; the first one prints
-    return Console(stderr=False, highlight=False, quiet=launched_worker())
-
-
-def _print_table(console: Any, title: str, rows: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str],
-                 bayes: dict[str, float] | None) -> None:
-    """One column per model (and the Bayes-optimal ceiling when known), one row per metric."""
-    from rich.table import Table
-
-    from mmfusion.engine.runs import fmt
-
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    for name, _ in rows:
-        table.add_column(name, justify="right")
-    if bayes:
-        table.add_column("Bayes-optimal", justify="right", style="bold")
-    for k in keys:
-        cells = [fmt(stats.get(k), 3) for _, stats in rows]
-        if bayes:
-            cells.append(f"{bayes[k]:.3f}" if k in bayes else "–")
-        table.add_row(k, *cells)
-    console.print(table)
-
-
-def _quiet() -> None:
-    """Keep Lightning's start-up chatter (accelerator lines, tips, deprecations) out of the user's terminal."""
-    import logging
-    import warnings
-
-    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; ours must come after)
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|exists and is not empty|"
-                            "`training_step` returned `None`|functional.all_gather is deprecated|"
-                            "smaller than the logging interval).*")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from mmfusion.engine.bench import shipped_config
-    from mmfusion.engine.runs import fit, resolve_config
+    from mmfusion.engine.config import resolve_config
+    from mmfusion.engine.train import fit
 
-    console = _console()
+    console = show.console()
     flags, sets = _train_flags(args)
     cfg = resolve_config(shipped_config(args.config) if args.config else None, flags, sets)
     summary = fit(cfg, resume=args.resume, console=console)
-    keys = [k for k in summary["metrics"] if not k.startswith(("params", "train_", "test_"))]
-    name = cfg.model + (f" ({cfg.ablation})" if cfg.ablation else "")
-    rows = [(f"{name}, fold {k}", m) for k, m in zip(summary.get("folds", []), summary.get("per_fold", []),
-                                                       strict=True)]
-    rows.append((f"{name}, mean over folds" if rows else name, summary["metrics"]))
-    _print_table(console, f"{cfg.model} on {summary['data']} ({len(cfg.seeds)} seed(s), test split)", rows, keys,
-                 summary["bayes"])
-    for note in summary["notes"]:  # seeds that diverged or collapsed, inside the means above
-        console.print(f"note: {note}", style="yellow", markup=False)
+    show.print_fit(console, cfg, summary)
     console.print(f"results: {summary['summary_dir']}/summary.{{md,csv,json}}")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mmfusion.engine.runs import resolve_config
+    from mmfusion.engine.config import resolve_config
     from mmfusion.engine.tune import tune
 
-    console = _console()
+    console = show.console()
     flags, sets = _train_flags(args)
     flags.setdefault("train", {}).setdefault("progress", False)  # one line per trial instead
     cfg = resolve_config(args.config, flags, sets)
     out = tune(cfg, args.space, args.trials, storage=args.storage, study_name=args.study, metric=args.metric,
                pruner=args.pruner, heartbeat=args.heartbeat, sampler_seed=args.sampler_seed,
                say=lambda line: console.print(line, markup=False, soft_wrap=True))
-    best = out["best"]
-    if best:
-        console.print(f"best: trial {best['trial']}, {out['metric']} {best['value']:.4f}, "
-                      + ", ".join(f"{k}={v}" for k, v in best["params"].items()), markup=False, soft_wrap=True)
-        console.print(f"config: {best['config']} (mmfusion fit --config {best['config']})", markup=False,
-                      soft_wrap=True)
-    else:
-        console.print(f"no trial completed ({out['finished']} finished, all pruned): no best setting to export",
-                      style="yellow", markup=False)
+    show.print_tune(console, out)
     console.print("trials: " + ", ".join(out["files"][:2]), markup=False, soft_wrap=True)
     return 0
 
@@ -435,29 +47,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mmfusion.engine.bench import run_bench
 
-    console = _console()
+    console = show.console()
     flags, sets = _train_flags(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out = run_bench(models, flags, sets, config_dir=args.config_dir, name=args.name, resume=True, console=console)
-    _print_table(console, out["title"], out["rows"], out["keys"], out["bayes"])
-    for note in out["notes"]:  # seeds that diverged or collapsed, inside the means above
-        console.print(f"note: {note}", style="yellow", markup=False)
+    show.print_table(console, out["title"], out["rows"], out["keys"], out["bayes"])
+    show.print_notes(console, out["notes"])
     console.print(f"table: {out['files']['md']} (+ .csv, .json, .png)")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
-    import lightning as L
-
-    from mmfusion.engine.checkpoints import load_system, run_dir
-    from mmfusion.engine.runs import make_loader, predict_arrays, write_predictions
-    from mmfusion.engine.system import compute_metrics
-    from mmfusion.io import atomic_write_json
-    from mmfusion.metrics import metric_warnings
+    from mmfusion.engine.evaluate import evaluate_checkpoint
 
     if write_predictions_only and (args.clips or not args.data):
         return cmd_predict_clips(args)
-    console = _console()
+    console = show.console()
     if Path(args.ckpt).is_dir():
         if write_predictions_only:
             raise MMFusionError(f"--ckpt {args.ckpt}: predict reads one checkpoint, not a folder")
@@ -467,58 +72,20 @@ def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
         what = "predictions as CSV" if write_predictions_only else "metrics as JSON"
         raise MMFusionError(f"--out {args.out}: {args.command} writes {what}; expected a path ending in {wanted}, "
                             f"got {Path(args.out).suffix or 'no suffix'}")
-    system = load_system(args.ckpt)
-    bundle, data_args = _checkpoint_data(system, args, console.print)
-    if args.compile:
-        from mmfusion.runtime import compile_model
-
-        system.model = compile_model(system.model)
-    loader = make_loader(bundle, args.split, args.batch_size, False, labeled=not write_predictions_only)
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=True,
-                        enable_model_summary=False)
-    ids, pred, labels, _ = predict_arrays(trainer, system, loader)
-    stem = f"{args.split}_{bundle.name}"
+    done = evaluate_checkpoint(args.ckpt, args.data, args.split, _data_args(args.set),
+                               predictions_only=write_predictions_only, out=args.out, batch_size=args.batch_size,
+                               compile=args.compile, say=console.print)
+    args.metrics_file = done.out
     if write_predictions_only:
-        out = Path(args.out) if args.out else run_dir(args.ckpt) / f"{stem}.predictions.csv"
-        write_predictions(out, ids, pred, labels if bundle.splits[args.split].labeled else None, bundle.task,
-                          bundle.emotions)
-        console.print(f"wrote {len(ids)} predictions to {out}")
+        console.print(f"wrote {done.samples} predictions to {done.out}")
         return 0
-    metrics = compute_metrics(pred, labels, bundle.task, bundle.emotions)
-    notes = metric_warnings(pred, labels, bundle.task)
-    out = Path(args.out) if args.out else run_dir(args.ckpt) / f"{stem}.metrics.json"
-    args.metrics_file = out
-    predictions = predictions_beside(out)
-    atomic_write_json(out, {"checkpoint": str(args.ckpt), "data": bundle.source, "data_args": data_args,
-                            "split": args.split, "predictions": predictions.name, **metrics,
-                            "warnings": notes})
-    write_predictions(predictions, ids, pred, labels, bundle.task, bundle.emotions)
-    _print_table(console, f"{system.hparams['model_name']} on {bundle.describe()} [{args.split}]",
-                 [(system.hparams["model_name"], {k: {"mean": v, "std": 0.0, "n": 1} for k, v in metrics.items()})],
-                 list(metrics), bundle.bayes if args.split == "test" else None)
-    for warning in notes:
+    show.print_table(console, f"{done.model_name} on {done.bundle.describe()} [{args.split}]",
+                 [(done.model_name, {k: {"mean": v, "std": 0.0, "n": 1} for k, v in done.metrics.items()})],
+                 list(done.metrics), done.bundle.bayes if args.split == "test" else None)
+    for warning in done.notes:
         console.print(f"warning: {warning}", style="bold yellow", markup=False)
-    console.print(f"metrics: {out}\npredictions: {predictions}")
+    console.print(f"metrics: {done.out}\npredictions: {done.predictions}")
     return 0
-
-
-def _progress_bar(enabled: bool, what: str) -> tuple[Any, Callable[[int, int, str], None]]:
-    """A rich progress bar on stderr (``(bar, update)``; ``bar`` is a context manager) or a no-op."""
-    from contextlib import nullcontext
-
-    if not enabled:
-        return nullcontext(), lambda done, total, name: None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
-    task = bar.add_task("", total=None)
-
-    def update(done: int, total: int, name: str) -> None:
-        bar.update(task, completed=done, total=total, description=name)
-
-    return bar, update
 
 
 def cmd_predict_clips(args: argparse.Namespace) -> int:
@@ -533,7 +100,7 @@ def cmd_predict_clips(args: argparse.Namespace) -> int:
                           actual=f"--data {args.data} and {len(args.clips)} file(s)")
     if args.out:
         raise ConfigError("--out is for --data; video files print their results (--json for JSON)", key="--out")
-    bar, update = _progress_bar(not args.json and sys.stderr.isatty(), "predict")
+    bar, update = show.progress_bar(not args.json and sys.stderr.isatty(), "predict")
     with bar:
         rows = predict_clips(args.ckpt, args.clips, text=args.transcript,
                              transcript=Path(args.transcript_file) if args.transcript_file else None,
@@ -541,43 +108,23 @@ def cmd_predict_clips(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     else:
-        for r in rows:
-            if "error" in r:
-                print(f"{r['id']}: failed: {r['error']}" + (f" ({r['detail']})" if r["detail"] else ""))
-                continue
-            print(f"{r['id']}: {r['reading']}" + (f" ({r['class']})" if "class" in r else ""))
-            if "wal" in r:
-                print("  WAL weights: " + ", ".join(f"{m} {v:.3f}" for m, v in r["wal"].items()))
-            for branch, edges in r.get("dgf", {}).items():
-                print(f"  DGF {branch}: " + ", ".join(f"{e} {v:.3f}" for e, v in edges.items()))
-            lengths = ", ".join(f"{m} {n}" for m, n in r["lengths"].items())
-            print(f"  frames: {lengths}; words from {r['notes']['text_source']}"
-                  + (f"; {r['notes']['faceless']} frames without a face dropped" if r["notes"]["faceless"] else ""))
+        show.print_clip_rows(rows)
     return 1 if any("error" in r for r in rows) else 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from mmfusion.io import atomic_write_json
     from mmfusion.media import FeatureSet
-    from mmfusion.media.extract import errors_path, run_extract
+    from mmfusion.media.extract import run_extract
 
     fs = FeatureSet(args.audio, args.audio_rate, args.vision_rate)
-    bar, update = _progress_bar(not args.no_progress, "extract")
+    bar, update = show.progress_bar(not args.no_progress, "extract")
     with bar:
         summary = run_extract(Path(args.clips), Path(args.out), fs=fs,
                               transcripts=Path(args.transcripts) if args.transcripts else None,
                               labels=Path(args.labels) if args.labels else None, split=args.split, seed=args.seed,
                               workers=args.workers, progress=update)
-    ok = summary.clips - len(summary.failed)
-    print(f"wrote {ok} of {summary.clips} clips to {args.out} ({summary.extracted} extracted now, "
-          f"{summary.skipped} from an earlier run); splits " + ", ".join(f"{k} {v}" for k, v in summary.splits.items()))
-    print(f"feature set: {summary.feature_set}")
-    print(f"frames without a face dropped: {summary.faceless_frames}")
-    print("words: " + ", ".join(f"{v} clip(s) {k}" for k, v in summary.text_sources.items()))
-    if summary.failed:
-        print(f"{len(summary.failed)} clip(s) failed (listed in {errors_path(Path(args.out))}):")
-        for cid, f in sorted(summary.failed.items()):
-            print(f"  {cid}: {f['reason']}")
+    show.print_extract(summary, args.out)
     if args.json:
         atomic_write_json(args.json, summary.as_dict())
     return 1 if summary.failed else 0
@@ -593,7 +140,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
     style = Style(width=width, height=height, fps=args.fps, container=args.container,
                   voice_strength=args.voice_strength, face_strength=args.face_strength, voice_noise=args.voice_noise,
                   face_noise=args.face_noise)
-    bar, update = _progress_bar(not args.no_progress, "make-dataset")
+    bar, update = show.progress_bar(not args.no_progress, "make-dataset")
     with bar:
         res = make_talking_faces(Path(args.out), args.n, seed=args.seed, style=style, speakers=args.speakers,
                                  progress=update)
@@ -606,16 +153,11 @@ def _eval_folds(args: argparse.Namespace, console: Any) -> int:
     """``test --ckpt DIR``: each ``fold_K`` checkpoint on RAVDESS fold K (1-based, the authors' numbering), then
     the mean ± std over the folds (sample std), written to DIR/test_folds.json."""
     import json
-    import re
 
-    import numpy as np
-
-    from mmfusion.io import atomic_write_json
+    from mmfusion.engine.evaluate import fold_checkpoints, fold_summary
 
     folder = Path(args.ckpt)
-    files = sorted((int(m.group(1)), f) for f in folder.glob("*.ckpt") if (m := re.search(r"fold_?(\d+)", f.name)))
-    if not files:
-        raise MMFusionError(f"--ckpt {folder}: no fold_K*.ckpt checkpoints in this folder")
+    files = fold_checkpoints(folder)
     if args.out:
         raise MMFusionError("--out names one file; with a folder of checkpoints each fold's metrics are written "
                             "beside its checkpoint and the summary to test_folds.json")
@@ -625,18 +167,8 @@ def _eval_folds(args: argparse.Namespace, console: Any) -> int:
         one.ckpt, one.set = str(f), [*args.set, f"fold={k - 1}"]
         cmd_eval(one, False)
         per_fold[k] = json.loads(Path(one.metrics_file).read_text())
-    keys = [k for k, v in next(iter(per_fold.values())).items() if isinstance(v, (int, float))
-            and not isinstance(v, bool)]
-    summary = {m: {"mean": float(np.mean([r[m] for r in per_fold.values()])),
-                   "std": float(np.std([r[m] for r in per_fold.values()], ddof=1)) if len(per_fold) > 1 else 0.0,
-                   "n": len(per_fold)} for m in keys}
-    for k, r in per_fold.items():
-        console.print(f"fold {k}: " + ", ".join(f"{m} {r[m]:.4f}" for m in keys), markup=False)
-    console.print("mean ± std over folds: " + ", ".join(f"{m} {v['mean']:.4f} ± {v['std']:.4f}"
-                                                        for m, v in summary.items()), markup=False)
-    out = folder / "test_folds.json"
-    atomic_write_json(out, {"folds": {str(k): r for k, r in per_fold.items()}, "metrics": summary})
-    console.print(f"summary: {out}")
+    summary, out = fold_summary(folder, per_fold)
+    show.print_folds(console, per_fold, summary, out)
     return 0
 
 
@@ -652,33 +184,13 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def predictions_beside(metrics: Path) -> Path:
-    """Where ``test`` writes its per-sample predictions beside the metrics JSON ``metrics``:
-    ``X.metrics.json`` and ``X.json`` -> ``X.predictions.csv``."""
-    name = metrics.name.removesuffix(".json").removesuffix(".metrics")
-    return metrics.with_name(name + ".predictions.csv")
-
-
-def _checkpoint_data(system: Any, args: argparse.Namespace, say: Any) -> tuple[Any, dict[str, Any]]:
-    """Load ``--data`` with the reader options the checkpoint was trained with (``--set`` overrides them)."""
-    from mmfusion.data import load_data
-    from mmfusion.engine.checkpoints import check_compatible, reader_options
-
-    options, inherited = reader_options(system.hparams, args.ckpt, args.data, _data_args(args.set))
-    if inherited:
-        say("reader options from the checkpoint's training run: "
-            + ", ".join(f"{k}={v}" for k, v in inherited.items()) + " (override with --set KEY=VALUE)")
-    bundle = load_data(args.data, options, source="--set")
-    check_compatible(system, bundle, args.ckpt)
-    return bundle, options
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     from mmfusion.engine.checkpoints import load_system, run_dir
+    from mmfusion.engine.evaluate import checkpoint_data
     from mmfusion.engine.explain import embed_codes, explain_sample, sample_index
 
     system = load_system(args.ckpt)
-    bundle, _ = _checkpoint_data(system, args, print)
+    bundle, _ = checkpoint_data(system, args.ckpt, args.data, _data_args(args.set), print)
     index = args.index if args.id is None else sample_index(bundle, args.split, args.id)
     out = Path(args.out) if args.out else run_dir(args.ckpt) / "explain" / f"{args.split}_{index}"
     meta = explain_sample(system.model, bundle, args.split, index, out)
@@ -691,88 +203,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from mmfusion.data import load_data
-    from mmfusion.engine.robustness import run_robustness, shared_training_options, trained_checkpoints
+    from mmfusion.engine.robustness import robustness_data, run_robustness
 
-    console = _console()
-    data_args = _data_args(args.set)
-    bundle = load_data(args.data, data_args, source="--set")
+    console = show.console()
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    if not data_args:  # as test and predict: the options the models were trained with, when they all agree
-        inherited = shared_training_options(trained_checkpoints(Path(args.runs), bundle.name, models), args.data)
-        if inherited:
-            console.print("reader options from the checkpoints' training runs: "
-                          + ", ".join(f"{k}={v}" for k, v in inherited.items()), markup=False)
-            data_args = inherited
-            bundle = load_data(args.data, data_args, source="checkpoints' training runs")
+    bundle, data_args = robustness_data(Path(args.runs), args.data, _data_args(args.set), models,
+                                        lambda line: console.print(line, markup=False))
     res = run_robustness(Path(args.runs), bundle, models, Path(args.out) if args.out else None, console,
                          progress=not args.no_progress, spec=args.data, data_args=data_args)
-    rows = [(m, per) for m, per in res["table"].items()]
-    from rich.table import Table
-
-    from mmfusion.engine.runs import fmt
-
-    table = Table(title=f"test {res['metric']} under perturbation (mean ± std over seeds)", title_justify="left")
-    table.add_column("condition")
-    for m, _ in rows:
-        table.add_column(m, justify="right")
-    for c in res["conditions"]:
-        table.add_row(c, *[fmt({**per[c], "n": per[c]["seeds"]}, 3) for _, per in rows])  # one seed: no ±
-    console.print(table)
+    show.print_robustness(console, res)
     console.print(f"table: {res['files'][0]} (+ .csv, .json, .png)")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from mmfusion.data import data_path, load_data
+    from mmfusion.data.convert import convert
 
-    suffix = Path(args.out).suffix.lower()
-    pickled = suffix in (".pkl", ".pickle")
-    if args.layout is None and pickled:  # MulT's or MMSA's? Both are .pkl
-        raise ConfigError("a .pkl output is one of two pickle layouts", source=args.out, key="--layout",
-                          expected="--layout mult or --layout mmsa (or a .h5 file for mmfusion's format)",
-                          actual=None)
-    args.layout = args.layout or "h5"
-    suffixes = (".h5", ".hdf5") if args.layout == "h5" else (".pkl", ".pickle")
-    if suffix not in suffixes:  # a file whose name says another format than it holds goes to the wrong reader
-        raise ConfigError(f"the {args.layout} layout is written to a '{suffixes[0]}' (or {suffixes[1]}) file",
-                          source=args.out, key="out", expected="a matching suffix", actual=suffix or "no suffix")
-    out = Path(args.out)
-    source = data_path(args.data)
-    if source is not None and out.exists() and source.exists() and out.resolve() == source.resolve():
-        raise ConfigError("the output is the file being read", source=args.out, key="out",
-                          expected="another file", actual=args.out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError("the output file exists", source=args.out, key="out",
-                          expected="a new file (or --overwrite to replace it)", actual="an existing file")
-    bundle = load_data(args.data, _data_args(args.set), source="--set")
-    if args.layout != "h5":  # the pickle layouts hold three labelled splits
-        from mmfusion.engine.runs import require_training_splits
-
-        require_training_splits(bundle)
-    if args.layout == "h5":
-        from mmfusion.data.custom import write_custom
-
-        path = write_custom(args.out, bundle)
-    elif args.layout == "mult":
-        from mmfusion.data.mult import write_mult
-
-        path = write_mult(args.out, bundle.splits, emotions=bundle.emotions)
-    else:
-        if bundle.task != "regression":
-            raise MMFusionError("the MMSA layout holds sentiment scores only; use --layout mult or h5")
-        from mmfusion.data.mmsa import write_mmsa
-
-        path = write_mmsa(args.out, bundle.splits)
-    print(f"wrote {bundle.describe()} to {path} ({args.layout} layout)")
+    bundle, path, layout = convert(args.data, args.out, args.layout, _data_args(args.set), overwrite=args.overwrite)
+    print(f"wrote {bundle.describe()} to {path} ({layout} layout)")
     return 0
 
 
 def _data_args(sets: Sequence[str]) -> dict[str, Any]:
-    """Reader options from repeated ``--set key=value`` flags (``data_args.key=value``, as ``fit`` spells them, too)."""
-    from mmfusion.config import parse_value
+    """Reader options from repeated ``--set key=value`` flags (imported when needed: ``--help`` stays quick)."""
+    from mmfusion.engine.config import data_args_from_sets
 
-    return {k.removeprefix("data_args."): parse_value(v, key=k) for k, _, v in (s.partition("=") for s in sets)}
+    return data_args_from_sets(sets)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -786,38 +242,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from mmfusion.data import load_data
+    from mmfusion.data.describe import describe_bundle
     from mmfusion.io import atomic_write_json
 
-    bundle = load_data(args.data, _data_args(args.set), source="--set")
-    info: dict[str, Any] = {"name": bundle.name, "source": bundle.source, "task": bundle.task,
-                            "emotions": list(bundle.emotions), "feature_dims": bundle.feature_dims, "splits": {},
-                            "report": bundle.report.as_dict(), "bayes": bundle.bayes}
-    print(bundle.describe())
-    if bundle.feature_set:  # extracted by `mmfusion extract`
-        info["feature_set"] = bundle.feature_set
-        print(f"  feature set: {bundle.feature_set}")
-    for name, s in bundle.splits.items():
-        info["splits"][name] = {"n": len(s), "lengths": {}}
-        for m in s.modalities:
-            x = s.features[m]
-            if m not in s.lengths:  # clip data: one fixed-size array per clip
-                info["splits"][name].setdefault("shapes", {})[m] = list(x.shape[1:])
-                print(f"  {name:5s} {m:6s} N={len(s):6d} clip shape {'x'.join(map(str, x.shape[1:]))}")
-                continue
-            L = s.lengths[m]
-            if len(s) == 0:
-                info["splits"][name]["lengths"][m] = {"max_frames": int(x.shape[1])}
-                print(f"  {name:5s} {m:6s} N={0:6d} T={x.shape[1]:4d} d={x.shape[2]:4d} (no clips)")
-                continue
-            info["splits"][name]["lengths"][m] = {"max_frames": int(x.shape[1]), "min": int(L.min()),
-                                                  "mean": float(L.mean()), "max": int(L.max())}
-            print(f"  {name:5s} {m:6s} N={len(s):6d} T={x.shape[1]:4d} d={x.shape[2]:4d} "
-                  f"length min/mean/max {L.min()}/{np.mean(L):.1f}/{L.max()}")
-    for line in bundle.report.lines():
-        print(f"  note: {line}")
+    info, lines = describe_bundle(load_data(args.data, _data_args(args.set), source="--set"))
+    print("\n".join(lines))
     if args.json:
         atomic_write_json(args.json, info)
     return 0
@@ -835,39 +265,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             info[name] = {"reads": model_inputs(name),
                           "ablations": {a: {"settings": dict(table[a]), "note": notes.get(a)} for a in sorted(table)}}
         atomic_write_json(args.json, info)
-    listed: set[type] = set()
-    for name in list_models():
-        cls = config_class(name)
-        table = getattr(cls, "ABLATIONS", {}) if cls else {}
-        if not (args.ablations and table):
-            print(name)
-        elif cls in listed:  # a variant of a model listed above (e.g. its _tiny size): the same switches
-            print(f"{name}   ablations: as above")
-        else:
-            listed.add(cls)
-            notes = getattr(cls, "ABLATION_NOTES", {})
-            print(f"{name}   ablations (--ablation NAME, or the settings beside it with --set model_args.KEY=VALUE):")
-            settings = {a: " ".join(f"{k}={_yaml_value(v)}" for k, v in table[a].items()) for a in table}
-            width = max(map(len, table)), max(map(len, settings.values()))
-            for a in sorted(table):
-                print(f"  {a:<{width[0]}}  {settings[a]:<{width[1]}}  {notes.get(a, '')}".rstrip())
+    show.print_models(args.ablations)
     return 0
-
-
-def _yaml_value(value: object) -> str:
-    """A setting as it is written on the command line (``false``, not ``False``)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (argparse names the flag and the value in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -879,33 +278,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def run_reporting_errors(name: str, body: Callable[[], int | None], resume_hint: str = "") -> int:
-    """Run a command's ``body`` and turn the errors a user causes into one line on stderr and an exit status:
-    mmfusion's own errors (bad input, config, data) and file-system refusals 2, Ctrl-C 130 (with ``resume_hint``),
-    a closed output pipe 141 (quietly). Used by ``mmfusion`` and by the scripts in ``benchmarks/``."""
-    try:
-        return body() or 0
-    except MMFusionError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted{resume_hint}", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # the reader of our output went away (`mmfusion data ... | head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not raise again
-        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
-    except OSError as exc:  # the file system refused (not a directory, no permission, disk full): one line
-        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-        print(f"{name}: error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
-        return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command not in ("extract", "make-dataset"):  # these never start Lightning: skip importing it
-        _quiet()
+        show.quiet()
     keep_freed_memory()  # reuse freed memory instead of page-faulting every large tensor in again (runtime.py)
     return run_reporting_errors(f"mmfusion {args.command}", lambda: COMMANDS[args.command](args),
                                 RESUME_HINT.get(args.command, ""))

@@ -12,20 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from mmfusion.data import load_data
+from mmfusion.engine.config import check_devices_available, resolve_config
+from mmfusion.engine.loaders import check_model_reads, require_training_splits
 from mmfusion.engine.model_plan import plan_model
-from mmfusion.engine.runs import (
-    check_devices_available,
-    check_model_reads,
-    fit_one,
-    metric_keys,
-    notes_markdown,
-    require_training_splits,
-    resolve_config,
-    results_csv,
-    results_markdown,
-    run_notes,
-    summarize,
-)
+from mmfusion.engine.report import metric_keys, notes_markdown, results_csv, results_markdown, run_notes, summarize
+from mmfusion.engine.train import fit_one
 from mmfusion.errors import ConfigError
 from mmfusion.inspect.plots import pyplot, save_figure
 from mmfusion.io import atomic_write_json, atomic_write_text
@@ -115,16 +106,7 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
     seeds = list(probe.seeds)
     title = (f"{bundle.describe()}: test split, " + (f"mean ± std over seeds {seeds}" if len(seeds) > 1
                                                        else f"seed {seeds[0]}"))
-    md = f"# {title}\n\n" + results_markdown(rows, keys + extra_keys, bundle, EXTRA)
-    if bundle.task == "regression":
-        md += ("\nAcc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative. "
-               "Checkpoints selected on validation loss.\n")
-    if extra_keys:
-        md += ("`capture_<term>`: cov(prediction, term) / var(term) on the built-in benchmark — 1 means the model "
-               "carries that label term fully, 0 that it ignores it.\n")
-    if bundle.bayes:
-        md += "Bayes-optimal: expected score of the best possible predictor for each metric on this test split.\n"
-    md += notes_markdown(notes)
+    md = _bench_markdown(title, rows, keys, extra_keys, bundle, notes)
     files = {"md": f"{stem}.md", "csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}
     result = {"title": title, "rows": rows, "keys": keys + extra_keys, "bayes": bundle.bayes, "files": files,
               "notes": notes}
@@ -136,6 +118,22 @@ def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[st
                                       "bayes": bundle.bayes})
     _plot(files["png"], rows, bundle)
     return result
+
+
+def _bench_markdown(title: str, rows: Sequence[tuple[str, Mapping[str, Any]]], keys: Sequence[str],
+                    extra_keys: Sequence[str], bundle: Any, notes: Sequence[str]) -> str:
+    """The bench table in Markdown, with what its columns mean and the runs to look at."""
+    md = f"# {title}\n\n" + results_markdown(rows, list(keys) + list(extra_keys), bundle, EXTRA)
+    if bundle.task == "regression":
+        md += ("\nAcc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative. "
+               "Checkpoints selected on validation loss.\n")
+    if extra_keys:
+        md += ("`capture_<term>`: cov(prediction, term) / var(term) on the built-in benchmark — 1 means the model "
+               "carries that label term fully, 0 that it ignores it.\n")
+    if bundle.bayes:
+        md += "Bayes-optimal: expected score of the best possible predictor for each metric on this test split.\n"
+    md += notes_markdown(notes)
+    return md
 
 
 def _plot(path: str, rows: Sequence[tuple[str, Mapping[str, Any]]], bundle: Any) -> None:

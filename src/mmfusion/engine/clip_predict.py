@@ -57,39 +57,45 @@ def predict_clips(ckpt: str | Path, inputs: Sequence[str | Path], *, text: str |
         except ClipFailure as exc:
             results.append({"id": cid, "file": str(path), "error": exc.reason, "detail": exc.detail})
             continue
-        mods = [m for m in want if m in res]
-        feats = {m: res[m][None].astype(np.float32) if len(res[m]) else np.zeros((1, 1, want[m]), np.float32)
-                 for m in mods}
-        lengths = {m: np.array([len(res[m])], np.int64) for m in mods}
-        labels = np.zeros((1, len(emotions)), np.int64) if task == "emotion" else np.zeros(1, np.float32)
-        batch = FusionDataset(SplitData(feats, lengths, labels, [cid], labeled=False)).collate([0])
-        with torch.no_grad():
-            out = model.explain(batch.features, batch.masks) if hasattr(model, "explain") else \
-                model(batch.features, batch.masks)
-        pred = out["pred"][0].float().numpy()
-        row: dict[str, Any] = {"id": cid, "file": str(path), "prediction": pred.reshape(-1).tolist(),
-                               "reading": read_prediction(pred, None, task, emotions),
-                               "lengths": {m: int(lengths[m][0]) for m in mods}, "notes": res["meta"]}
-        if task == "regression":
-            score = float(pred.reshape(-1)[0])
-            row["score"] = score
-            row["class"] = "positive" if score > 0 else "negative" if score < 0 else "neutral"
-        elif task == "emotion":
-            logits = pred.reshape(len(emotions), 2)
-            p = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
-            row["emotions"] = {e: float(q) for e, q in zip(emotions, p, strict=True)}
-        else:
-            row["class"] = emotions[int(np.argmax(pred))] if emotions else int(np.argmax(pred))
-        info = out.get("inspect", {})
-        order = list(getattr(model, "modalities", mods))
-        if "wal" in info:
-            psi = info["wal"][0].float().numpy()  # (layers, M)
-            row["wal"] = {m: float(v) for m, v in zip(order, psi.mean(0), strict=True)}
-        if "dgf" in info:
-            row["dgf"] = {branch: {f"{order[i]}->{order[j]}": float(xi[0].float().numpy()[i, j])
-                                   for i in range(len(order)) for j in range(len(order)) if i != j}
-                          for branch, xi in info["dgf"].items()}
-        results.append(row)
+        results.append(_clip_row(model, res, cid, path, want, task, emotions))
         if progress:
             progress(n + 1, len(clips), cid)
     return results
+
+
+def _clip_row(model: Any, res: dict[str, Any], cid: str, path: Path, want: dict[str, int], task: str,
+              emotions: tuple[str, ...]) -> dict[str, Any]:
+    """:func:`predict_clips`' result for one extracted clip ``res``."""
+    mods = [m for m in want if m in res]
+    feats = {m: res[m][None].astype(np.float32) if len(res[m]) else np.zeros((1, 1, want[m]), np.float32)
+             for m in mods}
+    lengths = {m: np.array([len(res[m])], np.int64) for m in mods}
+    labels = np.zeros((1, len(emotions)), np.int64) if task == "emotion" else np.zeros(1, np.float32)
+    batch = FusionDataset(SplitData(feats, lengths, labels, [cid], labeled=False)).collate([0])
+    with torch.no_grad():
+        out = model.explain(batch.features, batch.masks) if hasattr(model, "explain") else \
+            model(batch.features, batch.masks)
+    pred = out["pred"][0].float().numpy()
+    row: dict[str, Any] = {"id": cid, "file": str(path), "prediction": pred.reshape(-1).tolist(),
+                           "reading": read_prediction(pred, None, task, emotions),
+                           "lengths": {m: int(lengths[m][0]) for m in mods}, "notes": res["meta"]}
+    if task == "regression":
+        score = float(pred.reshape(-1)[0])
+        row["score"] = score
+        row["class"] = "positive" if score > 0 else "negative" if score < 0 else "neutral"
+    elif task == "emotion":
+        logits = pred.reshape(len(emotions), 2)
+        p = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
+        row["emotions"] = {e: float(q) for e, q in zip(emotions, p, strict=True)}
+    else:
+        row["class"] = emotions[int(np.argmax(pred))] if emotions else int(np.argmax(pred))
+    info = out.get("inspect", {})
+    order = list(getattr(model, "modalities", mods))
+    if "wal" in info:
+        psi = info["wal"][0].float().numpy()  # (layers, M)
+        row["wal"] = {m: float(v) for m, v in zip(order, psi.mean(0), strict=True)}
+    if "dgf" in info:
+        row["dgf"] = {branch: {f"{order[i]}->{order[j]}": float(xi[0].float().numpy()[i, j])
+                               for i in range(len(order)) for j in range(len(order)) if i != j}
+                      for branch, xi in info["dgf"].items()}
+    return row

@@ -11,7 +11,7 @@ exactly the same corrupted inputs:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from mmfusion.engine.checkpoints import (
     reader_options,
     run_dir,
 )
+from mmfusion.engine.report import mean_std
 from mmfusion.engine.system import compute_metrics
 from mmfusion.errors import DataError
 from mmfusion.inspect.plots import pyplot, save_figure
@@ -127,6 +128,24 @@ def shared_training_options(checkpoints: Sequence[Path], spec: str) -> dict[str,
     return seen[0] if all(s == seen[0] for s in seen) else {}
 
 
+def robustness_data(root: Path, spec: str, data_args: Mapping[str, Any], models: Sequence[str] | None,
+                    say: Callable[[str], Any]) -> tuple[DatasetBundle, dict[str, Any]]:
+    """The data to perturb and its reader options: ``data_args``, else (as test and predict do) the options the
+    models under ``root`` were trained with, when they all agree."""
+    from mmfusion.data import load_data
+
+    data_args = dict(data_args)
+    bundle = load_data(spec, data_args, source="--set")
+    if not data_args:
+        inherited = shared_training_options(trained_checkpoints(root, bundle.name, models), spec)
+        if inherited:
+            say("reader options from the checkpoints' training runs: "
+                + ", ".join(f"{k}={v}" for k, v in inherited.items()))
+            data_args = inherited
+            bundle = load_data(spec, data_args, source="checkpoints' training runs")
+    return bundle, data_args
+
+
 def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | None = None,
                    out: Path | None = None, console: Any = None, progress: bool = True, *,
                    spec: str | None = None, data_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -155,8 +174,7 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
                 value = evaluate(system.model, bundle, cond, std=std)[key]
                 scores.setdefault(model_name, {}).setdefault(cond, []).append(value)
                 bar.advance(task)
-    table = {m: {c: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                     "seeds": len(v)} for c, v in per.items()} for m, per in scores.items()}
+    table = {m: {c: _over_seeds(v) for c, v in per.items()} for m, per in scores.items()}
     out = out or root / f"robustness_{bundle.name}"
     lines = [f"# Robustness on {bundle.describe()}: test {key}, mean ± std over seeds", "",
              "| condition | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
@@ -175,6 +193,12 @@ def run_robustness(root: Path, bundle: DatasetBundle, models: Sequence[str] | No
     _plot(Path(f"{out}.png"), table, conds, key, bundle.name)
     return {"table": table, "conditions": conds, "metric": key, "files": [f"{out}.{e}" for e in
                                                                         ("md", "csv", "json", "png")]}
+
+
+def _over_seeds(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample std of one condition's score over the seeds, and how many seeds (``seeds``)."""
+    stat = mean_std(values)
+    return {"mean": stat["mean"], "std": stat["std"], "seeds": stat["n"]}
 
 
 def _progress(console: Any, show: bool) -> Progress:

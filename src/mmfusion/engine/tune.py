@@ -127,19 +127,12 @@ def _param(key: str, spec: Any, source: str) -> Param:
 
 
 def config_with(base: Any, values: Mapping[str, Any], source: str) -> Any:
-    """``base`` (a resolved :class:`~mmfusion.engine.runs.RunConfig`) with dotted ``values`` applied and the whole
+    """``base`` (a resolved :class:`~mmfusion.engine.config.RunConfig`) with dotted ``values`` applied and the whole
     config checked again (types, bounds, the model's own checks, ablation clashes)."""
-    from mmfusion.engine.runs import resolve_config
+    from mmfusion.engine.config import apply_dotted, resolve_config
 
     raw = base.as_dict()  # a deep copy
-    for key, value in values.items():
-        *path, last = key.split(".")
-        node = raw
-        for part in path:
-            if not isinstance(node.get(part), dict):  # e.g. model_args.kernels.audio where kernels is not set yet
-                node[part] = {}
-            node = node[part]
-        node[last] = value
+    apply_dotted(raw, values)
     try:
         return resolve_config(None, raw, ())
     except ConfigError as err:
@@ -255,16 +248,9 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
          metric: str = "val_loss", pruner: str = "median", heartbeat: float = 30.0, sampler_seed: int | None = None,
          poll: float = 2.0, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Work on the study until it holds ``trials`` finished trials; write the report; return its summary."""
-    try:
-        import optuna
-        from optuna.trial import TrialState
-        from optuna_integration import PyTorchLightningPruningCallback
-    except ImportError as exc:
-        raise ConfigError(f"mmfusion tune needs Optuna ({exc})", key="tune",
-                          expected="pip install 'mmfusion[tune]'", actual="not installed") from None
-
+    optuna = _optuna()
     from mmfusion.data import load_data
-    from mmfusion.engine.runs import check_model_reads, fit_one, require_training_splits, run_dir_for
+    from mmfusion.engine.loaders import check_model_reads, require_training_splits
     from mmfusion.models import build
 
     if base.train.devices * base.train.num_nodes > 1:
@@ -288,8 +274,37 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
     study = open_study(url, name, direction=direction, pruner=pruner, max_epochs=base.train.max_epochs,
                        heartbeat=heartbeat, sampler_seed=sampler_seed)
     _same_study(study, base, params, metric, url)
-    seed = base.seeds[0]
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    errors: list[MMFusionError] = []
+    objective = _objective(study, base, bundle, params, trials, metric, study_dir, worker, errors)
+    _work(study, objective, _reporter(metric, say), trials, worker, errors, poll, say)
+    with run_lock(study_dir, what="tuning study's folder", wait=True):  # workers ending together write in turn
+        return write_report(study, study_dir, metric, trials, say)
+
+
+def _optuna() -> Any:
+    """The optuna module, once its integration with Lightning is known to be installed."""
+    try:
+        import optuna
+        from optuna_integration import PyTorchLightningPruningCallback  # noqa: F401  (used by each trial)
+    except ImportError as exc:
+        raise ConfigError(f"mmfusion tune needs Optuna ({exc})", key="tune",
+                          expected="pip install 'mmfusion[tune]'", actual="not installed") from None
+    return optuna
+
+
+def _objective(study: Any, base: Any, bundle: Any, params: Sequence[Param], trials: int, metric: str,
+               study_dir: Path, worker: str, errors: list[MMFusionError]) -> Callable[[Any], float]:
+    """A trial: train the first seed with the trial's setting and return the best validation ``metric``."""
+    from optuna import TrialPruned
+    from optuna.trial import TrialState
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from mmfusion.engine.rundir import run_dir_for
+    from mmfusion.engine.train import fit_one
+
+    seed = base.seeds[0]
+    direction = "minimize" if minimize(metric) else "maximize"
 
     def objective(trial: Any) -> float:
         ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
@@ -306,7 +321,7 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
         trial.set_user_attr("run_dir", str(run_dir_for(cfg, bundle, seed)))
         try:
             result = fit_one(cfg, bundle, seed, callbacks=[history, PyTorchLightningPruningCallback(trial, metric)],
-                             stops=(optuna.TrialPruned,))  # a pruned trial keeps its logs
+                             stops=(TrialPruned,))  # a pruned trial keeps its logs
         except MMFusionError as exc:  # the trial fails (Optuna records it); the worker decides whether to go on
             errors.append(exc)
             raise
@@ -316,6 +331,13 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
         if not history.values:
             raise ConfigError("no validation epoch ran", key="train.max_epochs", expected=">= 1", actual=0)
         return min(history.values) if direction == "minimize" else max(history.values)
+
+    return objective
+
+
+def _reporter(metric: str, say: Callable[[str], None]) -> Callable[[Any, Any], None]:
+    """The study callback that says one line per finished trial (not of a surplus one)."""
+    from optuna.trial import TrialState
 
     def said(study: Any, trial: Any) -> None:
         if trial.user_attrs.get("surplus"):
@@ -329,12 +351,22 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
         else:
             say(f"trial {trial.number}: failed ({setting})")
 
-    failures, waiting, errors = 0, False, []
+    return said
+
+
+def _work(study: Any, objective: Callable[[Any], float], said: Callable[[Any, Any], None], trials: int, worker: str,
+          errors: list[MMFusionError], poll: float, say: Callable[[str], None]) -> None:
+    """Run trials one at a time until the study holds ``trials`` finished ones (waiting for those running on other
+    workers); three failures in a row stop the worker, naming the last."""
+    import optuna
+    from optuna.trial import TrialState
+
+    failures, waiting = 0, False
     while True:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, and its place freed
         finished, running = _count(study)
         if finished >= trials:
-            break
+            return
         if finished + running >= trials:  # the last trials run elsewhere; one of them may yet fail
             if not waiting:
                 say(f"{finished} of {trials} trials finished; waiting for the {running} running on other workers")
@@ -353,15 +385,13 @@ def tune(base: Any, space_path: str | Path, trials: int, *, storage: str | None 
                 raise MMFusionError(f"three trials in a row failed; the last: {errors[-1] if errors else '?'}")
         elif mine:
             failures = 0
-    with run_lock(study_dir, what="tuning study's folder", wait=True):  # workers ending together write in turn
-        return write_report(study, study_dir, metric, trials, say)
 
 
 def _same_study(study: Any, base: Any, params: Sequence[Param], metric: str, url: str) -> None:
     """A worker joining a study must search the same space for the same metric from the same settings."""
-    from mmfusion.engine.runs import PRESENTATION_ONLY, _flat
+    from mmfusion.engine.rundir import PRESENTATION_ONLY, flat_settings
 
-    setting = {k: v for k, v in _flat(yaml.safe_load(yaml.safe_dump(base.as_dict()))).items()
+    setting = {k: v for k, v in flat_settings(yaml.safe_load(yaml.safe_dump(base.as_dict()))).items()
                if k not in PRESENTATION_ONLY}
     mine = {"metric": metric, "space": [[p.key, p.kind, list(p.values)] for p in params], "settings": setting}
     stored = study.user_attrs.get("setup")
