@@ -2,7 +2,7 @@ import torch
 
 from mmfusion.modules.discriminators import grad_reverse
 from mmfusion.modules.graph_fusion import GraphFusion
-from mmfusion.modules.losses import hsic, hsic_trace
+from mmfusion.modules.losses import hsic, hsic_trace, orthogonality
 from mmfusion.modules.wal import WeightedAttentionLayer
 
 
@@ -94,3 +94,20 @@ def test_wal_gives_a_missing_modality_no_weight():
     _, psi = wal(z, masks)
     assert psi[1, 2] == 0 and psi[0, 2] > 0
     torch.testing.assert_close(psi.sum(-1), torch.ones(2))
+
+
+def test_masked_hsic_and_orthogonality_equal_the_kept_rows_alone():
+    """The masked forms (which a compiled graph can hold) are the losses of the kept rows; the dropped rows' values
+    do not matter, and fewer than two kept rows give 0."""
+    torch.manual_seed(3)
+    x, y = torch.randn(9, 5), torch.randn(9, 4) + 2.0
+    keep = torch.tensor([1, 0, 1, 1, 0, 1, 1, 0, 1], dtype=torch.bool)
+    garbage_x, garbage_y = x.clone(), y.clone()
+    garbage_x[~keep], garbage_y[~keep] = 1e3, -1e3
+    for normalize in (False, True):
+        want = hsic(x[keep], y[keep], normalize)
+        torch.testing.assert_close(hsic(garbage_x, garbage_y, normalize, keep), want)
+    torch.testing.assert_close(orthogonality(garbage_x, garbage_y, keep), orthogonality(x[keep], y[keep]))
+    one = torch.zeros(9, dtype=torch.bool)
+    one[4] = True
+    assert hsic(x, y, keep=one) == 0 and orthogonality(x, y, one) == 0

@@ -294,20 +294,18 @@ class MEA(nn.Module):
         B = first.shape[0]
         if present is None:
             present = torch.ones(B, M, dtype=torch.bool, device=first.device)
-        everywhere = bool(present.all())
+        # masks, not selection: a missing modality's rows weigh 0 (no data-dependent shape or branch to compile)
         if he is not None and ha is not None and c.disparity != "none":
-            fn = (lambda x, y: hsic(x, y, c.hsic_normalize)) if c.disparity == "hsic" else orthogonality
-            losses["dis"] = c.alpha * sum(fn(he[:, i], ha[:, i]) if everywhere else
-                                          fn(he[present[:, i], i], ha[present[:, i], i]) for i in range(M)) / M
+            fn = (lambda x, y, keep: hsic(x, y, c.hsic_normalize, keep)) if c.disparity == "hsic" else orthogonality
+            losses["dis"] = c.alpha * sum(fn(he[:, i], ha[:, i], present[:, i]) for i in range(M)) / M
         if not c.adversarial:
             return losses
         target = torch.arange(M, device=first.device).repeat(B)  # (B·M,) labels L=0, V=1, A=2
-        keep = present.reshape(B * M)
-        weight = keep.to(first.dtype)
+        weight = present.reshape(B * M).to(first.dtype)
         count = weight.sum().clamp_min(1.0)
 
         def mean(per_pair: Tensor) -> Tensor:  # over present (clip, modality) pairs
-            return per_pair.mean() if everywhere else (per_pair * weight).sum() / count
+            return (per_pair * weight).sum() / count
 
         if he is not None:
             losses["exc"] = c.beta * M * mean(F.cross_entropy(self.modality_discriminator(he.reshape(B * M, -1)),

@@ -8,19 +8,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def hsic(x: Tensor, y: Tensor, normalize: bool = False) -> Tensor:
+def _centred(x: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor | int]:
+    """Rows of x (n, d) centred over the kept rows (keep (n,) bool, None for all), the others zero; and their count."""
+    if keep is None:
+        return x - x.mean(0, keepdim=True), x.shape[0]
+    w = keep.to(x.dtype)[:, None]
+    n = w.sum()
+    return (x - (w * x).sum(0, keepdim=True) / n.clamp_min(1.0)) * w, n
+
+
+def hsic(x: Tensor, y: Tensor, normalize: bool = False, keep: Tensor | None = None) -> Tensor:
     """Linear-kernel HSIC over the batch: (n-1)^-2 · Tr(K_X U K_Y U), K = H Hᵀ, U = I - (1/n) 1 1ᵀ.
 
     x (n, d_x), y (n, d_y) -> scalar. ``normalize`` L2-normalises the rows first. For linear kernels this equals
     ``‖X̃ᵀ Ỹ‖²_F / (n-1)²`` with centred X̃, Ỹ, which is how it is computed (O(n·d²) instead of O(n²·d)).
+    ``keep`` (n,) bool: the HSIC of the kept rows alone (0 below two), computed with masks rather than by selecting
+    them, so that a compiled graph has no data-dependent shape.
     """
-    n = x.shape[0]
-    if n < 2:
+    if x.shape[0] < 2:
         return x.new_zeros(())
     if normalize:
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    xc, yc = x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
-    return (xc.transpose(0, 1) @ yc).square().sum() / (n - 1) ** 2
+    (xc, n), (yc, _) = _centred(x, keep), _centred(y, keep)
+    value = (xc.transpose(0, 1) @ yc).square().sum()
+    if keep is None:
+        return value / (n - 1) ** 2
+    return torch.where(n >= 2, value / (n - 1).clamp_min(1.0) ** 2, torch.zeros_like(value))
 
 
 def hsic_trace(x: Tensor, y: Tensor) -> Tensor:
@@ -30,7 +43,7 @@ def hsic_trace(x: Tensor, y: Tensor) -> Tensor:
     return torch.trace(x @ x.T @ U @ y @ y.T @ U) / (n - 1) ** 2
 
 
-def orthogonality(x: Tensor, y: Tensor) -> Tensor:
+def orthogonality(x: Tensor, y: Tensor, keep: Tensor | None = None) -> Tensor:
     """DSN's difference loss ‖X̂ᵀ Ŷ‖²_F, normalised as DSN's implementation does: rows centred over the batch and
     L2-normalised per sample, then averaged over the d_x·d_y entries (the ablation alternative to HSIC).
 
@@ -38,10 +51,15 @@ def orthogonality(x: Tensor, y: Tensor) -> Tensor:
     fourth power of the codes' scale, and on MEA's codes at initialisation it is ~10⁵-10⁶ times HSIC (the codes
     share a large mean), so swapping it in for HSIC under the same α would change the loss weight, not only its
     form. Normalised it is scale-free and starts 7-17 times HSIC on those codes (benchmark shapes, batch 32).
+    ``keep`` (n,) bool: over the kept rows alone (0 below two), as :func:`hsic`.
     """
     if x.shape[0] < 2:  # one code has no batch-centred part (as for HSIC)
         return x.new_zeros(())
-    return soft_orthogonality(x, y)
+    if keep is None:
+        return soft_orthogonality(x, y)
+    (xc, n), (yc, _) = _centred(x, keep), _centred(y, keep)
+    value = (F.normalize(xc, dim=1).transpose(0, 1) @ F.normalize(yc, dim=1)).square().mean()
+    return torch.where(n >= 2, value, torch.zeros_like(value))
 
 
 def soft_orthogonality(x: Tensor, y: Tensor) -> Tensor:
