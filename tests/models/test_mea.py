@@ -179,3 +179,50 @@ def test_frontend_rejects_a_residual_without_the_lstm_and_an_even_kernel():
     with pytest.raises(ValueError, match="kernel_size must be odd .* got 4"):
         ModalityFrontEnd(5, 8, kernel_size=4)
     assert ModalityFrontEnd(5, 8, recurrent=True, residual=True).lstm is not None
+
+
+def _pred_with_psi(model, feats, masks, layer, psi_row):
+    """The prediction with layer ``layer``'s WAL weights forced to ``psi_row`` for every sample."""
+
+    def force(module, inputs, output):
+        z, _ = inputs
+        psi = torch.tensor(psi_row).expand(next(iter(z.values())).shape[0], -1)
+        return {m: z[m] * psi[:, i, None, None] for i, m in enumerate(module.modalities)}, psi
+
+    handle = model.wal[layer].register_forward_hook(force)
+    try:
+        with torch.no_grad():
+            return model(feats, masks)["pred"]
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_every_wal_weighs_what_the_exclusive_encoders_read(layer):
+    """Moving one layer's ψ from text-heavy to audio-heavy moves the prediction by more than 0.2 % of its size, the
+    last layer's by more than 2 % (it scales the encoders' input directly). With the stack's final LayerNorm after
+    the last WAL that layer's ψ cancels: it moved the prediction by 0.03 % (LayerNorm's epsilon only)."""
+    torch.manual_seed(0)
+    model = build("mea_tiny", DIMS, 4, psa_layers=3).eval()
+    feats, masks = _batch(B=8)
+    a = _pred_with_psi(model, feats, masks, layer, [0.8, 0.1, 0.1])
+    b = _pred_with_psi(model, feats, masks, layer, [0.1, 0.1, 0.8])
+    change = ((a - b).norm() / a.norm()).item()
+    margin = 0.02 if layer == 2 else 0.002
+    assert change > margin, f"layer {layer}: ψ moved the prediction by {change:.4f} of its size"
+
+
+def test_exclusive_branch_hands_the_encoders_the_last_psi_times_normalised_streams():
+    torch.manual_seed(0)
+    model = build("mea_tiny", DIMS, 1).eval()  # LayerNorms at their initial weight 1, bias 0
+    feats, masks = _batch()
+    info = {}
+    with torch.no_grad():
+        z = {m: model.frontends[m](feats[m], masks[m]) for m in model.modalities}
+        ze = model.exclusive_branch(z, masks, info)
+    psi = info["wal"][:, -1]  # (B, M): the last layer's weights
+    for i, m in enumerate(model.modalities):
+        h = ze[m][masks[m]] / psi[:, i, None, None].expand_as(ze[m])[masks[m]]  # real frames, ψ divided out
+        torch.testing.assert_close(h.mean(-1), torch.zeros(h.shape[0]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(h.var(-1, unbiased=False), torch.ones(h.shape[0]), atol=1e-3, rtol=0)
+        assert (ze[m][~masks[m]] == 0).all()

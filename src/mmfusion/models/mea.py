@@ -230,7 +230,12 @@ class MEA(nn.Module):
     # ---------------------------------------------------------------------------------------------------------
     def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
                          inspect: bool = False) -> dict[str, Tensor]:
-        """M layers of PSA per modality, each followed by WAL across modalities (docs/design/mea.md §2)."""
+        """M layers of PSA per modality, each followed by WAL across modalities (docs/design/mea.md §2).
+
+        The stack is pre-LN, so its final LayerNorm runs before the last WAL: LN(ψ·h) = LN(h) would divide that
+        layer's ψ out, and the exclusive encoders read ψ_M · LN(h). Earlier layers' ψ scale the residual stream
+        against the next layer's updates (the next layer's pre-LN sees ψ·h and ψ cancels there, not in the sum).
+        """
         if not self.config.use_psa:
             return z
         h: dict[str, Tensor] = dict(z)
@@ -238,12 +243,15 @@ class MEA(nn.Module):
         maps: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
         vanilla: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
         psis = []
+        last = self.config.psa_layers - 1
         for l in range(self.config.psa_layers):
             for m in self.modalities:
                 h[m], prev[m], layer_maps = self.psa[m][l](h[m], masks[m], prev[m], need_maps=inspect)
                 if inspect:
                     maps[m].append(layer_maps["psa"])
                     vanilla[m].append(layer_maps["vanilla"])
+            if l == last:  # the stack's final norm comes before the last WAL, which would otherwise cancel in it
+                h = {m: self.psa_norms[m](h[m]) * masks[m][..., None].to(h[m].dtype) for m in self.modalities}
             if self.config.use_wal:
                 h, psi = self.wal[l](h, masks)
                 psis.append(psi)
@@ -251,7 +259,7 @@ class MEA(nn.Module):
             info["psa"], info["psa_vanilla"] = maps, vanilla
         if psis:
             info["wal"] = torch.stack(psis, 1)  # (B, layers, M)
-        return {m: self.psa_norms[m](h[m]) * masks[m][..., None].to(h[m].dtype) for m in self.modalities}
+        return h
 
     def agnostic_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
                         inspect: bool) -> dict[str, Tensor]:
