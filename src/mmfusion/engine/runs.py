@@ -496,6 +496,9 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         from mmfusion.data.synthetic import term_capture
 
         extra = term_capture(pred, bundle.splits["test"].extras["terms"])
+    from mmfusion.engine.diagnostics import modality_separability
+
+    extra.update(modality_separability(system.model, bundle))  # MEA: are the agnostic codes agnostic?
     result = {
         **metrics, **extra,
         "best_epoch": int(state["epoch"]), "best_val_loss": float(ckpt_cb.best_model_score or float("nan")),
@@ -505,11 +508,17 @@ def fit_one(cfg: RunConfig, bundle: DatasetBundle, seed: int, *, resume: bool = 
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
         "resumed_from_epoch": resumed_from, "diverged": diverged, "warnings": notes,
         "data_caveats": list(bundle.report.caveats),  # e.g. "non-standard split": travels with every number
+        "learning_curve": list(system.curve),  # per epoch of this process: train/validation losses, diagnostics
     }
     write_predictions(run / "predictions.csv", ids, pred, labels, bundle.task, bundle.emotions)
     atomic_write_text(run / "summary.md", run_markdown(cfg, bundle, result))
     atomic_write_json(metrics_file, result)
     return result
+
+
+DIAGNOSTIC_PREFIXES = ("capture_", "disc_acc_", "probe_acc_", "modality_chance")
+"""Per-run diagnostics averaged over seeds beside the metrics: planted-term capture (built-in benchmark) and the
+modality separability of decoupled codes (:mod:`mmfusion.engine.diagnostics`)."""
 
 
 def metric_keys(bundle: DatasetBundle) -> list[str]:
@@ -532,9 +541,31 @@ def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any
                   "| " + " | ".join(f"{bundle.bayes[k]:.4f}" for k in keys) + " |", ""]
     if bundle.task == "regression":
         lines.append("Acc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative.")
+    lines += diagnostics_markdown(result)
     lines += [f"\n**Warning:** {w}." for w in result.get("warnings", [])]
     lines += [f"\n**Data:** {c}." for c in bundle.report.caveats]
     return "\n".join(lines) + "\n"
+
+
+def diagnostics_markdown(result: Mapping[str, Any]) -> list[str]:
+    """Summary lines for a run's diagnostics: modality separability of the codes and the learning curve."""
+    lines: list[str] = []
+    seps = [(b, s) for b in ("agnostic", "exclusive") for s in ("valid", "test")
+            if f"probe_acc_{b}_{s}" in result or f"disc_acc_{b}_{s}" in result]
+    if seps:
+        chance = result.get("modality_chance", float("nan"))
+        lines += ["", f"Which modality a code came from (accuracy; chance {chance:.3f}; agnostic codes should sit "
+                  "near chance, exclusive codes near 1):", "", "| codes | split | modality discriminator | fresh "
+                  "linear probe |", "|---|---|---|---|"]
+        for b, s in seps:
+            d, p = result.get(f"disc_acc_{b}_{s}"), result.get(f"probe_acc_{b}_{s}")
+            lines.append(f"| {b} | {s} | {'–' if d is None else f'{d:.3f}'} | {'–' if p is None else f'{p:.3f}'} |")
+    curve = [p for p in result.get("learning_curve", []) if "train_task_loss" in p and "val_loss" in p]
+    if curve:
+        lines += ["", "Learning curve (task loss; validation loss chooses the checkpoint):", "",
+                  "| epoch | train | validation |", "|---|---|---|"]
+        lines += [f"| {int(p['epoch'])} | {p['train_task_loss']:.4f} | {p['val_loss']:.4f} |" for p in curve]
+    return lines
 
 
 def run_notes(spec: str, results: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -627,7 +658,7 @@ def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -
         if console:
             console.print(f"data: {line}", style="dim", markup=False)
     results = [fit_one(cfg, bundle, seed, resume=resume, console=console) for seed in cfg.seeds]
-    keys = metric_keys(bundle) + [k for k in results[0] if k.startswith("capture_")] + [
+    keys = metric_keys(bundle) + [k for k in results[0] if k.startswith(DIAGNOSTIC_PREFIXES)] + [
         "params", "train_seconds_per_epoch", "test_ms_per_sample"]
     base = run_dir_for(cfg, bundle, cfg.seeds[0]).parent
     summary = {"model": cfg.model, "ablation": cfg.ablation, "data": bundle.describe(), "task": bundle.task,

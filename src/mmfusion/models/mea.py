@@ -29,6 +29,7 @@ no column for it — the paper's front end learns the matching as early (docs/re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -67,7 +68,10 @@ class MEAConfig:
     mixing: Literal["logits", "literal"] = "logits"  # §2: default mixes logits; "literal" is Eq. 2
     alpha: float = 0.02  # weight of L_dis
     beta: float = 0.03  # weight of L_agn + L_exc
-    grl_lambda: float = 1.0  # gradient-reversal coefficient λ
+    grl_lambda: float = 1.0  # gradient-reversal coefficient λ (the paper's value: 1, held constant)
+    # §4: "constant" keeps λ = grl_lambda throughout (the paper); "dann" ramps it from 0 to grl_lambda as
+    # domain-adversarial training does, λ_p = grl_lambda·(2/(1 + exp(-10 p)) - 1) at training progress p ∈ [0, 1]
+    grl_schedule: Literal["constant", "dann"] = "constant"
     pooling: Literal["mean", "last", "attention"] = "mean"
     hsic_normalize: bool = False  # L2-normalise codes before HSIC
     embed_dropout: float = 0.25  # after the front-end conv + positions (MulT's embedding dropout)
@@ -193,6 +197,7 @@ class MEA(nn.Module):
             self.modality_discriminator = ModalityDiscriminator(c.rep_dim, M)
             if c.use_agnostic and c.use_omega:
                 self.importance_discriminator = ImportanceDiscriminator(c.rep_dim, M)
+        self.training_progress = 1.0  # p ∈ [0, 1] for the λ ramp, set by the training loop (1: the full λ)
         self.dgf = DecoupledGraphFusion(c.rep_dim, branches, c.fusion)
         fused = self.dgf.out_dim(c.rep_dim, M)
         self.head = nn.Sequential(nn.Linear(fused, c.rep_dim), nn.GELU(), Dropout(c.out_dropout),
@@ -221,11 +226,20 @@ class MEA(nn.Module):
             za = self.agnostic_branch(z, masks, info, inspect)  # Z^a_m
             codes["agnostic"] = torch.stack(
                 [self.agnostic_encoder(self.pool(za[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
-        losses = self.decoupling_losses(codes)
+        monitor: dict[str, Tensor] = {}
+        losses = self.decoupling_losses(codes, monitor)
         fused, xi = self.dgf(codes)  # (B, branches·d_h)
         info["dgf"] = xi
         info["codes"] = codes
-        return {"pred": self.head(fused), "losses": losses, "inspect": info}
+        return {"pred": self.head(fused), "losses": losses, "monitor": monitor, "inspect": info}
+
+    def grl_coefficient(self) -> float:
+        """λ at the current training progress (``grl_schedule``; docs/design/mea.md §4)."""
+        c = self.config
+        if c.grl_schedule == "dann":
+            p = min(max(float(self.training_progress), 0.0), 1.0)
+            return c.grl_lambda * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
+        return c.grl_lambda
 
     # ---------------------------------------------------------------------------------------------------------
     def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
@@ -271,8 +285,12 @@ class MEA(nn.Module):
             info["hca"] = maps
         return za
 
-    def decoupling_losses(self, codes: dict[str, Tensor]) -> dict[str, Tensor]:
-        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (§4-5)."""
+    def decoupling_losses(self, codes: dict[str, Tensor],
+                          monitor: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (§4-5).
+
+        ``monitor`` (if given) receives detached diagnostics: D_m's accuracy on the exclusive and on the agnostic
+        codes (chance 1/M on agnostic codes that carry no modality), the mean ω and the λ in use."""
         c = self.config
         losses: dict[str, Tensor] = {}
         he, ha = codes.get("exclusive"), codes.get("agnostic")
@@ -285,16 +303,25 @@ class MEA(nn.Module):
         B = next(iter(codes.values())).shape[0]
         target = torch.arange(M, device=next(iter(codes.values())).device).repeat(B)  # (B·M,) labels L=0, V=1, A=2
         if he is not None:
-            losses["exc"] = c.beta * M * F.cross_entropy(self.modality_discriminator(he.reshape(B * M, -1)), target)
+            logits_e = self.modality_discriminator(he.reshape(B * M, -1))
+            losses["exc"] = c.beta * M * F.cross_entropy(logits_e, target)
+            if monitor is not None:
+                monitor["disc_acc_exclusive"] = (logits_e.detach().argmax(-1) == target).float().mean()
         if ha is not None:
             flat = ha.reshape(B * M, -1)
-            ce = F.cross_entropy(self.modality_discriminator(grad_reverse(flat, c.grl_lambda)), target,
-                                 reduction="none")
+            lam = self.grl_coefficient()
+            logits_a = self.modality_discriminator(grad_reverse(flat, lam))
+            ce = F.cross_entropy(logits_a, target, reduction="none")
+            if monitor is not None:
+                monitor["disc_acc_agnostic"] = (logits_a.detach().argmax(-1) == target).float().mean()
+                monitor["grl_lambda"] = torch.tensor(lam)
             if c.use_omega:
                 imp_logits = self.importance_discriminator(flat.detach())
                 losses["importance"] = F.cross_entropy(imp_logits, target)
                 omega = 1.0 - imp_logits.softmax(-1).gather(1, target[:, None]).squeeze(1)  # ω_m, detached input
                 ce = ce * omega.detach()
+                if monitor is not None:
+                    monitor["omega"] = omega.detach().mean()
             losses["agn"] = c.beta * M * ce.mean()  # Σ over modalities of the per-modality mean
         return losses
 
