@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmfusion.cli.main import build_parser, main
+from mmfusion.config import load_yaml
 from mmfusion.engine.runs import resolve_config
 from mmfusion.models import build
 
@@ -24,7 +25,15 @@ def test_config_resolves_and_builds(path):
     assert cfg.model == path.parent.name or path.parent.name == "msaf"
     dims = {"text": 300, "vision": 35, "audio": 74}
     model = build(cfg.model, dims, 8 if "iemocap" in path.name else 1, **cfg.model_args)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    # every setting the file makes reaches the model built from it (and the training loop's)
+    def same(a, b):
+        return tuple(a) == tuple(b) if isinstance(a, (list, tuple)) else a == b
+
+    for key, value in cfg.model_args.items():
+        assert same(getattr(model.config, key), value), (path.name, key)
+    written = load_yaml(str(path))
+    for key, value in written.get("train", {}).items():
+        assert same(getattr(cfg.train, key), value), (path.name, key)
 
 
 def test_readme_commands_match_scripts_and_ci():

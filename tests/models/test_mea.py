@@ -37,8 +37,34 @@ LOSSES = {"no_dis": {"exc", "agn", "importance"}, "no_adversarial": {"dis"}, "no
           "no_exclusive": {"agn", "importance"}, "no_agnostic": {"exc"}}
 
 
-def test_every_ablation_is_listed():
-    assert set(REMOVES) == set(MEAConfig.ABLATIONS)
+# the paper's Table I per dataset config: (batch, epochs, lr, d, d_h, heads, kernels L/V/A, µ, α, β)
+TABLE_I = {
+    "mosi": (32, 60, 1e-3, 40, 64, 8, (3, 3, 3), 0.25, 0.02, 0.03),
+    "mosei": (64, 100, 2e-3, 40, 64, 10, (3, 3, 3), 0.15, 0.03, 0.05),
+    "iemocap": (32, 60, 1e-3, 40, 64, 8, (3, 3, 5), 0.2, 0.01, 0.02),
+}
+# what the paper leaves open, from MulT's published settings per dataset (Tsai et al. 2019, Table 5, and its code):
+# attention-map, embedding, output dropout, gradient clipping; plateau factor 0.1 after 20 epochs, no early stopping
+MULT = {"mosi": (0.2, 0.2, 0.1, 0.8), "mosei": (0.1, 0.3, 0.1, 1.0), "iemocap": (0.25, 0.3, 0.1, 0.8)}
+
+
+@pytest.mark.parametrize("dataset", sorted(TABLE_I))
+def test_paper_configs_pin_table_i_and_mults_settings(dataset):
+    from pathlib import Path
+
+    from mmfusion.engine.runs import resolve_config
+
+    cfg = resolve_config(str(Path(__file__).resolve().parents[2] / "configs" / "mea" / f"{dataset}.yaml"))
+    model = build(cfg.model, {"text": 300, "vision": 35, "audio": 74}, 8 if dataset == "iemocap" else 1,
+                  **cfg.model_args)
+    c, t = model.config, cfg.train
+    kernels = tuple(model.frontends[m].conv.kernel_size[0] for m in ("text", "vision", "audio"))
+    assert (t.batch_size, t.max_epochs, t.lr, c.dim, c.rep_dim, c.num_heads, kernels, c.mu, c.alpha,
+            c.beta) == TABLE_I[dataset]
+    assert model.psa["text"][0].num_heads == TABLE_I[dataset][5]  # the layers are built with them
+    assert (c.attn_dropout, c.embed_dropout, c.out_dropout, t.grad_clip) == MULT[dataset]
+    assert (c.res_dropout, t.lr_factor, t.lr_patience, t.patience) == (0.1, 0.1, 20, 0)
+    assert (c.psa_layers, c.hca_layers, c.mixing, c.pooling) == (3, 2, "logits", "mean")
 
 
 @pytest.mark.parametrize("ablation", sorted(MEAConfig.ABLATIONS))
@@ -65,6 +91,18 @@ def test_ablation_builds_trains_and_removes_exactly_its_parts(ablation):
     (out["pred"].square().mean() + sum(out["losses"].values())).backward()
     opt.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    # the switch changes what the model computes: with the weights it shares with the full model, its prediction
+    # or one of its losses differs
+    torch.manual_seed(0)
+    full, model = build("mea_tiny", DIMS, 1).eval(), model.eval()
+    shared = {k: v for k, v in full.state_dict().items()
+              if k in model.state_dict() and model.state_dict()[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    with torch.no_grad():
+        a, b = full(feats, masks), model(feats, masks)
+    same_losses = set(a["losses"]) == set(b["losses"]) and all(
+        torch.allclose(a["losses"][k], b["losses"][k]) for k in a["losses"])
+    assert not (torch.allclose(a["pred"], b["pred"]) and same_losses)
 
 
 def test_agnostic_encoder_gets_reversed_scaled_discriminator_gradient():
@@ -226,3 +264,68 @@ def test_exclusive_branch_hands_the_encoders_the_last_psi_times_normalised_strea
         torch.testing.assert_close(h.mean(-1), torch.zeros(h.shape[0]), atol=1e-5, rtol=0)
         torch.testing.assert_close(h.var(-1, unbiased=False), torch.ones(h.shape[0]), atol=1e-3, rtol=0)
         assert (ze[m][~masks[m]] == 0).all()
+
+
+def _missing_vision_batch():
+    feats, masks = _batch(B=5)
+    masks["vision"][2] = False  # clip 2 has no vision frame (length 0)
+    feats["vision"][2] = 0
+    return feats, masks
+
+
+@pytest.mark.parametrize("disparity", ["hsic", "orthogonal"])
+def test_a_missing_modality_enters_no_loss_term(disparity):
+    torch.manual_seed(0)
+    model = build("mea_tiny", DIMS, 1, disparity=disparity).eval()
+    feats, masks = _missing_vision_batch()
+    with torch.no_grad():
+        out = model(feats, masks)
+    codes, losses = out["inspect"]["codes"], out["losses"]
+    present = torch.ones(5, 3, dtype=torch.bool)
+    present[2, 1] = False
+    # the same terms whatever the missing modality's codes are
+    moved = {k: v.clone() for k, v in codes.items()}
+    for v in moved.values():
+        v[2, 1] = 100 * torch.randn(v.shape[-1])
+    with torch.no_grad():
+        again = model.decoupling_losses(moved, present)
+    for k in losses:
+        torch.testing.assert_close(again[k], losses[k])
+    # and the terms written out over what is present: vision's disparity over the 4 clips that have it, the
+    # cross-entropies averaged over the 14 present (clip, modality) pairs
+    from mmfusion.modules.losses import hsic, orthogonality
+
+    fn = hsic if disparity == "hsic" else orthogonality
+    he, ha = codes["exclusive"], codes["agnostic"]
+    keep = torch.tensor([0, 1, 3, 4])
+    dis = (fn(he[:, 0], ha[:, 0]) + fn(he[keep, 1], ha[keep, 1]) + fn(he[:, 2], ha[:, 2])) / 3
+    torch.testing.assert_close(losses["dis"], model.config.alpha * dis)
+    pairs_e, pairs_a = he[present], ha[present]  # (14, d_h), in (clip, modality) order
+    labels = torch.arange(3).repeat(5)[present.flatten()]
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        exc = ce(model.modality_discriminator(pairs_e), labels)
+        imp = model.importance_discriminator(pairs_a)
+        omega = 1 - imp.softmax(-1).gather(1, labels[:, None]).squeeze(1)
+        agn = (ce(model.modality_discriminator(pairs_a), labels, reduction="none") * omega).mean()
+    torch.testing.assert_close(losses["exc"], model.config.beta * 3 * exc)
+    torch.testing.assert_close(losses["importance"], ce(imp, labels))
+    torch.testing.assert_close(losses["agn"], model.config.beta * 3 * agn)
+    assert (out["inspect"]["dgf"]["exclusive"][2, :, 1] == 0).all()  # no neighbour in the fusion graphs
+    assert out["inspect"]["wal"][2, :, 1].eq(0).all()  # and no WAL weight
+
+
+def test_a_clip_with_a_missing_modality_gets_a_finite_prediction_that_ignores_its_frames():
+    torch.manual_seed(0)
+    model = build("mea_tiny", DIMS, 1).eval()
+    feats, masks = _missing_vision_batch()
+    with torch.no_grad():
+        pred = model(feats, masks)["pred"]
+        feats["vision"][2] = 50 * torch.randn_like(feats["vision"][2])  # garbage in the missing modality's frames
+        again = model(feats, masks)["pred"]
+    assert torch.isfinite(pred).all()
+    torch.testing.assert_close(again, pred)
+    # a clip with only one modality present is fused too
+    masks["audio"][2] = False
+    with torch.no_grad():
+        assert torch.isfinite(model(feats, masks)["pred"]).all()

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from mmfusion.modules import psa
-from mmfusion.modules.attention import masked_softmax
+from mmfusion.modules.attention import merge_heads, split_heads
 from mmfusion.modules.psa import (
     PredictiveSelfAttentionLayer,
     logits_from_factors,
@@ -39,18 +39,38 @@ def _factors(B=2, H=2, T=6, Dh=4, lengths=(6, 4)):
     return (torch.randn(B, H, T, Dh) * real, torch.randn(B, H, T, Dh) * real), mask
 
 
-def test_mu_zero_is_exactly_plain_softmax_attention():
-    x, mask = torch.randn(2, 6, 8), torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
-    prev, _ = _factors()
-    layer = _layer(0.0)
-    _, factors, maps = layer(x, mask, prev, need_maps=True)
-    expected = masked_softmax(logits_from_factors(factors), mask) * mask[:, None, :, None]
-    assert torch.equal(maps["psa"], expected)
-    assert torch.equal(maps["psa"], maps["vanilla"])
-    # and the output is that of plain attention: the same layer without a predictor gives the same numbers
-    plain = _layer(0.0, predict=False)
-    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if not k.startswith("predictor.")})
-    torch.testing.assert_close(layer(x, mask, prev)[0], plain(x, mask, None)[0], rtol=0, atol=1e-6)
+def test_mu_zero_mixing_is_exactly_plain_attention():
+    """The mixing itself at µ = 0, given a large prediction: both the map-building and the fused paths ignore it
+    and give plain attention; at µ = 0.5 the same calls do not."""
+    from mmfusion.modules.attention import attend, attention
+
+    factors, mask = _factors()
+    q, k = factors
+    v = torch.randn_like(k)
+    pred = 5 * torch.randn(2, 2, 6, 6)  # a prediction far from S
+    S = logits_from_factors(factors)
+    keep = mask[:, None, None, :].expand_as(S)
+    for mu in (0.0, 0.5):
+        mixed = mixed_logits(F.gelu(pred), factors, mu, mask)
+        fused = attend(q * (1.0 - mu), k, v, mask, scale=1.0, extra=pred, beta=mu, extra_gelu=True)
+        plain = attention(q, k, v, mask, scale=1.0)[0]
+        if mu == 0.0:
+            torch.testing.assert_close(mixed[keep], S[keep], rtol=0, atol=1e-6)
+            torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+        else:
+            assert not torch.allclose(mixed[keep], S[keep], atol=1e-2)
+            assert not torch.allclose(fused, plain, atol=1e-2)
+    # the layer takes the mixing path for any µ > 0 and approaches plain attention as µ -> 0; µ = 0 itself (the
+    # no_prediction ablation) runs plain attention
+    x = torch.randn(2, 6, 8)
+    plain_layer = _layer(0.0, predict=False)
+    ref = plain_layer(x, mask, None)[0]
+    for mu, close in ((1e-6, True), (0.0, True), (0.5, False)):
+        layer = _layer(mu)
+        layer.load_state_dict({**plain_layer.state_dict(), **{k: v for k, v in layer.state_dict().items()
+                                                             if k.startswith("predictor.")}})
+        out = layer(x, mask, factors)[0]
+        assert torch.allclose(out, ref, rtol=0, atol=1e-5) == close, mu
 
 
 @pytest.mark.parametrize("lengths", [(7, 7, 7), (7, 5, 1)])
@@ -124,7 +144,13 @@ def test_prediction_chain_changes_the_map_and_mixing_options_differ():
         S, P = logits_from_factors(factors), F.gelu(layer.predictor(S_prev))
         inner = S if mixing == "logits" else torch.softmax(S, -1)  # literal Eq. 2: softmax(mu P + (1-mu) softmax(S))
         torch.testing.assert_close(maps["psa"], torch.softmax(0.5 * P + 0.5 * inner, -1))
-        torch.testing.assert_close(m.sum(-1), torch.ones(2, 2, 6))
+        torch.testing.assert_close(maps["psa"], m)
+        # the map returned for inspection is the one the layer attends with (its plain forward takes the fused
+        # path for "logits"): output = x + W_o(A_l V), then the residual FFN
+        out = layer(x, mask, prev)[0]
+        v = split_heads(layer.qkv(layer.norm_attn(x)).chunk(3, -1)[2], 2)
+        h = x + layer.out_proj(merge_heads(maps["psa"] @ v))
+        torch.testing.assert_close(out, h + layer.ffn(layer.norm_ffn(h)), rtol=1e-5, atol=1e-5)
     assert _layer(0.5)(x, mask, prev)[2] == {}  # no map is built in a plain forward
 
 

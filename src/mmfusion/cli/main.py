@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="mea,lf_lstm",
                    help="comma-separated model names; NAME:ABLATION adds an ablation (e.g. mea:no_hca)")
     p.add_argument("--config-dir", default=None,
-                   help="directory with <model>/<dataset>.yaml configs (default: ./configs)")
+                   help="directory with <model>/<dataset>.yaml configs (default: ./configs, else the ones shipped "
+                        "with the package)")
     p.add_argument("--name", default=None, help="name of the table files (default: bench_<dataset>)")
     _add_train_flags(p)
 
@@ -253,11 +254,12 @@ def _quiet() -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from mmfusion.engine.bench import shipped_config
     from mmfusion.engine.runs import fit, resolve_config
 
     console = _console()
     flags, sets = _train_flags(args)
-    cfg = resolve_config(args.config, flags, sets)
+    cfg = resolve_config(shipped_config(args.config) if args.config else None, flags, sets)
     summary = fit(cfg, resume=args.resume, console=console)
     keys = [k for k in summary["metrics"] if not k.startswith(("params", "train_", "test_"))]
     name = cfg.model + (f" ({cfg.ablation})" if cfg.ablation else "")

@@ -42,11 +42,35 @@ def dataset_key(name: str) -> str:
     return low
 
 
+def config_dirs() -> list[Path]:
+    """Where model configs are looked for, in order: ``./configs`` (a checkout, or the user's own), the configs
+    shipped inside the installed package (``mmfusion/configs``, copied from the repository's ``configs/`` when the
+    wheel is built), and the source tree's ``configs/`` (an editable install or ``PYTHONPATH=src``)."""
+    package = Path(__file__).resolve().parents[1]  # .../mmfusion
+    return [Path.cwd() / "configs", package / "configs", package.parents[1] / "configs"]
+
+
 def default_config_dir() -> Path:
-    here = Path.cwd() / "configs"
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[3] / "configs"
+    """The first of :func:`config_dirs` that exists; none: a ConfigError naming the places searched."""
+    for path in config_dirs():
+        if path.is_dir():
+            return path
+    raise ConfigError("no model configs found (the package was built without its configs?)", source="--config-dir",
+                      key="config_dir", expected="a directory of <model>/<dataset>.yaml files, one of "
+                      + ", ".join(str(p) for p in config_dirs()) + ", or pass --config-dir", actual="none exists")
+
+
+def shipped_config(path: str) -> str:
+    """``path`` itself when it exists; else, for a repository-relative ``configs/<model>/<file>.yaml``, the file of
+    that name among :func:`config_dirs` (so the README's ``--config configs/...`` works from a wheel install)."""
+    given = Path(path)
+    if given.exists() or given.parts[:1] != ("configs",):
+        return path
+    for root in config_dirs()[1:]:
+        candidate = root.joinpath(*given.parts[1:])
+        if candidate.is_file():
+            return str(candidate)
+    return path  # reading it names the missing file
 
 
 def run_bench(models: Sequence[str], flags: Mapping[str, Any], sets: Sequence[str], *, config_dir: str | None = None,

@@ -25,7 +25,8 @@ BRANCHES = ("agnostic", "exclusive")
 
 def split_codes(model: Any, bundle: DatasetBundle, split: str, max_samples: int | None = None,
                 batch_size: int = 64) -> dict[str, np.ndarray]:
-    """The decoupled codes of (the first ``max_samples`` clips of) ``split``: {branch: (N, M, d_h)}."""
+    """The decoupled codes of (the first ``max_samples`` clips of) ``split``: {branch: (N, M, d_h)}, and under
+    ``"present"`` (N, M) whether the clip has a real frame of each modality (a missing one has no code to judge)."""
     data = bundle.split(split, labeled=False)
     ds = FusionDataset(data)
     n = len(data) if max_samples is None else min(max_samples, len(data))
@@ -38,36 +39,41 @@ def split_codes(model: Any, bundle: DatasetBundle, split: str, max_samples: int 
                 b = ds.collate(range(start, min(n, start + batch_size)))
                 for branch, c in model(b.features, b.masks)["inspect"]["codes"].items():
                     codes.setdefault(branch, []).append(c.detach().float().cpu().numpy())
+                codes.setdefault("present", []).append(
+                    np.stack([b.masks[m].any(1).cpu().numpy() for m in model.modalities], 1))
     finally:
         model.train(was_training)
     return {k: np.concatenate(v) for k, v in codes.items()}
 
 
-def _flat(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, M, d) codes -> (N·M, d) rows and their modality labels 0..M-1."""
+def _flat(codes: np.ndarray, present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, M, d) codes -> (K, d) rows of the present (clip, modality) pairs and their modality labels 0..M-1."""
     n, m, d = codes.shape
-    return codes.reshape(n * m, d), np.tile(np.arange(m), n)
+    keep = np.ones(n * m, bool) if present is None else present.reshape(n * m)
+    return codes.reshape(n * m, d)[keep], np.tile(np.arange(m), n)[keep]
 
 
-def probe_accuracy(train: np.ndarray, test: np.ndarray, seed: int = 0) -> float:
-    """Accuracy on ``test`` (N', M, d) of a logistic regression fitted on ``train`` (N, M, d) to tell modalities."""
+def probe_accuracy(train: np.ndarray, test: np.ndarray, seed: int = 0, train_present: np.ndarray | None = None,
+                   test_present: np.ndarray | None = None) -> float:
+    """Accuracy on ``test`` (N', M, d) of a logistic regression fitted on ``train`` (N, M, d) to tell modalities
+    (only the pairs marked in the optional (N, M) ``*_present`` masks)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x, y = _flat(train)
-    xt, yt = _flat(test)
+    x, y = _flat(train, train_present)
+    xt, yt = _flat(test, test_present)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     clf.fit(x, y)
     return float((clf.predict(xt) == yt).mean())
 
 
-def discriminator_accuracy(model: Any, codes: np.ndarray) -> float | None:
+def discriminator_accuracy(model: Any, codes: np.ndarray, present: np.ndarray | None = None) -> float | None:
     """Accuracy of the model's modality discriminator on (N, M, d) codes (None if it has none)."""
     disc = getattr(model, "modality_discriminator", None)
     if disc is None:
         return None
-    x, y = _flat(codes)
+    x, y = _flat(codes, present)
     with torch.no_grad():
         pred = disc(torch.from_numpy(x).to(next(disc.parameters()).device)).argmax(-1).cpu().numpy()
     return float((pred == y).mean())
@@ -88,9 +94,10 @@ def modality_separability(model: Any, bundle: DatasetBundle, splits: Sequence[st
         for branch in BRANCHES:
             if branch not in codes:
                 continue
-            acc = discriminator_accuracy(model, codes[branch])
+            acc = discriminator_accuracy(model, codes[branch], codes["present"])
             if acc is not None:
                 out[f"disc_acc_{branch}_{split}"] = acc
             if branch in fit_codes:
-                out[f"probe_acc_{branch}_{split}"] = probe_accuracy(fit_codes[branch], codes[branch])
+                out[f"probe_acc_{branch}_{split}"] = probe_accuracy(fit_codes[branch], codes[branch], 0,
+                                                                    fit_codes["present"], codes["present"])
     return out if len(out) > 1 else {}

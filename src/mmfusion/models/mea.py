@@ -25,6 +25,12 @@ delays MEA's learning of cross-modal cue matching after Table I's 3-frame convol
 (docs/results/mea_synthetic_scale.md), and ``frontend="conv_lstm_residual"`` keeps it with a residual connection
 around it; the default is the paper's. With ``kernels`` of 1 — the value the benchmark's configs use, Table I having
 no column for it — the paper's front end learns the matching as early (docs/results/mea_synthetic_40k.md).
+
+A modality missing from a clip (no real frame; the mask all False) still gets a prediction, always finite: its
+stream is zero, WAL gives it weight 0, it is no node of either fusion graph (the clip is fused as the graph of its
+present modalities) and it enters no loss term (HSIC runs over the clips that have the modality, the
+discriminators' cross-entropies over the present (clip, modality) pairs). What the other modalities carry decides
+the prediction; the missing one's feature values are never read.
 """
 
 from __future__ import annotations
@@ -114,7 +120,8 @@ class MEAConfig:
     }
     ABLATION_NOTES: ClassVar[dict[str, str]] = {  # the paper's Table V row each switch stands for
         "no_dis": "w/o L_dis: no disparity constraint between exclusive and agnostic codes",
-        "dis_orthogonal": "L_dis as DSN's orthogonality loss ||H_e^T H_a||_F^2 instead of HSIC",
+        "dis_orthogonal": "L_dis as DSN's orthogonality loss ||H_e^T H_a||_F^2 instead of HSIC (normalised as DSN's "
+                          "code does: codes centred and L2-normalised per sample, mean over the entries)",
         "no_adversarial": "w/o the double discriminator: no L_exc, no L_agn, no importance discriminator",
         "no_omega": "w/o the regulatory weight ω: L_agn unweighted, no importance discriminator",
         "no_exclusive": "w/o the exclusive branch (PSA, WAL, exclusive encoders and their graph)",
@@ -226,9 +233,10 @@ class MEA(nn.Module):
             za = self.agnostic_branch(z, masks, info, inspect)  # Z^a_m
             codes["agnostic"] = torch.stack(
                 [self.agnostic_encoder(self.pool(za[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
+        present = torch.stack([masks[m].any(1) for m in self.modalities], 1)  # (B, M): modality has a real frame
         monitor: dict[str, Tensor] = {}
-        losses = self.decoupling_losses(codes, monitor)
-        fused, xi = self.dgf(codes)  # (B, branches·d_h)
+        losses = self.decoupling_losses(codes, present, monitor)
+        fused, xi = self.dgf(codes, present)  # (B, branches·d_h)
         info["dgf"] = xi
         info["codes"] = codes
         return {"pred": self.head(fused), "losses": losses, "monitor": monitor, "inspect": info}
@@ -285,44 +293,60 @@ class MEA(nn.Module):
             info["hca"] = maps
         return za
 
-    def decoupling_losses(self, codes: dict[str, Tensor],
+    def decoupling_losses(self, codes: dict[str, Tensor], present: Tensor | None = None,
                           monitor: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (§4-5).
+        """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss.
 
-        ``monitor`` (if given) receives detached diagnostics: D_m's accuracy on the exclusive and on the agnostic
-        codes (chance 1/M on agnostic codes that carry no modality), the mean ω and the λ in use."""
+        codes {"exclusive"/"agnostic": (B, M, d_h)}; present (B, M) bool, None for all present. A modality missing
+        from a clip contributes no code to any term: HSIC (or the orthogonality loss) of modality m runs over the
+        clips that have m, and the discriminators' cross-entropies average over the present (clip, modality) pairs.
+        ``monitor`` (if given) receives detached diagnostics over the same pairs: D_m's accuracy on the exclusive and
+        on the agnostic codes (chance 1/M on agnostic codes that carry no modality), the mean ω and the λ in use.
+        """
         c = self.config
         losses: dict[str, Tensor] = {}
         he, ha = codes.get("exclusive"), codes.get("agnostic")
         M = len(self.modalities)
+        first = next(iter(codes.values()))
+        B = first.shape[0]
+        if present is None:
+            present = torch.ones(B, M, dtype=torch.bool, device=first.device)
+        everywhere = bool(present.all())
         if he is not None and ha is not None and c.disparity != "none":
             fn = (lambda x, y: hsic(x, y, c.hsic_normalize)) if c.disparity == "hsic" else orthogonality
-            losses["dis"] = c.alpha * sum(fn(he[:, i], ha[:, i]) for i in range(M)) / M
+            losses["dis"] = c.alpha * sum(fn(he[:, i], ha[:, i]) if everywhere else
+                                          fn(he[present[:, i], i], ha[present[:, i], i]) for i in range(M)) / M
         if not c.adversarial:
             return losses
-        B = next(iter(codes.values())).shape[0]
-        target = torch.arange(M, device=next(iter(codes.values())).device).repeat(B)  # (B·M,) labels L=0, V=1, A=2
+        target = torch.arange(M, device=first.device).repeat(B)  # (B·M,) labels L=0, V=1, A=2
+        keep = present.reshape(B * M)
+        weight = keep.to(first.dtype)
+        count = weight.sum().clamp_min(1.0)
+
+        def mean(per_pair: Tensor) -> Tensor:  # over present (clip, modality) pairs
+            return per_pair.mean() if everywhere else (per_pair * weight).sum() / count
+
         if he is not None:
             logits_e = self.modality_discriminator(he.reshape(B * M, -1))
-            losses["exc"] = c.beta * M * F.cross_entropy(logits_e, target)
+            losses["exc"] = c.beta * M * mean(F.cross_entropy(logits_e, target, reduction="none"))
             if monitor is not None:
-                monitor["disc_acc_exclusive"] = (logits_e.detach().argmax(-1) == target).float().mean()
+                monitor["disc_acc_exclusive"] = mean((logits_e.detach().argmax(-1) == target).to(first.dtype))
         if ha is not None:
             flat = ha.reshape(B * M, -1)
             lam = self.grl_coefficient()
             logits_a = self.modality_discriminator(grad_reverse(flat, lam))
             ce = F.cross_entropy(logits_a, target, reduction="none")
             if monitor is not None:
-                monitor["disc_acc_agnostic"] = (logits_a.detach().argmax(-1) == target).float().mean()
+                monitor["disc_acc_agnostic"] = mean((logits_a.detach().argmax(-1) == target).to(first.dtype))
                 monitor["grl_lambda"] = torch.tensor(lam)
             if c.use_omega:
                 imp_logits = self.importance_discriminator(flat.detach())
-                losses["importance"] = F.cross_entropy(imp_logits, target)
+                losses["importance"] = mean(F.cross_entropy(imp_logits, target, reduction="none"))
                 omega = 1.0 - imp_logits.softmax(-1).gather(1, target[:, None]).squeeze(1)  # ω_m, detached input
                 ce = ce * omega.detach()
                 if monitor is not None:
-                    monitor["omega"] = omega.detach().mean()
-            losses["agn"] = c.beta * M * ce.mean()  # Σ over modalities of the per-modality mean
+                    monitor["omega"] = mean(omega.detach())
+            losses["agn"] = c.beta * M * mean(ce)  # all present: Σ over modalities of the per-modality mean
         return losses
 
 
