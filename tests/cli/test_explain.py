@@ -27,6 +27,17 @@ def test_explain_writes_maps_weights_and_embedding(tmp_path, capsys):
     for f in ("psa_text_layer0.png", "psa_vanilla_vision_layer1.png", "hca_text_layer0_coarse.png", "wal.png",
               "dgf_exclusive.png", "codes_pca.png"):
         assert (exp / f).stat().st_size > 1000, f
+    # the modality separability of the codes: explain and fit read the same checkpoint on the same test split
+    run = ckpt.parent.parent
+    metrics = json.loads((run / "metrics.json").read_text())
+    sep = json.loads((exp / "separability.json").read_text())
+    for key in ("disc_acc_agnostic_test", "disc_acc_exclusive_test", "probe_acc_agnostic_test"):
+        assert sep[key] == metrics[key], key
+    assert "fresh linear probe" in (run / "summary.md").read_text()
+    # one learning-curve point per epoch; the chosen checkpoint's validation loss is the curve's at its epoch
+    curve = metrics["learning_curve"]
+    assert [p["epoch"] for p in curve] == list(range(len(curve))) and len(curve) == 1
+    assert curve[metrics["best_epoch"]]["val_loss"] == metrics["best_val_loss"]
     # the same sample by its id
     assert main(["explain", "--ckpt", str(ckpt), "--data", "synthetic", "--id", meta["id"], "--out",
                  str(tmp_path / "by_id"), "--embedding", "none"]) == 0

@@ -71,9 +71,36 @@ def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any
                   "| " + " | ".join(f"{bundle.bayes[k]:.4f}" for k in keys) + " |", ""]
     if bundle.task == "regression":
         lines.append("Acc2/F1 `_non0`: zero labels excluded (MulT convention); `_has0`: negative vs non-negative.")
+    lines += diagnostics_markdown(result)
     lines += [f"\n**Warning:** {w}." for w in result.get("warnings", [])]
     lines += [f"\n**Data:** {c}." for c in bundle.report.caveats]
     return "\n".join(lines) + "\n"
+
+
+DIAGNOSTIC_PREFIXES = ("capture_", "disc_acc_", "probe_acc_", "modality_chance")
+"""Per-run diagnostics averaged over seeds beside the metrics: planted-term capture (built-in benchmark) and the
+modality separability of decoupled codes (:mod:`mmfusion.engine.diagnostics`)."""
+
+
+def diagnostics_markdown(result: Mapping[str, Any]) -> list[str]:
+    """Summary lines for a run's diagnostics: modality separability of the codes and the learning curve."""
+    lines: list[str] = []
+    seps = [(b, s) for b in ("agnostic", "exclusive") for s in ("valid", "test")
+            if f"probe_acc_{b}_{s}" in result or f"disc_acc_{b}_{s}" in result]
+    if seps:
+        chance = result.get("modality_chance", float("nan"))
+        lines += ["", f"Which modality a code came from (accuracy; chance {chance:.3f}; agnostic codes should sit "
+                  "near chance, exclusive codes near 1):", "", "| codes | split | modality discriminator | fresh "
+                  "linear probe |", "|---|---|---|---|"]
+        for b, s in seps:
+            d, p = result.get(f"disc_acc_{b}_{s}"), result.get(f"probe_acc_{b}_{s}")
+            lines.append(f"| {b} | {s} | {'–' if d is None else f'{d:.3f}'} | {'–' if p is None else f'{p:.3f}'} |")
+    curve = [p for p in result.get("learning_curve", []) if "train_task_loss" in p and "val_loss" in p]
+    if curve:
+        lines += ["", "Learning curve (task loss; validation loss chooses the checkpoint):", "",
+                  "| epoch | train | validation |", "|---|---|---|"]
+        lines += [f"| {int(p['epoch'])} | {p['train_task_loss']:.4f} | {p['val_loss']:.4f} |" for p in curve]
+    return lines
 
 
 def run_notes(spec: str, results: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -69,6 +69,7 @@ class FusionSystem(L.LightningModule):
         self.train_cfg = train_config(train)
         self._val_outputs: list[tuple[Tensor, Tensor]] = []
         self.val_history: list[dict[str, float]] = []
+        self.curve: list[dict[str, float]] = []  # per epoch: train and validation task loss (learning curves)
         self.diverged: dict[str, Any] | None = None  # epoch, step and loss where the training loss first became
         # NaN or infinite
 
@@ -87,6 +88,10 @@ class FusionSystem(L.LightningModule):
             total = total + value
             self.log(f"{stage}_{name}", value.detach(), batch_size=len(batch), on_epoch=True, on_step=False,
                      sync_dist=True)
+        for name, value in out.get("monitor", {}).items():  # diagnostics, not optimised (e.g. discriminator
+            # accuracy on MEA's codes)
+            self.log(f"{stage}_{name}", value.detach().float(), batch_size=len(batch), on_epoch=True,
+                     on_step=False, sync_dist=True)
         self.log(f"{stage}_task_loss", loss.detach(), batch_size=len(batch), on_epoch=True, on_step=False,
                  sync_dist=True)
         # sync_dist: with several devices each sees a share of the batches; checkpoint choice and early stopping
@@ -94,6 +99,27 @@ class FusionSystem(L.LightningModule):
         self.log(f"{stage}_loss", (loss if stage == "val" else total).detach(), batch_size=len(batch),
                  on_epoch=True, on_step=False, prog_bar=True, sync_dist=True)
         return total, out["pred"]
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Tell a model with a schedule over training (MEA's λ ramp) how far training has come, p ∈ [0, 1]."""
+        if hasattr(self.model, "training_progress"):
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            self.model.training_progress = min(self.global_step / total, 1.0)
+
+    def on_train_epoch_end(self) -> None:
+        """One learning-curve point per epoch: the epoch means of the training and validation losses (Lightning
+        runs this epoch's validation before this hook)."""
+        m = self.trainer.callback_metrics
+        point = {"epoch": float(self.current_epoch)}
+        for key in ("train_task_loss", "train_loss", "val_loss", "val_disc_acc_agnostic", "val_disc_acc_exclusive",
+                    "train_disc_acc_agnostic", "train_disc_acc_exclusive", "train_omega"):
+            if key in m:
+                point[key] = float(m[key])
+        self.curve.append(point)
+
+    def on_train_end(self) -> None:
+        if hasattr(self.model, "training_progress"):  # evaluation and inference use the full λ
+            self.model.training_progress = 1.0
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         loss = self._step(batch, "train")[0]

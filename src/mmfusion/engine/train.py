@@ -24,6 +24,7 @@ from mmfusion.engine.config import RunConfig, TrainConfig, check_devices_availab
 from mmfusion.engine.evaluate import ctrl_c_is_an_interrupt, predict_arrays
 from mmfusion.engine.loaders import check_model_reads, make_loader, require_training_splits, training_loaders
 from mmfusion.engine.report import (
+    DIAGNOSTIC_PREFIXES,
     metric_keys,
     notes_markdown,
     predictions_csv,
@@ -135,6 +136,7 @@ def _fit_one_locked(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args:
         "seed": seed, "model": cfg.model, "ablation": cfg.ablation, "data": bundle.source,
         "resumed_from_epoch": resumed_from, "diverged": system.diverged, "warnings": scored["notes"],
         "data_caveats": list(bundle.report.caveats),  # e.g. "non-standard split": travels with every number
+        "learning_curve": list(system.curve),  # per epoch of this process: train/validation losses, diagnostics
     }
     _write_run(run, cfg, bundle, result, scored, plan, resolved)
     return result
@@ -279,6 +281,9 @@ def _score(trainer: Any, system: Any, ckpt_cb: Any, run: Path, bundle: DatasetBu
         from mmfusion.data.synthetic import term_capture
 
         metrics = {**metrics, **term_capture(pred, bundle.splits["test"].extras["terms"])}
+    from mmfusion.engine.diagnostics import modality_separability
+
+    metrics = {**metrics, **modality_separability(system.model, bundle)}  # MEA: are the agnostic codes agnostic?
     return {"best_epoch": int(state["epoch"]), "ids": ids, "pred": pred, "labels": labels, "seconds": pred_seconds,
             "metrics": metrics, "notes": notes}
 
@@ -378,7 +383,7 @@ def _fit_dataset(cfg: RunConfig, *, resume: bool = False, console: Any = None) -
         if console:
             console.print(f"data: {line}", style="dim", markup=False)
     results = [fit_one(cfg, bundle, seed, resume=resume, console=console) for seed in cfg.seeds]
-    keys = metric_keys(bundle) + [k for k in results[0] if k.startswith("capture_")] + [
+    keys = metric_keys(bundle) + [k for k in results[0] if k.startswith(DIAGNOSTIC_PREFIXES)] + [
         "params", "train_seconds_per_epoch", "test_ms_per_sample"]
     base = run_dir_for(cfg, bundle, cfg.seeds[0]).parent
     summary = {"model": cfg.model, "ablation": cfg.ablation, "data": bundle.describe(), "task": bundle.task,

@@ -35,6 +35,7 @@ the prediction; the missing one's feature values are never read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -73,7 +74,10 @@ class MEAConfig:
     mixing: Literal["logits", "literal"] = "logits"  # §2: default mixes logits; "literal" is Eq. 2
     alpha: float = 0.02  # weight of L_dis
     beta: float = 0.03  # weight of L_agn + L_exc
-    grl_lambda: float = 1.0  # gradient-reversal coefficient λ
+    grl_lambda: float = 1.0  # gradient-reversal coefficient λ (the paper's value: 1, held constant)
+    # §4: "constant" keeps λ = grl_lambda throughout (the paper); "dann" ramps it from 0 to grl_lambda as
+    # domain-adversarial training does, λ_p = grl_lambda·(2/(1 + exp(-10 p)) - 1) at training progress p ∈ [0, 1]
+    grl_schedule: Literal["constant", "dann"] = "constant"
     pooling: Literal["mean", "last", "attention"] = "mean"
     hsic_normalize: bool = False  # L2-normalise codes before HSIC
     embed_dropout: float = 0.25  # after the front-end conv + positions (MulT's embedding dropout)
@@ -200,6 +204,7 @@ class MEA(nn.Module):
             self.modality_discriminator = ModalityDiscriminator(c.rep_dim, M)
             if c.use_agnostic and c.use_omega:
                 self.importance_discriminator = ImportanceDiscriminator(c.rep_dim, M)
+        self.training_progress = 1.0  # p ∈ [0, 1] for the λ ramp, set by the training loop (1: the full λ)
         self.dgf = DecoupledGraphFusion(c.rep_dim, branches, c.fusion)
         fused = self.dgf.out_dim(c.rep_dim, M)
         self.head = nn.Sequential(nn.Linear(fused, c.rep_dim), nn.GELU(), Dropout(c.out_dropout),
@@ -229,11 +234,20 @@ class MEA(nn.Module):
             codes["agnostic"] = torch.stack(
                 [self.agnostic_encoder(self.pool(za[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
         present = torch.stack([masks[m].any(1) for m in self.modalities], 1)  # (B, M): modality has a real frame
-        losses = self.decoupling_losses(codes, present)
+        monitor: dict[str, Tensor] = {}
+        losses = self.decoupling_losses(codes, present, monitor)
         fused, xi = self.dgf(codes, present)  # (B, branches·d_h)
         info["dgf"] = xi
         info["codes"] = codes
-        return {"pred": self.head(fused), "losses": losses, "inspect": info}
+        return {"pred": self.head(fused), "losses": losses, "monitor": monitor, "inspect": info}
+
+    def grl_coefficient(self) -> float:
+        """λ at the current training progress (``grl_schedule``; docs/design/mea.md §4)."""
+        c = self.config
+        if c.grl_schedule == "dann":
+            p = min(max(float(self.training_progress), 0.0), 1.0)
+            return c.grl_lambda * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
+        return c.grl_lambda
 
     # ---------------------------------------------------------------------------------------------------------
     def exclusive_branch(self, z: dict[str, Tensor], masks: dict[str, Tensor], info: dict[str, Any],
@@ -279,12 +293,15 @@ class MEA(nn.Module):
             info["hca"] = maps
         return za
 
-    def decoupling_losses(self, codes: dict[str, Tensor], present: Tensor | None = None) -> dict[str, Tensor]:
+    def decoupling_losses(self, codes: dict[str, Tensor], present: Tensor | None = None,
+                          monitor: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """α·L_dis, β·L_exc, β·L_agn (ω-weighted, through gradient reversal) and D_i's own loss (§4-5).
 
         codes {"exclusive"/"agnostic": (B, M, d_h)}; present (B, M) bool, None for all present. A modality missing
         from a clip contributes no code to any term: HSIC (or the orthogonality loss) of modality m runs over the
         clips that have m, and the discriminators' cross-entropies average over the present (clip, modality) pairs.
+        ``monitor`` (if given) receives detached diagnostics over the same pairs: D_m's accuracy on the exclusive and
+        on the agnostic codes (chance 1/M on agnostic codes that carry no modality), the mean ω and the λ in use.
         """
         c = self.config
         losses: dict[str, Tensor] = {}
@@ -308,17 +325,25 @@ class MEA(nn.Module):
             return (per_pair * weight).sum() / count
 
         if he is not None:
-            losses["exc"] = c.beta * M * mean(F.cross_entropy(self.modality_discriminator(he.reshape(B * M, -1)),
-                                                              target, reduction="none"))
+            logits_e = self.modality_discriminator(he.reshape(B * M, -1))
+            losses["exc"] = c.beta * M * mean(F.cross_entropy(logits_e, target, reduction="none"))
+            if monitor is not None:
+                monitor["disc_acc_exclusive"] = mean((logits_e.detach().argmax(-1) == target).to(first.dtype))
         if ha is not None:
             flat = ha.reshape(B * M, -1)
-            ce = F.cross_entropy(self.modality_discriminator(grad_reverse(flat, c.grl_lambda)), target,
-                                 reduction="none")
+            lam = self.grl_coefficient()
+            logits_a = self.modality_discriminator(grad_reverse(flat, lam))
+            ce = F.cross_entropy(logits_a, target, reduction="none")
+            if monitor is not None:
+                monitor["disc_acc_agnostic"] = mean((logits_a.detach().argmax(-1) == target).to(first.dtype))
+                monitor["grl_lambda"] = torch.tensor(lam)
             if c.use_omega:
                 imp_logits = self.importance_discriminator(flat.detach())
                 losses["importance"] = mean(F.cross_entropy(imp_logits, target, reduction="none"))
                 omega = 1.0 - imp_logits.softmax(-1).gather(1, target[:, None]).squeeze(1)  # ω_m, detached input
                 ce = ce * omega.detach()
+                if monitor is not None:
+                    monitor["omega"] = mean(omega.detach())
             losses["agn"] = c.beta * M * mean(ce)  # all present: Σ over modalities of the per-modality mean
         return losses
 

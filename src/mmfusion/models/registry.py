@@ -2,8 +2,9 @@
 
 ``build(name, feature_dims, output_dim, **overrides)`` returns an ``nn.Module`` whose forward takes
 ``(features, masks)`` — name-keyed dicts of (B, T_m, d_m) floats and (B, T_m) bools — and returns a dict with at
-least ``"pred"`` (B, output_dim); optionally ``"losses"`` (named auxiliary losses, already weighted) and
-``"inspect"`` (tensors for plots).
+least ``"pred"`` (B, output_dim); optionally ``"losses"`` (named auxiliary losses, already weighted),
+``"monitor"`` (named detached scalars the training loop logs but does not optimise) and ``"inspect"`` (tensors for
+plots).
 """
 
 from __future__ import annotations
