@@ -199,18 +199,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.embedding != "none":
         path = embed_codes(system.model, bundle, args.split, out, args.embedding, args.max_samples)
         print(f"embedding of the codes: {path}")
-        from mmfusion.engine.diagnostics import modality_separability
-        from mmfusion.io import atomic_write_json
+        from mmfusion.engine.diagnostics import write_separability
 
-        sep = modality_separability(system.model, bundle, (args.split,))
-        if sep:
-            atomic_write_json(out / "separability.json", sep)
-            print(f"which modality a code came from (accuracy on the {args.split} split; chance "
-                  f"{sep['modality_chance']:.3f}): " + ", ".join(
-                      f"{b} codes: discriminator {sep.get(f'disc_acc_{b}_{args.split}', float('nan')):.3f}, fresh "
-                      f"probe {sep.get(f'probe_acc_{b}_{args.split}', float('nan')):.3f}"
-                      for b in ("agnostic", "exclusive") if f"disc_acc_{b}_{args.split}" in sep
-                      or f"probe_acc_{b}_{args.split}" in sep))
+        line = write_separability(system.model, bundle, args.split, out / "separability.json")
+        if line:
+            print(line)
     return 0
 
 

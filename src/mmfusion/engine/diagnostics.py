@@ -101,3 +101,19 @@ def modality_separability(model: Any, bundle: DatasetBundle, splits: Sequence[st
                 out[f"probe_acc_{branch}_{split}"] = probe_accuracy(fit_codes[branch], codes[branch], 0,
                                                                     fit_codes["present"], codes["present"])
     return out if len(out) > 1 else {}
+
+
+def write_separability(model: Any, bundle: DatasetBundle, split: str, path: Any) -> str | None:
+    """``explain``: the modality separability of ``split``'s codes written to ``path`` (JSON), and one line saying
+    it; None for a model without decoupled codes."""
+    from mmfusion.io import atomic_write_json
+
+    sep = modality_separability(model, bundle, (split,))
+    if not sep:
+        return None
+    atomic_write_json(path, sep)
+    parts = [f"{b} codes: discriminator {sep.get(f'disc_acc_{b}_{split}', float('nan')):.3f}, fresh probe "
+             f"{sep.get(f'probe_acc_{b}_{split}', float('nan')):.3f}" for b in ("agnostic", "exclusive")
+             if f"disc_acc_{b}_{split}" in sep or f"probe_acc_{b}_{split}" in sep]
+    return (f"which modality a code came from (accuracy on the {split} split; chance {sep['modality_chance']:.3f}): "
+            + ", ".join(parts))
