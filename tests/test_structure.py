@@ -46,7 +46,7 @@ CROSS_CUTTING = {
     "tests/test_configs_and_readme.py": "the shipped configs/ and the README's commands, across every layer",
     "tests/test_docs.py": "every path that the code and the docs cite exists",
     "tests/test_imports.py": "the import layers of every package",
-    "tests/test_packaging.py": "the built wheel and its metadata",
+    "tests/test_packaging.py": "the built wheel ships the configs, and an install from it reads them",
     "tests/test_structure.py": "the size and the names of files, this one included",
     "tests/data/test_fuzz_readers.py": "one property-based test across every reader (MulT, MMSA, HDF5)",
     "tests/data/test_hostile_files.py": "hostile files against every reader, in both read modes",
