@@ -219,6 +219,15 @@ def build_checked(cls: type[C], overrides: Mapping[str, Any] | None, *, source: 
     return replace_checked(cls(), overrides, source=source)
 
 
+def build_model_config(cls: type[C], overrides: Mapping[str, Any] | None, *, source: str | None = None) -> C:
+    """A model's config dataclass ``cls`` from its defaults plus checked overrides, then the range checks of every
+    model config (:func:`check_model_values`). Every builder of ``mmfusion.models`` makes its config here, and the
+    command line checks ``model_args`` here too, so a bad value is the same error through ``build()`` and ``--set``."""
+    config = build_checked(cls, overrides, source=source)
+    check_model_values(config, source=source)
+    return config
+
+
 def parse_value(text: str, *, key: str | None = None) -> Any:
     """Parse the value of a ``--set key=value`` flag as YAML (numbers, booleans, lists); text that is not YAML
     stays a string, YAML that is refused (aliases, repeated keys: :class:`RefusedYAML`) is a :class:`ConfigError`."""

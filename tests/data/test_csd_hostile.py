@@ -10,7 +10,7 @@ import pytest
 from mmfusion.cli.main import main
 from mmfusion.data import load_data
 from mmfusion.errors import ConfigError, DataError
-from tests.data.test_csd_release import MOSI_IDS, write_release
+from tests.data.test_releases import MOSI_IDS, write_release
 
 
 @pytest.fixture(scope="module")

@@ -243,3 +243,18 @@ def test_the_tensorboard_logger_without_tensorboard_is_refused_before_a_run_star
     with pytest.raises(ConfigError, match=r"needs tensorboard installed \(key 'logger'\).*mmfusion\[tensorboard\]"):
         resolve_config(None, sets=["train.logger=tensorboard"])
     assert resolve_config(None, sets=["train.logger=csv"]).train.logger == "csv"
+
+
+@pytest.mark.parametrize("name", ["mea", "mult", "lf_lstm", "misa", "tfn", "msaf_lstm", "msaf_ravdess"])
+def test_model_args_out_of_range_are_the_error_build_gives(name):
+    """The command line's ``--set model_args.X=...`` and the Python API's ``build(..., X=...)`` run one check."""
+    from mmfusion.config import yaml_dump
+    from tests.models.test_registry import build_error, out_of_range
+
+    for field, _, value in out_of_range(name):
+        with pytest.raises(ConfigError) as err:
+            resolve_config(None, {"model": name}, sets=[f"model_args.{field}={yaml_dump(value).strip()}"])
+        built = build_error(name, field, value)
+        assert (err.value.problem, err.value.key, err.value.expected, err.value.actual) == (
+            built.problem, built.key, built.expected, built.actual)
+        assert str(err.value).endswith(str(built).removeprefix(f"{name}: "))

@@ -116,3 +116,10 @@ def test_the_probe_tells_separable_codes_from_mixed_ones():
     separable = mixed + np.array([0.0, 3.0, -3.0])[None, :, None]
     assert probe_accuracy(separable[:300], separable[300:]) > 0.95
     assert abs(probe_accuracy(mixed[:300], mixed[300:]) - 1 / 3) < 0.08
+
+
+def test_gradient_reversal_negates_and_scales():
+    x = torch.randn(3, 4, requires_grad=True)
+    w = torch.randn(4)
+    (grad_reverse(x, 0.7) @ w).sum().backward()
+    torch.testing.assert_close(x.grad, -0.7 * w.expand(3, 4))

@@ -13,8 +13,8 @@ import torch
 
 from mmfusion.config import (
     build_checked,
+    build_model_config,
     check_bounds,
-    check_model_values,
     load_yaml,
     parse_value,
 )
@@ -272,5 +272,5 @@ def resolve_model_args(model: str, args: Mapping[str, Any], ablation: str | None
                               source=source, key=f"model_args.{key}", expected=value, actual=args[key])
         args = {**args, **table[ablation]}
     if cls is not None:
-        check_model_values(build_checked(cls, args, source=f"{source} [model_args]"), source=f"{source} [model_args]")
+        build_model_config(cls, args, source=f"{source} [model_args]")
     return args

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfusion.batch import MODALITIES, check_modalities
-from mmfusion.config import build_checked
+from mmfusion.config import build_model_config
 from mmfusion.models.registry import register_model
 from mmfusion.modules.rnn import MaskedLSTM
 
@@ -51,14 +51,15 @@ class LateFusionLSTM(nn.Module):
 
 @register_model(LateFusionLSTMConfig)
 def lf_lstm(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> LateFusionLSTM:
-    return LateFusionLSTM(feature_dims, output_dim, build_checked(LateFusionLSTMConfig, overrides, source="lf_lstm"))
+    return LateFusionLSTM(feature_dims, output_dim,
+                          build_model_config(LateFusionLSTMConfig, overrides, source="lf_lstm"))
 
 
 @register_model(LateFusionLSTMConfig)
 def lf_lstm_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> LateFusionLSTM:
     overrides = {"hidden": 8, "head_hidden": 8, **overrides}
-    return LateFusionLSTM(feature_dims, output_dim, build_checked(LateFusionLSTMConfig, overrides,
-                                                                  source="lf_lstm_tiny"))
+    return LateFusionLSTM(feature_dims, output_dim,
+                          build_model_config(LateFusionLSTMConfig, overrides, source="lf_lstm_tiny"))
 
 
 @dataclass
@@ -107,11 +108,12 @@ class EarlyFusionLSTM(nn.Module):
 
 @register_model(EarlyFusionLSTMConfig)
 def ef_lstm(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> EarlyFusionLSTM:
-    return EarlyFusionLSTM(feature_dims, output_dim, build_checked(EarlyFusionLSTMConfig, overrides, source="ef_lstm"))
+    return EarlyFusionLSTM(feature_dims, output_dim,
+                           build_model_config(EarlyFusionLSTMConfig, overrides, source="ef_lstm"))
 
 
 @register_model(EarlyFusionLSTMConfig)
 def ef_lstm_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> EarlyFusionLSTM:
     overrides = {"steps": 6, "hidden": 8, **overrides}
-    return EarlyFusionLSTM(feature_dims, output_dim, build_checked(EarlyFusionLSTMConfig, overrides,
-                                                                   source="ef_lstm_tiny"))
+    return EarlyFusionLSTM(feature_dims, output_dim,
+                           build_model_config(EarlyFusionLSTMConfig, overrides, source="ef_lstm_tiny"))

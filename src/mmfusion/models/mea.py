@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion.batch import MODALITIES, check_modalities
-from mmfusion.config import build_checked, check_bounds
+from mmfusion.config import build_model_config, check_bounds
 from mmfusion.models.registry import register_model
 from mmfusion.modules.discriminators import ImportanceDiscriminator, ModalityDiscriminator, grad_reverse
 from mmfusion.modules.dropout import Dropout
@@ -350,7 +350,7 @@ class MEA(nn.Module):
 
 def _build(name: str, feature_dims: dict[str, int], output_dim: int, defaults: dict[str, Any],
            overrides: dict[str, Any]) -> MEA:
-    return MEA(feature_dims, output_dim, build_checked(MEAConfig, {**defaults, **overrides}, source=name))
+    return MEA(feature_dims, output_dim, build_model_config(MEAConfig, {**defaults, **overrides}, source=name))
 
 
 @register_model(MEAConfig)

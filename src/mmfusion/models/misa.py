@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion.batch import MODALITIES, check_modalities
-from mmfusion.config import build_checked
+from mmfusion.config import build_model_config
 from mmfusion.models.registry import register_model
 from mmfusion.modules.hca import ModalityReinforcementUnit
 from mmfusion.modules.losses import cmd, soft_orthogonality
@@ -81,10 +81,10 @@ class MISA(nn.Module):
 
 @register_model(MISAConfig)
 def misa(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MISA:
-    return MISA(feature_dims, output_dim, build_checked(MISAConfig, overrides, source="misa"))
+    return MISA(feature_dims, output_dim, build_model_config(MISAConfig, overrides, source="misa"))
 
 
 @register_model(MISAConfig)
 def misa_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MISA:
     overrides = {"hidden": 8, "lstm_hidden": 6, **overrides}
-    return MISA(feature_dims, output_dim, build_checked(MISAConfig, overrides, source="misa_tiny"))
+    return MISA(feature_dims, output_dim, build_model_config(MISAConfig, overrides, source="misa_tiny"))

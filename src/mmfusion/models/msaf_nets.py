@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfusion.batch import MODALITIES, check_modalities
-from mmfusion.config import build_checked
+from mmfusion.config import build_model_config
 from mmfusion.models.registry import register_model
 from mmfusion.modules.backbones import HCN, I3D, MFCCNet, ResNeXt3D
 from mmfusion.modules.masking import masked_last
@@ -65,13 +65,13 @@ class MSAFLSTM(nn.Module):
 @register_model(MSAFLSTMConfig)
 def msaf_lstm(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MSAFLSTM:
     """The paper's CMU-MOSEI network (about 0.69 M parameters with BERT text features)."""
-    return MSAFLSTM(feature_dims, output_dim, build_checked(MSAFLSTMConfig, overrides, source="msaf_lstm"))
+    return MSAFLSTM(feature_dims, output_dim, build_model_config(MSAFLSTMConfig, overrides, source="msaf_lstm"))
 
 
 @register_model(MSAFLSTMConfig)
 def msaf_lstm_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MSAFLSTM:
     overrides = {"hidden": {"text": 16, "vision": 8, "audio": 12}, "block_size": 4, "split_block": 2, **overrides}
-    return MSAFLSTM(feature_dims, output_dim, build_checked(MSAFLSTMConfig, overrides, source="msaf_lstm_tiny"))
+    return MSAFLSTM(feature_dims, output_dim, build_model_config(MSAFLSTMConfig, overrides, source="msaf_lstm_tiny"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class MSAFNTU(nn.Module):
 def msaf_ravdess(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MSAFRavdess:
     """Full size: 25,940,724 parameters with 8 classes (the paper reports 25.94 M)."""
     overrides = {"num_classes": output_dim, **overrides}
-    return MSAFRavdess(build_checked(MSAFRavdessConfig, overrides, source="msaf_ravdess"))
+    return MSAFRavdess(build_model_config(MSAFRavdessConfig, overrides, source="msaf_ravdess"))
 
 
 @register_model(MSAFRavdessConfig, inputs="clips")
@@ -217,20 +217,20 @@ def msaf_ravdess_tiny(feature_dims: dict[str, int], output_dim: int, **overrides
     overrides = {"num_classes": output_dim, "resnext_layers": (1, 1, 1, 1), "resnext_width": 8,
                  "resnext_planes": (16, 32, 32, 64), "cardinality": 4, "audio_channels": (8, 8, 16),
                  "mfcc_frames": 64, "block_sizes": (8, 16), **overrides}
-    return MSAFRavdess(build_checked(MSAFRavdessConfig, overrides, source="msaf_ravdess_tiny"))
+    return MSAFRavdess(build_model_config(MSAFRavdessConfig, overrides, source="msaf_ravdess_tiny"))
 
 
 @register_model(MSAFNTUConfig, inputs="clips")
 def msaf_ntu(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MSAFNTU:
     overrides = {"num_classes": output_dim, **overrides}
-    return MSAFNTU(build_checked(MSAFNTUConfig, overrides, source="msaf_ntu"))
+    return MSAFNTU(build_model_config(MSAFNTUConfig, overrides, source="msaf_ntu"))
 
 
 @register_model(MSAFNTUConfig, inputs="clips")
 def msaf_ntu_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MSAFNTU:
     overrides = {"num_classes": output_dim, "i3d_scale": 0.125, "hcn_width": 0.25, "block_sizes": (8, 16),
                  "skeleton_frames": 16, **overrides}
-    return MSAFNTU(build_checked(MSAFNTUConfig, overrides, source="msaf_ntu_tiny"))
+    return MSAFNTU(build_model_config(MSAFNTUConfig, overrides, source="msaf_ntu_tiny"))
 
 
 # --- the unimodal branches, as the authors trained them (for their checkpoints and branch initialisation) ----------
@@ -321,22 +321,22 @@ class HCNNet(nn.Module):
 @register_model(ResNeXtConfig, inputs="clips")
 def resnext50(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> ResNeXtNet:
     """The RAVDESS video branch alone (3-D ResNeXt-50, cardinality 32)."""
-    return ResNeXtNet(build_checked(ResNeXtConfig, {"num_classes": output_dim, **overrides}, source="resnext50"))
+    return ResNeXtNet(build_model_config(ResNeXtConfig, {"num_classes": output_dim, **overrides}, source="resnext50"))
 
 
 @register_model(MFCCNetConfig, inputs="clips")
 def mfccnet(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MFCCClassifier:
     """The RAVDESS audio branch alone (the MFCC CNN)."""
-    return MFCCClassifier(build_checked(MFCCNetConfig, {"num_classes": output_dim, **overrides}, source="mfccnet"))
+    return MFCCClassifier(build_model_config(MFCCNetConfig, {"num_classes": output_dim, **overrides}, source="mfccnet"))
 
 
 @register_model(I3DConfig, inputs="clips")
 def i3d(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> I3DNet:
     """The NTU RGB branch alone (I3D)."""
-    return I3DNet(build_checked(I3DConfig, {"num_classes": output_dim, **overrides}, source="i3d"))
+    return I3DNet(build_model_config(I3DConfig, {"num_classes": output_dim, **overrides}, source="i3d"))
 
 
 @register_model(HCNConfig, inputs="clips")
 def hcn(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> HCNNet:
     """The NTU skeleton branch alone (HCN)."""
-    return HCNNet(build_checked(HCNConfig, {"num_classes": output_dim, **overrides}, source="hcn"))
+    return HCNNet(build_model_config(HCNConfig, {"num_classes": output_dim, **overrides}, source="hcn"))

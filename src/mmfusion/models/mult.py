@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion.batch import MODALITIES, check_modalities
-from mmfusion.config import build_checked
+from mmfusion.config import build_model_config
 from mmfusion.models.registry import register_model
 from mmfusion.modules.dropout import dropout
 from mmfusion.modules.frontend import SinusoidalPositions
@@ -100,10 +100,10 @@ class MulT(nn.Module):
 
 @register_model(MulTConfig)
 def mult(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MulT:
-    return MulT(feature_dims, output_dim, build_checked(MulTConfig, overrides, source="mult"))
+    return MulT(feature_dims, output_dim, build_model_config(MulTConfig, overrides, source="mult"))
 
 
 @register_model(MulTConfig)
 def mult_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> MulT:
     overrides = {"dim": 8, "num_heads": 2, "layers": 1, "memory_layers": 1, **overrides}
-    return MulT(feature_dims, output_dim, build_checked(MulTConfig, overrides, source="mult_tiny"))
+    return MulT(feature_dims, output_dim, build_model_config(MulTConfig, overrides, source="mult_tiny"))

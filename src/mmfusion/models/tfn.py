@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfusion.batch import MODALITIES, check_modalities
-from mmfusion.config import build_checked
+from mmfusion.config import build_model_config
 from mmfusion.models.registry import register_model
 from mmfusion.modules.masking import masked_mean
 from mmfusion.modules.rnn import MaskedLSTM
@@ -116,21 +116,21 @@ class LMF(nn.Module):
 
 @register_model(TFNConfig)
 def tfn(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> TFN:
-    return TFN(feature_dims, output_dim, build_checked(TFNConfig, overrides, source="tfn"))
+    return TFN(feature_dims, output_dim, build_model_config(TFNConfig, overrides, source="tfn"))
 
 
 @register_model(TFNConfig)
 def tfn_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> TFN:
     overrides = {"hidden": {"text": 4, "vision": 3, "audio": 2}, "post_fusion": 8, **overrides}
-    return TFN(feature_dims, output_dim, build_checked(TFNConfig, overrides, source="tfn_tiny"))
+    return TFN(feature_dims, output_dim, build_model_config(TFNConfig, overrides, source="tfn_tiny"))
 
 
 @register_model(LMFConfig)
 def lmf(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> LMF:
-    return LMF(feature_dims, output_dim, build_checked(LMFConfig, overrides, source="lmf"))
+    return LMF(feature_dims, output_dim, build_model_config(LMFConfig, overrides, source="lmf"))
 
 
 @register_model(LMFConfig)
 def lmf_tiny(feature_dims: dict[str, int], output_dim: int, **overrides: Any) -> LMF:
     overrides = {"hidden": {"text": 4, "vision": 3, "audio": 2}, "rank": 2, "fused": 8, **overrides}
-    return LMF(feature_dims, output_dim, build_checked(LMFConfig, overrides, source="lmf_tiny"))
+    return LMF(feature_dims, output_dim, build_model_config(LMFConfig, overrides, source="lmf_tiny"))

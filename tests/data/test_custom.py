@@ -2,72 +2,11 @@ import re
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 from mmfusion.cli.main import main
 from mmfusion.data import load_data
 from mmfusion.data.synthetic import SyntheticConfig, make_synthetic
-from mmfusion.errors import ConfigError, DataError
-
-
-def small(**kw):
-    return SyntheticConfig(n_train=64, n_valid=16, n_test=400, **kw)
-
-
-def test_synthetic_is_deterministic_asynchronous_and_padded():
-    a, b = make_synthetic(small(seed=3)), make_synthetic(small(seed=3))
-    c = make_synthetic(small(seed=4))
-    np.testing.assert_array_equal(a.splits["train"].features["audio"], b.splits["train"].features["audio"])
-    assert not np.array_equal(a.splits["train"].features["audio"], c.splits["train"].features["audio"])
-    s = a.splits["train"]
-    assert len({s.features[m].shape[-1] for m in s.modalities}) == 3  # heterogeneous sizes
-    assert len(np.unique(s.lengths["vision"])) > 5  # lengths vary per sample
-    # different rates: audio has ~3x the frames of text for the same clip
-    ratio = s.lengths["audio"] / s.lengths["text"]
-    assert 2.5 < np.median(ratio) < 3.5
-    for m in s.modalities:
-        T = s.features[m].shape[1]
-        pad = np.arange(T)[None, :] >= s.lengths[m][:, None]
-        assert not s.features[m][pad].any()
-
-
-def test_bayes_ceiling_matches_closed_forms():
-    cfg = small(noise=0.4)
-    bundle = make_synthetic(cfg)
-    f = bundle.splits["test"].extras["terms"].sum(1)
-    # Acc2 of sign(f) against sign(f + eps): mean Phi(|f| / sigma)
-    assert bundle.bayes["acc2_non0"] == pytest.approx(norm.cdf(np.abs(f) / 0.4).mean(), abs=0.01)
-    # MAE of the median: E|eps| = sigma sqrt(2/pi), minus a little where clipping at +-3 helps
-    assert bundle.bayes["mae"] == pytest.approx(0.4 * np.sqrt(2 / np.pi), abs=0.02)
-    # Corr of E[y|x]: sqrt(var f / (var f + sigma^2)) when clipping is rare
-    assert bundle.bayes["corr"] == pytest.approx(np.sqrt(f.var() / (f.var() + 0.16)), abs=0.01)
-
-
-def test_emotion_variant_is_balanced_binary():
-    bundle = make_synthetic(small(task="emotion"))
-    assert bundle.output_dim == 8 and bundle.splits["train"].labels.shape == (64, 4)
-    assert 0.3 < bundle.splits["test"].labels.mean() < 0.7
-    assert 0.5 < bundle.bayes["acc_mean"] < 1.0
-
-
-def test_unknown_synthetic_option_is_a_config_error():
-    with pytest.raises(ConfigError) as err:
-        load_data("synthetic", {"n_trian": 3})
-    assert "n_trian" in str(err.value) and "n_train" in str(err.value)
-
-
-@pytest.mark.parametrize("layout", ["h5", "mult", "mmsa"])
-def test_convert_round_trip(tmp_path, layout):
-    out = tmp_path / ("data.h5" if layout == "h5" else "data.pkl")
-    assert main(["convert", "synthetic", str(out), "--layout", layout, "--set", "n_train=40", "--set", "n_valid=8",
-                 "--set", "n_test=8"]) == 0
-    back = load_data({"h5": f"h5:{out}", "mult": f"mult:{out}", "mmsa": f"mmsa:{out}"}[layout])
-    ref = make_synthetic(SyntheticConfig(n_train=40, n_valid=8, n_test=8))
-    for m in ("text", "vision", "audio"):
-        np.testing.assert_array_equal(back.splits["train"].lengths[m], ref.splits["train"].lengths[m])
-        np.testing.assert_allclose(back.splits["train"].features[m], ref.splits["train"].features[m], atol=1e-6)
-    np.testing.assert_allclose(back.splits["test"].labels, ref.splits["test"].labels, atol=1e-6)
-    assert back.splits["valid"].ids == ref.splits["valid"].ids
+from mmfusion.errors import DataError
 
 
 def test_custom_format_errors(tmp_path):
@@ -80,36 +19,6 @@ def test_custom_format_errors(tmp_path):
         h5.attrs["format"] = "other"
     with pytest.raises(DataError, match="not an mmfusion dataset"):
         load_data(str(p))
-
-
-@pytest.mark.parametrize(("out", "layout", "says"), [
-    ("data.pkl", None, "--layout mult or --layout mmsa"),  # .pkl: MulT's or MMSA's layout?
-    ("data.h5", "mult", "'.pkl'"),  # a pickle in a file named .h5 would go to the HDF5 reader later
-    ("data.pkl", "h5", "'.h5'"),
-    ("data", None, "no suffix"),
-])
-def test_convert_refuses_a_file_name_that_says_another_format(tmp_path, capsys, out, layout, says):
-    args = ["convert", "synthetic", str(tmp_path / out), "--set", "n_train=40"]
-    assert main(args + (["--layout", layout] if layout else [])) == 2
-    err = capsys.readouterr().err
-    assert says in err and out in err
-    assert not any(tmp_path.iterdir())  # nothing written
-
-
-def test_convert_keeps_an_existing_file_unless_told_and_never_replaces_its_input(tmp_path, capsys):
-    out = tmp_path / "mine.h5"
-    out.write_bytes(b"the user's file")
-    args = ["convert", "synthetic", str(out), "--set", "n_train=40"]
-    assert main(args) == 2
-    assert "the output file exists" in capsys.readouterr().err and out.read_bytes() == b"the user's file"
-    assert main(args + ["--overwrite"]) == 0
-    assert load_data(f"h5:{out}").splits["train"].labels.shape == (40,)
-    # the file being read, under another spelling of its path: refused even with --overwrite
-    assert main(["convert", f"h5:{out}", str(tmp_path / "." / "mine.h5"), "--overwrite"]) == 2
-    assert "the output is the file being read" in capsys.readouterr().err
-    assert main(["convert", str(out), str(out), "--overwrite"]) == 2  # a SPEC without its reader's prefix
-    assert "the output is the file being read" in capsys.readouterr().err
-    assert load_data(f"h5:{out}").splits["train"].labels.shape == (40,)
 
 
 @pytest.mark.parametrize(("change", "says"), [
