@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmfusion.modules import attention as attention_module
+from mmfusion.kernels import attention as backends
 from mmfusion.modules.attention import attend, attention, masked_softmax
 
 
@@ -52,7 +52,7 @@ def test_fused_attention_recomputes_large_maps_with_the_same_gradients(monkeypat
     q, k, v = (t.requires_grad_() for t in _qkv(torch.float64))
     grads = []
     for limit in (2**30, 0):  # keep the map / recompute it in the backward pass
-        monkeypatch.setattr(attention_module, "SAVED_MAP_LIMIT", limit)
+        monkeypatch.setattr(backends, "SAVED_MAP_LIMIT", limit)
         out = attend(q, k, v, MASK, scale=0.5)
         grads.append(torch.autograd.grad(out, (q, k, v), torch.ones_like(out)))
     for a, b in zip(*grads):

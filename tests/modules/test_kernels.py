@@ -8,14 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from mmfusion import kernels
-from mmfusion.modules import attention as attention_module
-from mmfusion.modules.attention import (
-    attend,
-    attention,
-    key_bias,
-    narrow_attention_op,
-    use_compiled_kernel,
-)
+from mmfusion.kernels import attention as backends
+from mmfusion.kernels.attention import key_bias, narrow_attention_op, use_compiled_kernel
+from mmfusion.modules.attention import attend, attention
 
 
 def _reference(q, k, v, extra, beta, scale, mask, gelu):
@@ -109,9 +104,9 @@ def test_inference_uses_the_kernel_and_matches_sdpa(ext, monkeypatch):
     registered operator (whose dispatch costs more than a small attention); the numbers are SDPA's and the
     operator's. With gradients the operator runs (its backward is registered there)."""
     kernel_calls, op_calls = [], []
-    real_kernel, real_op = attention_module._kernel_forward, attention_module.narrow_attention_op
-    monkeypatch.setattr(attention_module, "_kernel_forward", lambda *a: kernel_calls.append(1) or real_kernel(*a))
-    monkeypatch.setattr(attention_module, "narrow_attention_op", lambda *a: op_calls.append(1) or real_op(*a))
+    real_kernel, real_op = backends._kernel_forward, backends.narrow_attention_op
+    monkeypatch.setattr(backends, "_kernel_forward", lambda *a: kernel_calls.append(1) or real_kernel(*a))
+    monkeypatch.setattr(backends, "narrow_attention_op", lambda *a: op_calls.append(1) or real_op(*a))
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 3, n, 5, generator=g) for n in (7, 10, 10))
     mask = torch.tensor([[True] * 10, [True] * 4 + [False] * 6])
@@ -151,8 +146,8 @@ def test_disabled_kernels_fall_back(monkeypatch):
     assert "MMFUSION_KERNELS" in kernels.unavailable_reason()
     assert not use_compiled_kernel(torch.zeros(1, 1, 2, 5))
     calls = []
-    monkeypatch.setattr(attention_module.SoftmaxAttention, "apply",
-                        lambda *a, real=attention_module.SoftmaxAttention.apply: calls.append(1) or real(*a))
+    monkeypatch.setattr(backends.SoftmaxAttention, "apply",
+                        lambda *a, real=backends.SoftmaxAttention.apply: calls.append(1) or real(*a))
     q = torch.randn(1, 1, 3, 5, requires_grad=True)
     attend(q, q, q, None).sum().backward()
     assert calls and q.grad is not None and torch.isfinite(q.grad).all()
