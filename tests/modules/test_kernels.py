@@ -190,3 +190,62 @@ def test_a_build_lock_left_by_a_killed_process_does_not_block_the_next(tmp_path)
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+@pytest.mark.parametrize("module", ["cross_attention", "psa_mixing"])
+def test_every_attention_setting_gives_the_same_numbers(ext, monkeypatch, module):
+    """The same weights under attention=eager, sdpa and kernel (and auto, which takes the kernel here): the same
+    outputs and gradients, with padded keys (and, for cross-attention, a sample without any real key), µ-mixed
+    logits for PSA; the kernel runs under kernel and auto only."""
+    from mmfusion.modules.attention import MultiHeadAttention
+    from mmfusion.modules.psa import PredictiveSelfAttentionLayer
+
+    g = torch.Generator().manual_seed(4)
+    B, T, S, D = 3, 6, 9, 10  # 2 heads of width 5
+    x, src, prev = torch.randn(B, T, D, generator=g), torch.randn(B, S, D, generator=g), None
+    if module == "cross_attention":
+        mask = torch.ones(B, S, dtype=torch.bool)
+        mask[1, 5:], mask[2] = False, False
+    else:
+        mask = torch.ones(B, T, dtype=torch.bool)
+        mask[1, 4:] = False
+        prev = tuple(torch.randn(B, 2, T, 5, generator=g) * mask[:, None, :, None] for _ in range(2))
+    kernel_calls = []
+    real = backends.kernel_attention
+    monkeypatch.setattr(backends, "kernel_attention", lambda *a, **kw: kernel_calls.append(1) or real(*a, **kw))
+    results = {}
+    for setting in ("eager", "sdpa", "kernel", "auto"):
+        torch.manual_seed(0)
+        if module == "cross_attention":
+            layer = MultiHeadAttention(D, 2, attention=setting)
+            inputs = [x.clone().requires_grad_(), src.clone().requires_grad_()]
+            out = layer(*inputs, mask)[0]
+        else:
+            layer = PredictiveSelfAttentionLayer(D, 2, predict=True, mu=0.3, attention=setting).eval()
+            inputs = [x.clone().requires_grad_(), *(f.clone().requires_grad_() for f in prev)]
+            out = layer(inputs[0], mask, tuple(inputs[1:]))[0]
+        kernel_calls_here, kernel_calls[:] = len(kernel_calls), []
+        assert bool(kernel_calls_here) == (setting in ("kernel", "auto")), setting
+        results[setting] = (out, torch.autograd.grad(out, inputs, torch.ones_like(out)))
+    want, want_grads = results["eager"]
+    if module == "cross_attention":
+        assert (want[2] == want[2, :1]).all()  # no real key: the output is the projection of zeros
+    for setting in ("sdpa", "kernel", "auto"):
+        got, grads = results[setting]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=setting)
+        for a, b in zip(grads, want_grads):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=setting)
+
+
+def test_auto_takes_the_kernel_and_kernel_refuses_what_it_cannot_serve(ext):
+    from mmfusion.errors import ConfigError
+    from mmfusion.modules.attention import choose
+
+    q = torch.zeros(1, 2, 3, 5)
+    assert choose("auto", q) == choose("auto", q, training=True, plain=False) == "kernel"
+    assert choose("auto", q, dropout=0.1) == "sdpa" and choose("auto", q, dropout=0.1, plain=False) == "eager"
+    assert choose("kernel", q) == "kernel" and choose("kernel", q, need_map=True) == "eager"
+    with pytest.raises(ConfigError, match="attention-map dropout 0.1"):
+        choose("kernel", q, dropout=0.1)
+    with pytest.raises(ConfigError, match="torch.bfloat16 heads of width 5 on cpu"):
+        choose("kernel", q.bfloat16())
