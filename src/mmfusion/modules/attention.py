@@ -136,7 +136,7 @@ def _records_grad(*tensors: Tensor) -> bool:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, scale: float = 1.0,
-           extra: Tensor | None = None, beta: float = 1.0, extra_gelu: bool = False, impl: str = "auto",
+           extra: Tensor | None = None, beta: float = 1.0, extra_gelu: bool = False, impl: Attention = "auto",
            dropout: float = 0.0) -> Tensor:
     """softmax(scale·q kᵀ + β·act(extra), over real keys) v without returning the map, in float32 under autocast.
 
@@ -164,7 +164,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, s
     return backends.softmax_attention(q, k, v, key_mask, scale=scale, extra=extra, beta=beta, extra_gelu=extra_gelu)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, impl: str = "auto",
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, impl: Attention = "auto",
               dropout: float = 0.0, need_weights: bool = False, scale: float | None = None
               ) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention. q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) -> (B, H, T, D_h).
