@@ -8,14 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from mmfusion import kernels
-from mmfusion.modules import attention as attention_module
-from mmfusion.modules.attention import (
-    attend,
-    attention,
-    key_bias,
-    narrow_attention_op,
-    use_compiled_kernel,
-)
+from mmfusion.kernels import attention as backends
+from mmfusion.kernels.attention import key_bias, narrow_attention_op, use_compiled_kernel
+from mmfusion.modules.attention import attend, attention
 
 
 def _reference(q, k, v, extra, beta, scale, mask, gelu):
@@ -109,9 +104,9 @@ def test_inference_uses_the_kernel_and_matches_sdpa(ext, monkeypatch):
     registered operator (whose dispatch costs more than a small attention); the numbers are SDPA's and the
     operator's. With gradients the operator runs (its backward is registered there)."""
     kernel_calls, op_calls = [], []
-    real_kernel, real_op = attention_module._kernel_forward, attention_module.narrow_attention_op
-    monkeypatch.setattr(attention_module, "_kernel_forward", lambda *a: kernel_calls.append(1) or real_kernel(*a))
-    monkeypatch.setattr(attention_module, "narrow_attention_op", lambda *a: op_calls.append(1) or real_op(*a))
+    real_kernel, real_op = backends._kernel_forward, backends.narrow_attention_op
+    monkeypatch.setattr(backends, "_kernel_forward", lambda *a: kernel_calls.append(1) or real_kernel(*a))
+    monkeypatch.setattr(backends, "narrow_attention_op", lambda *a: op_calls.append(1) or real_op(*a))
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 3, n, 5, generator=g) for n in (7, 10, 10))
     mask = torch.tensor([[True] * 10, [True] * 4 + [False] * 6])
@@ -151,8 +146,8 @@ def test_disabled_kernels_fall_back(monkeypatch):
     assert "MMFUSION_KERNELS" in kernels.unavailable_reason()
     assert not use_compiled_kernel(torch.zeros(1, 1, 2, 5))
     calls = []
-    monkeypatch.setattr(attention_module.SoftmaxAttention, "apply",
-                        lambda *a, real=attention_module.SoftmaxAttention.apply: calls.append(1) or real(*a))
+    monkeypatch.setattr(backends.SoftmaxAttention, "apply",
+                        lambda *a, real=backends.SoftmaxAttention.apply: calls.append(1) or real(*a))
     q = torch.randn(1, 1, 3, 5, requires_grad=True)
     attend(q, q, q, None).sum().backward()
     assert calls and q.grad is not None and torch.isfinite(q.grad).all()
@@ -195,3 +190,62 @@ def test_a_build_lock_left_by_a_killed_process_does_not_block_the_next(tmp_path)
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+@pytest.mark.parametrize("module", ["cross_attention", "psa_mixing"])
+def test_every_attention_setting_gives_the_same_numbers(ext, monkeypatch, module):
+    """The same weights under attention=eager, sdpa and kernel (and auto, which takes the kernel here): the same
+    outputs and gradients, with padded keys (and, for cross-attention, a sample without any real key), µ-mixed
+    logits for PSA; the kernel runs under kernel and auto only."""
+    from mmfusion.modules.attention import MultiHeadAttention
+    from mmfusion.modules.psa import PredictiveSelfAttentionLayer
+
+    g = torch.Generator().manual_seed(4)
+    B, T, S, D = 3, 6, 9, 10  # 2 heads of width 5
+    x, src, prev = torch.randn(B, T, D, generator=g), torch.randn(B, S, D, generator=g), None
+    if module == "cross_attention":
+        mask = torch.ones(B, S, dtype=torch.bool)
+        mask[1, 5:], mask[2] = False, False
+    else:
+        mask = torch.ones(B, T, dtype=torch.bool)
+        mask[1, 4:] = False
+        prev = tuple(torch.randn(B, 2, T, 5, generator=g) * mask[:, None, :, None] for _ in range(2))
+    kernel_calls = []
+    real = backends.kernel_attention
+    monkeypatch.setattr(backends, "kernel_attention", lambda *a, **kw: kernel_calls.append(1) or real(*a, **kw))
+    results = {}
+    for setting in ("eager", "sdpa", "kernel", "auto"):
+        torch.manual_seed(0)
+        if module == "cross_attention":
+            layer = MultiHeadAttention(D, 2, attention=setting)
+            inputs = [x.clone().requires_grad_(), src.clone().requires_grad_()]
+            out = layer(*inputs, mask)[0]
+        else:
+            layer = PredictiveSelfAttentionLayer(D, 2, predict=True, mu=0.3, attention=setting).eval()
+            inputs = [x.clone().requires_grad_(), *(f.clone().requires_grad_() for f in prev)]
+            out = layer(inputs[0], mask, tuple(inputs[1:]))[0]
+        kernel_calls_here, kernel_calls[:] = len(kernel_calls), []
+        assert bool(kernel_calls_here) == (setting in ("kernel", "auto")), setting
+        results[setting] = (out, torch.autograd.grad(out, inputs, torch.ones_like(out)))
+    want, want_grads = results["eager"]
+    if module == "cross_attention":
+        assert (want[2] == want[2, :1]).all()  # no real key: the output is the projection of zeros
+    for setting in ("sdpa", "kernel", "auto"):
+        got, grads = results[setting]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=setting)
+        for a, b in zip(grads, want_grads):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=setting)
+
+
+def test_auto_takes_the_kernel_and_kernel_refuses_what_it_cannot_serve(ext):
+    from mmfusion.errors import ConfigError
+    from mmfusion.modules.attention import choose
+
+    q = torch.zeros(1, 2, 3, 5)
+    assert choose("auto", q) == choose("auto", q, training=True, plain=False) == "kernel"
+    assert choose("auto", q, dropout=0.1) == "sdpa" and choose("auto", q, dropout=0.1, plain=False) == "eager"
+    assert choose("kernel", q) == "kernel" and choose("kernel", q, need_map=True) == "eager"
+    with pytest.raises(ConfigError, match="attention-map dropout 0.1"):
+        choose("kernel", q, dropout=0.1)
+    with pytest.raises(ConfigError, match="torch.bfloat16 heads of width 5 on cpu"):
+        choose("kernel", q.bfloat16())

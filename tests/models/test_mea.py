@@ -329,3 +329,36 @@ def test_a_clip_with_a_missing_modality_gets_a_finite_prediction_that_ignores_it
     masks["audio"][2] = False
     with torch.no_grad():
         assert torch.isfinite(model(feats, masks)["pred"]).all()
+
+
+def test_attention_is_one_model_arg_recorded_and_checked(monkeypatch):
+    """model_args.attention reaches every attention module, is part of the full config a checkpoint records, gives
+    the same predictions and gradients under eager and sdpa, and a bad value is one ConfigError naming it."""
+    from mmfusion.engine.model_plan import plan_model
+    from mmfusion.errors import ConfigError
+
+    monkeypatch.setenv("MMFUSION_KERNELS", "0")
+    feats, masks = _batch()
+    results = {}
+    for setting in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        model = build("mea_tiny", DIMS, 1, attention=setting).eval()
+        settings = {m.attention for m in model.modules() if hasattr(m, "attention") and isinstance(m.attention, str)}
+        assert settings == {setting}
+        out = model(feats, masks)
+        loss = out["pred"].square().sum() + sum(out["losses"].values())
+        results[setting] = out["pred"], torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(results["sdpa"][0], results["eager"][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(results["sdpa"][1], results["eager"][1]):
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert plan_model("mea_tiny", {}, DIMS, 1, source="t")[0]["attention"] == "auto"
+    assert plan_model("mea_tiny", {"attention": "sdpa"}, DIMS, 1, source="t")[0]["attention"] == "sdpa"
+    with pytest.raises(ConfigError, match=r"mea_tiny: unknown value \(key 'attention'\): expected one of "
+                                          r"\['auto', 'eager', 'sdpa', 'kernel'\], got 'flash'"):
+        build("mea_tiny", DIMS, 1, attention="flash")
+    with pytest.raises(ConfigError, match=r"mult: the compiled attention kernel is unavailable here \(disabled by "
+                                          r"MMFUSION_KERNELS\) \(key 'attention'\)"):
+        build("mult", DIMS, 1, attention="kernel")
+    with pytest.raises(ConfigError, match=r"misa: the compiled kernel serves heads of width <= 8; these are 32"):
+        build("misa", DIMS, 1, attention="kernel")

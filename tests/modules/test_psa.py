@@ -176,3 +176,37 @@ def test_padding_invariance_through_the_chain():
 def test_first_layer_has_no_predictor():
     assert _layer(0.3, predict=False).predictor is None
     assert isinstance(_layer(0.3).predictor, torch.nn.Conv2d)
+
+
+@pytest.mark.parametrize("setting", ["sdpa", "auto"])
+def test_mu_mixing_runs_the_same_under_every_setting(monkeypatch, setting):
+    """A predicting layer (µ = 0.4) over padded clips: the fused mixed logits (SDPA's float mask, or auto's map-free
+    form) give the eager map's outputs and gradients, and the map a forward with need_maps returns."""
+    monkeypatch.setenv("MMFUSION_KERNELS", "0")
+    prev, mask = _factors(B=2, H=2, T=6, Dh=4, lengths=(6, 4))
+    x = torch.randn(2, 6, 8)
+
+    def run(attention):
+        torch.manual_seed(0)
+        layer = PredictiveSelfAttentionLayer(8, 2, predict=True, mu=0.4, attention=attention).eval()
+        xs, p = x.clone().requires_grad_(), tuple(f.clone().requires_grad_() for f in prev)
+        out = layer(xs, mask, p)[0]
+        return out, torch.autograd.grad(out, (xs, *p), torch.ones_like(out)), layer(x, mask, prev, True)[2]
+
+    (want, want_grads, want_maps), (got, got_grads, got_maps) = run("eager"), run(setting)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got_maps["psa"], want_maps["psa"])
+
+
+def test_the_eager_setting_builds_the_map_as_written(monkeypatch):
+    """attention=eager with map dropout: the mixing runs as the written-out map (no fused call)."""
+    from mmfusion.modules import attention as attention_module
+
+    monkeypatch.setattr(attention_module, "attend", lambda *a, **kw: pytest.fail("the fused path ran"))
+    monkeypatch.setattr(psa, "attend", lambda *a, **kw: pytest.fail("the fused path ran"))
+    prev, mask = _factors()
+    layer = PredictiveSelfAttentionLayer(8, 2, predict=True, mu=0.4, attn_dropout=0.2, attention="eager").train()
+    out = layer(torch.randn(2, 6, 8), mask, prev)[0]
+    assert torch.isfinite(out).all() and (out[1, 4:] == 0).all()

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from mmfusion.batch import MODALITIES, check_modalities
 from mmfusion.config import build_model_config, check_bounds
 from mmfusion.models.registry import register_model
+from mmfusion.modules.attention import Attention, check_attention
 from mmfusion.modules.discriminators import ImportanceDiscriminator, ModalityDiscriminator, grad_reverse
 from mmfusion.modules.dropout import Dropout
 from mmfusion.modules.frontend import ModalityFrontEnd
@@ -99,6 +100,8 @@ class MEAConfig:
     adversarial: bool = True  # w/o adversarial losses (both discriminators, L_agn and L_exc)
     use_omega: bool = True  # w/o ω: L_agn unweighted, no importance discriminator
     fusion: Literal["graph", "concat", "add", "multiply"] = "graph"  # DGF -> concatenation / addition / product
+    # how attention runs (PSA and HCA): the same numbers up to float rounding; see mmfusion.modules.attention
+    attention: Attention = "auto"
 
     ABLATIONS: ClassVar[dict[str, dict[str, Any]]] = {
         "no_dis": {"disparity": "none"},
@@ -158,6 +161,7 @@ class MEAConfig:
                               expected="use_exclusive or use_agnostic true", actual=False)
         if not 0.0 <= self.mu <= 1.0:
             raise ConfigError("out of range", source=source, key="mu", expected="0 <= mu <= 1", actual=self.mu)
+        check_attention(self.attention, head_dim=self.dim // self.num_heads, dropout=self.attn_dropout, source=source)
 
 
 class MEA(nn.Module):
@@ -174,7 +178,7 @@ class MEA(nn.Module):
                                 recurrent=c.frontend != "conv", residual=c.frontend == "conv_lstm_residual")
             for m in self.modalities
         })
-        drop = {"attn_dropout": c.attn_dropout, "res_dropout": c.res_dropout}
+        drop = {"attn_dropout": c.attn_dropout, "res_dropout": c.res_dropout, "attention": c.attention}
         if c.use_exclusive and c.use_psa:
             self.psa = nn.ModuleDict({m: nn.ModuleList([
                 PredictiveSelfAttentionLayer(c.dim, c.num_heads, predict=c.use_prediction and l > 0,

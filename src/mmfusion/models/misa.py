@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from mmfusion.batch import MODALITIES, check_modalities
 from mmfusion.config import build_model_config
 from mmfusion.models.registry import register_model
+from mmfusion.modules.attention import Attention, check_attention
 from mmfusion.modules.hca import ModalityReinforcementUnit
 from mmfusion.modules.losses import cmd, soft_orthogonality
 from mmfusion.modules.rnn import MaskedLSTM
@@ -38,6 +39,10 @@ class MISAConfig:
     sim_weight: float = 1.0
     recon_weight: float = 1.0
     cmd_moments: int = 5
+    attention: Attention = "auto"  # how the fusion's attention runs; see mmfusion.modules.attention
+
+    def validate(self, source: str | None = None) -> None:
+        check_attention(self.attention, head_dim=self.hidden // max(self.num_heads, 1), source=source)
 
 
 class MISA(nn.Module):
@@ -55,7 +60,7 @@ class MISA(nn.Module):
         self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(D, D), nn.Sigmoid()) for m in self.modalities})
         self.shared = nn.Sequential(nn.Linear(D, D), nn.Sigmoid())
         self.recon = nn.ModuleDict({m: nn.Linear(D, D) for m in self.modalities})
-        self.fusion = ModalityReinforcementUnit(D, c.num_heads, 0.0, c.dropout)
+        self.fusion = ModalityReinforcementUnit(D, c.num_heads, 0.0, c.dropout, c.attention)
         k = 2 * len(self.modalities)
         self.head = nn.Sequential(nn.Linear(k * D, k * D // 2), nn.Dropout(c.dropout), nn.ReLU(),
                                   nn.Linear(k * D // 2, output_dim))

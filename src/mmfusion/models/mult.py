@@ -3,8 +3,9 @@
 Conv1d projections to a common width D, sinusoidal positions (from the mask), six directional cross-modal
 transformers (target ← source for every ordered pair), per target a self-attention memory over the two
 concatenated cross-modal streams (2D), the last real step of each memory concatenated (6D), and MulT's residual
-head. Attention runs through SDPA with key-padding masks: unlike the public implementation, no query ever attends to
-zero padding, so predictions do not depend on how much padding a batch has.
+head. Attention takes key-padding masks: unlike the public implementation, no query ever attends to zero padding,
+so predictions do not depend on how much padding a batch has. How it runs is the ``attention`` setting
+(:mod:`mmfusion.modules.attention`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from mmfusion.batch import MODALITIES, check_modalities
 from mmfusion.config import build_model_config
 from mmfusion.models.registry import register_model
+from mmfusion.modules.attention import Attention, check_attention
 from mmfusion.modules.dropout import dropout
 from mmfusion.modules.frontend import SinusoidalPositions
 from mmfusion.modules.hca import ModalityReinforcementUnit
@@ -40,14 +42,21 @@ class MulTConfig:
     attn_dropout: float = 0.0  # MulT uses 0.1; opt-in for CPU speed (see MEAConfig.attn_dropout)
     res_dropout: float = 0.1
     out_dropout: float = 0.0
+    attention: Attention = "auto"  # how attention runs; see mmfusion.modules.attention
+
+    def validate(self, source: str | None = None) -> None:
+        # (the memories' heads are wider: len(modalities) - 1 times; their modules check them when built)
+        check_attention(self.attention, head_dim=self.dim // max(self.num_heads, 1), dropout=self.attn_dropout,
+                        source=source)
 
 
 class CrossmodalTransformer(nn.Module):
     """A stack of pre-LN cross-attention layers: target (B, T, D) attends to source (B, S, D), masked."""
 
-    def __init__(self, dim: int, num_heads: int, layers: int, attn_dropout: float, res_dropout: float) -> None:
+    def __init__(self, dim: int, num_heads: int, layers: int, attn_dropout: float, res_dropout: float,
+                 attention: Attention = "auto") -> None:
         super().__init__()
-        self.layers = nn.ModuleList([ModalityReinforcementUnit(dim, num_heads, attn_dropout, res_dropout)
+        self.layers = nn.ModuleList([ModalityReinforcementUnit(dim, num_heads, attn_dropout, res_dropout, attention)
                                      for _ in range(layers)])
         self.norm = nn.LayerNorm(dim)
 
@@ -71,11 +80,12 @@ class MulT(nn.Module):
                                                 bias=False) for m in self.modalities})
         self.positions = SinusoidalPositions(c.dim)
         self.cross = nn.ModuleDict({
-            f"{t}_from_{s}": CrossmodalTransformer(c.dim, c.num_heads, c.layers, c.attn_dropout, c.res_dropout)
+            f"{t}_from_{s}": CrossmodalTransformer(c.dim, c.num_heads, c.layers, c.attn_dropout, c.res_dropout,
+                                                   c.attention)
             for t in self.modalities for s in self.modalities if s != t})
         k = len(self.modalities) - 1
         self.memory = nn.ModuleDict({t: CrossmodalTransformer(k * c.dim, c.num_heads, c.memory_layers, c.attn_dropout,
-                                                              c.res_dropout) for t in self.modalities})
+                                                              c.res_dropout, c.attention) for t in self.modalities})
         combined = len(self.modalities) * k * c.dim
         self.proj1, self.proj2 = nn.Linear(combined, combined), nn.Linear(combined, combined)
         self.out = nn.Linear(combined, output_dim)

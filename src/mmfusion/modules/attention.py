@@ -1,22 +1,21 @@
-"""Masked multi-head attention: one eager function that can return maps, and fused paths when maps are not needed.
+"""Masked multi-head attention, and the one setting that says how it runs: ``attention`` (auto, eager, sdpa, kernel).
 
-Both paths share the mask semantics (True = real key frame) and both give exact zeros for a query row with no
-real key (a missing modality), where eager softmax would give NaN.
+A model takes the setting once, when it is built (``model_args.attention``, recorded with the model's other
+arguments), and hands it to every attention module; :func:`choose` turns it into the implementation of each call:
 
-Which kernel runs when no map is asked for (:func:`attention`), for float32 on a CPU with narrow heads
-(D_h <= 8; MEA and MulT use 5-dimensional heads) and no map dropout:
+- ``eager``: the equations in PyTorch operations, the (B, H, T, S) map built (:func:`eager_attention`). Where no map
+  is returned or dropped out, the same products run as :func:`~mmfusion.kernels.attention.softmax_attention`, with
+  a hand-written backward pass.
+- ``sdpa``: PyTorch's ``scaled_dot_product_attention`` (:func:`~mmfusion.kernels.attention.sdpa_attention`).
+- ``kernel``: the compiled CPU kernel (:func:`~mmfusion.kernels.attention.kernel_attention`): float32 on a CPU,
+  heads of width <= 8, no map dropout. Asking for it where it is not built, or where it cannot serve the model, is
+  a :class:`~mmfusion.errors.ConfigError` (:func:`check_attention`), never a silent fallback.
+- ``auto`` (the default): the kernel wherever it can run; elsewhere, while training narrow heads on a CPU or for an
+  added logit map (PSA's prediction), ``eager``'s map-free form; otherwise ``sdpa``.
 
-1. the compiled kernel (:mod:`mmfusion.kernels`, :func:`narrow_attention_op`), built on first use: it never
-   stores a T×S map (it keeps one row of logits and recomputes rows in the backward pass, FlashAttention-2's
-   scheme), loops over keys with the head width unrolled, reads split-head views of the projections in place
-   (the 1/sqrt(D_h) scale and the key mask are applied inside) and returns heads that merge without a copy.
-   On a 2-core machine, T = S = 500, D_h = 5:
-   ~0.4 ns per (query, key) pair forward and ~0.9 ns backward, against ~1.3 ns forward for PyTorch's fused SDPA
-   kernel and ~8 ns forward + backward for (2);
-2. where the kernel is unavailable, while training: :class:`SoftmaxAttention`, which materialises the map once
-   and multiplies with the narrow operand on the *left* (``(vᵀ Aᵀ)ᵀ``: MKL is 2x slower for a 5-column right
-   operand), keeping the map for the backward pass;
-3. otherwise SDPA.
+A call that returns the attention map (``need_weights``: ``explain`` and the plots) runs ``eager`` whatever the
+setting: only it builds the map. Every implementation reads the same masks (True = real key frame) and gives exact
+zeros for a query row with no real key (a missing modality), where a plain softmax would give NaN.
 
 Shape legend: B batch, H heads, T queries, S keys, D_h head width, D model width.
 """
@@ -24,17 +23,80 @@ Shape legend: B batch, H heads, T queries, S keys, D_h head width, D model width
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion import kernels
+from mmfusion.errors import ConfigError
+from mmfusion.kernels import attention as backends
+from mmfusion.kernels.attention import KERNEL_MAX_HEAD_DIM, use_compiled_kernel
+from mmfusion.kernels.attention import MASKED_LOGIT as MASKED_LOGIT  # (re-exported: the masks of WAL and DGF)
 from mmfusion.modules.dropout import Dropout
 
-MASKED_LOGIT = -1e4
-"""Logit given to padded keys: exp() of it is exactly 0 in float32/bfloat16/float16, and it stays finite in float16."""
+Attention = Literal["auto", "eager", "sdpa", "kernel"]
+"""The values of the ``attention`` setting (see the module docstring)."""
+
+ATTENTION_SETTINGS: tuple[str, ...] = get_args(Attention)
+
+Implementation = Literal["eager", "sdpa", "kernel"]
+"""What one call runs: the setting with ``auto`` resolved."""
+
+
+def check_attention(setting: str, *, head_dim: int, dropout: float = 0.0, source: str | None = None) -> None:
+    """Refuse, when a model is built, a setting it cannot run with: an unknown value; ``kernel`` for heads wider
+    than the kernel serves, with attention-map dropout, or where the kernel is not built (the reason named).
+    Raises :class:`ConfigError` with key ``attention``."""
+    if setting not in ATTENTION_SETTINGS:
+        raise ConfigError("unknown attention implementation", source=source, key="attention",
+                          expected=f"one of {list(ATTENTION_SETTINGS)}", actual=setting)
+    if setting != "kernel":
+        return
+    if head_dim > KERNEL_MAX_HEAD_DIM:
+        raise ConfigError(f"the compiled kernel serves heads of width <= {KERNEL_MAX_HEAD_DIM}; these are "
+                          f"{head_dim} wide", source=source, key="attention", expected="auto, eager or sdpa",
+                          actual=setting)
+    if dropout > 0:
+        raise ConfigError(f"the compiled kernel has no attention-map dropout (attn_dropout {dropout})",
+                          source=source, key="attention", expected="auto, eager or sdpa, or attn_dropout 0",
+                          actual=setting)
+    if kernels.narrow_attention() is None:
+        raise ConfigError(f"the compiled attention kernel is unavailable here ({kernels.unavailable_reason()})",
+                          source=source, key="attention", expected="auto, eager or sdpa", actual=setting)
+
+
+def choose(setting: str, q: Tensor, *, dropout: float = 0.0, need_map: bool = False, training: bool = False,
+           plain: bool = True) -> Implementation:
+    """How one call with queries ``q`` (B, H, T, D_h) runs under ``setting``: the one place that decides.
+
+    ``need_map``: the caller builds or returns the map (always ``eager``). ``training``: autograd records the call.
+    ``plain``: no logit map is added (``auto`` may then pick SDPA). ``kernel`` where the kernel cannot serve this
+    call (another device or dtype) is a :class:`ConfigError`. ``auto`` picks what mmfusion has always run: the
+    kernel where it runs and there is no map dropout; else ``eager`` for an added logit map or while training
+    heads of width <= 8 on a CPU without dropout (its backward pass beats SDPA's there); else ``sdpa``.
+    """
+    if setting not in ATTENTION_SETTINGS:
+        raise ConfigError("unknown attention implementation", key="attention",
+                          expected=f"one of {list(ATTENTION_SETTINGS)}", actual=setting)
+    if need_map:
+        return "eager"
+    if setting == "kernel":
+        if dropout > 0 or not use_compiled_kernel(q):
+            why = f"attention-map dropout {dropout}" if dropout > 0 else \
+                f"{q.dtype} heads of width {q.shape[-1]} on {q.device.type}"
+            raise ConfigError(f"the compiled kernel serves float32 heads of width <= {KERNEL_MAX_HEAD_DIM} on a CPU "
+                              f"without map dropout; this call has {why}", key="attention",
+                              expected="auto, eager or sdpa", actual=setting)
+        return "kernel"
+    if setting != "auto":
+        return setting  # type: ignore[return-value]
+    if dropout == 0.0 and use_compiled_kernel(q):
+        return "kernel"
+    if not plain or (dropout == 0.0 and training and q.device.type == "cpu" and q.shape[-1] <= KERNEL_MAX_HEAD_DIM):
+        return "eager"
+    return "sdpa"
 
 
 def masked_softmax(logits: Tensor, key_mask: Tensor | None) -> Tensor:
@@ -49,230 +111,76 @@ def masked_softmax(logits: Tensor, key_mask: Tensor | None) -> Tensor:
     return attn.masked_fill(~keep.any(-1, keepdim=True), 0.0)  # zero the rows that had no key at all
 
 
-def _left_skinny(a: Tensor, b: Tensor) -> Tensor:
-    """a (N, T, S) @ b (N, S, D_h) computed as (bᵀ aᵀ)ᵀ (the narrow operand on the left; same numbers)."""
-    return torch.bmm(b.transpose(1, 2), a.transpose(1, 2)).transpose(1, 2)
+def eager_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, *, scale: float,
+                    extra: Tensor | None = None, beta: float = 1.0, extra_gelu: bool = False,
+                    dropout: float = 0.0) -> tuple[Tensor, Tensor]:
+    """A = softmax(scale·q kᵀ + β·act(extra)) over real keys, out = dropout(A) v, written out; returns (out, A).
 
-
-SAVED_MAP_LIMIT = 512 * 2**20
-"""Largest map (bytes) :class:`SoftmaxAttention` keeps for its backward pass; a larger one is recomputed there, to
-bound memory at large batches (an extra product and softmax: roughly 30 % more time on that call, estimated)."""
-
-
-def key_bias(key_mask: Tensor, heads: int, dtype: torch.dtype) -> Tensor:
-    """Additive logit per key for flattened heads: key_mask (B, S) -> (B·H, S), 0 real, :data:`MASKED_LOGIT` padded."""
-    B, S = key_mask.shape
-    bias = torch.zeros(B, S, dtype=dtype, device=key_mask.device).masked_fill(~key_mask, MASKED_LOGIT)
-    return bias[:, None].expand(B, heads, S).reshape(B * heads, S)
-
-
-def scores(q: Tensor, k: Tensor, extra: Tensor | None = None, beta: float = 1.0,
-           bias: Tensor | None = None) -> Tensor:
-    """q kᵀ + β·extra + bias (per key) over flattened heads, in one (b)addbmm.
-
-    q (N, T, D_h), k (N, S, D_h), extra (N, T, S) or None, bias (N, S) or None (:func:`key_bias`) -> (N, T, S).
+    q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) or None, extra (B, H, T, S) or None -> out
+    (B, H, T, D_h), A (B, H, T, S); act is the exact GELU with ``extra_gelu``, else the identity.
     """
-    if bias is not None:  # the key bias as one more inner coordinate: 1 for every query, bias per key
-        q = torch.cat([q, q.new_ones(*q.shape[:-1], 1)], -1)
-        k = torch.cat([k, bias.to(k.dtype)[..., None]], -1)
-    if extra is None:
-        return torch.bmm(q, k.transpose(1, 2))
-    return torch.baddbmm(extra, q, k.transpose(1, 2), beta=beta)
+    logits = (q * scale) @ k.transpose(-1, -2)  # (B, H, T, S)
+    if extra is not None:
+        logits = logits + beta * (F.gelu(extra) if extra_gelu else extra)
+    attn = masked_softmax(logits, key_mask)
+    return F.dropout(attn, dropout, training=dropout > 0) @ v, attn
 
 
-class SoftmaxAttention(torch.autograd.Function):
-    """out = softmax(q kᵀ + β·extra + key bias) v over flattened heads, with a hand-written backward.
-
-    q (N, T, D_h) already scaled, k/v (N, S, D_h), extra (N, T, S) or None (a map added to the logits, e.g. PSA's
-    prediction), bias (N, S) or None (:func:`key_bias`). Keeps the map A for the backward pass (up to
-    :data:`SAVED_MAP_LIMIT`, else recomputes it); every product with a D_h-wide operand keeps that operand on the
-    left.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float,
-                bias: Tensor | None) -> Tensor:
-        attn = scores(q, k, extra, beta, bias).softmax(-1)
-        ctx.beta, ctx.has_extra = beta, extra is not None
-        ctx.saved_map = extra is not None or attn.numel() * attn.element_size() <= SAVED_MAP_LIMIT
-        if ctx.saved_map:
-            ctx.save_for_backward(q, k, v, attn)
-        else:
-            ctx.save_for_backward(q, k, v, bias)
-        return _left_skinny(attn, v)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        if ctx.saved_map:
-            q, k, v, attn = ctx.saved_tensors
-        else:
-            q, k, v, bias = ctx.saved_tensors
-            attn = scores(q, k, bias=bias).softmax(-1)
-        grad_out = grad_out.contiguous()
-        grad_v = torch.bmm(grad_out.transpose(1, 2), attn).transpose(1, 2)  # Aᵀ g
-        grad_attn = torch.bmm(grad_out, v.transpose(1, 2))
-        grad_logits = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)
-        del grad_attn, attn
-        grad_q = _left_skinny(grad_logits, k)
-        grad_k = torch.bmm(q.transpose(1, 2), grad_logits).transpose(1, 2)  # (g_Zᵀ q) with q on the left
-        grad_extra = None
-        if ctx.has_extra and ctx.needs_input_grad[3]:
-            grad_extra = grad_logits.mul_(ctx.beta) if ctx.beta != 1.0 else grad_logits
-        return grad_q, grad_k, grad_v, grad_extra, None, None
+def mask_or_none(key_mask: Tensor | None) -> Tensor | None:
+    """``key_mask``, or None where every key is real (the mask work is skipped)."""
+    return None if key_mask is None or bool(key_mask.all()) else key_mask
 
 
-def _kernel_operands(heads: tuple[Tensor, ...], extra: Tensor | None, key_mask: Tensor | None
-                     ) -> tuple[list[Tensor], Tensor | None, Tensor | None]:
-    """The layout the kernel reads: (B, H, rows, D_h) operands with a contiguous last axis (any other strides),
-    the logit map and the key mask contiguous."""
-    return ([t if t.stride(-1) == 1 else t.contiguous() for t in heads],
-            None if extra is None else extra.contiguous(), None if key_mask is None else key_mask.contiguous())
-
-
-@torch.library.custom_op("mmfusion::narrow_attention", mutates_args=())
-def narrow_attention_op(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
-                        key_mask: Tensor | None, gelu: bool) -> tuple[Tensor, Tensor]:
-    """out = softmax(scale·q kᵀ + β·act(extra) + key bias) v in the compiled kernel, as a differentiable PyTorch
-    operator (``torch.ops.mmfusion.narrow_attention``: a ``torch.compile``d model keeps it inside its graph); act is
-    the identity or the exact GELU; a sample with no real key gives zeros.
-
-    q (B, H, T, D_h), k/v (B, H, S, D_h): float32 with any strides but a contiguous last axis (split-head views are
-    read in place), D_h <= 8; extra (B, H, T, S) or None; key_mask (B, S) bool or None. Returns (out (B, H, T, D_h)
-    as a view of (B, T, H, D_h) storage, so merging heads is free; log-sum-exp (B, H, T)). The backward pass
-    saves only the inputs, the output and the log-sum-exp.
-    """
-    return _kernel_forward(q, k, v, extra, beta, scale, key_mask, gelu)
-
-
-def _kernel_forward(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
-                    key_mask: Tensor | None, gelu: bool) -> tuple[Tensor, Tensor]:
-    """The compiled kernel's forward on the operands as :func:`narrow_attention_op` takes them."""
-    (q, k, v), extra, key_mask = _kernel_operands((q, k, v), extra, key_mask)
-    return kernels.narrow_attention().forward(q, k, v, extra, beta, scale, key_mask, gelu)
-
-
-@narrow_attention_op.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float, key_mask: Tensor | None,
-      gelu: bool) -> tuple[Tensor, Tensor]:
-    B, H, T, Dh = q.shape
-    return q.new_empty(B, T, H, Dh).transpose(1, 2), q.new_empty(B, H, T)
-
-
-@torch.library.custom_op("mmfusion::narrow_attention_backward", mutates_args=())
-def narrow_attention_backward_op(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float,
-                                 key_mask: Tensor | None, gelu: bool, out: Tensor, lse: Tensor, grad_out: Tensor
-                                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gradients (q, k, v, extra) of :func:`narrow_attention_op`; the last is empty when ``extra`` is None."""
-    (q, k, v, out, grad_out), extra, key_mask = _kernel_operands((q, k, v, out, grad_out), extra, key_mask)
-    dq, dk, dv, dextra = kernels.narrow_attention().backward(q, k, v, extra, beta, scale, key_mask, gelu, out,
-                                                            lse.contiguous(), grad_out)
-    return dq, dk, dv, q.new_empty(0) if extra is None else dextra
-
-
-@narrow_attention_backward_op.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, extra: Tensor | None, beta: float, scale: float, key_mask: Tensor | None,
-      gelu: bool, out: Tensor, lse: Tensor, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    def heads_last(x: Tensor) -> Tensor:
-        B, H, T, Dh = x.shape
-        return x.new_empty(B, T, H, Dh).transpose(1, 2)
-
-    return heads_last(q), heads_last(k), heads_last(v), q.new_empty(0) if extra is None else torch.empty_like(extra)
-
-
-def _narrow_attention_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-    q, k, v, extra, beta, scale, key_mask, gelu = inputs
-    ctx.save_for_backward(q, k, v, extra, key_mask, *output)
-    ctx.beta, ctx.scale, ctx.gelu = beta, scale, gelu
-
-
-def _narrow_attention_grad(ctx: Any, grad_out: Tensor, grad_lse: Tensor | None) -> tuple[Tensor | None, ...]:
-    q, k, v, extra, key_mask, out, lse = ctx.saved_tensors
-    dq, dk, dv, dextra = narrow_attention_backward_op(q, k, v, extra, ctx.beta, ctx.scale, key_mask, ctx.gelu,
-                                                      out, lse, grad_out)
-    return dq, dk, dv, None if extra is None else dextra, None, None, None, None
-
-
-narrow_attention_op.register_autograd(_narrow_attention_grad, setup_context=_narrow_attention_setup)
-
-
-def use_compiled_kernel(q: Tensor) -> bool:
-    """True where :func:`narrow_attention_op` runs for queries like ``q`` (B, H, T, D_h): float32 (or autocast)
-    on a CPU, D_h <= 8, and the kernel built (:func:`mmfusion.kernels.narrow_attention`)."""
-    return (q.device.type == "cpu" and q.shape[-1] <= 8
-            and (q.dtype == torch.float32 or torch.is_autocast_enabled("cpu"))
-            and kernels.narrow_attention() is not None)
-
-
-def _needs_operator(*tensors: Tensor | None) -> bool:
-    """True where the kernel must run as :func:`narrow_attention_op`: inside ``torch.compile`` or a
-    ``torch.jit.trace`` (the graph must hold the operator; a direct call would be recorded as a constant) or when
-    autograd records the call (its backward is registered on the operator)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return True
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def _records_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, scale: float = 1.0,
-           extra: Tensor | None = None, beta: float = 1.0, extra_gelu: bool = False) -> Tensor:
-    """softmax(scale·q kᵀ + β·act(extra), over real keys) v without returning the map.
+           extra: Tensor | None = None, beta: float = 1.0, extra_gelu: bool = False, impl: Attention = "auto",
+           dropout: float = 0.0) -> Tensor:
+    """softmax(scale·q kᵀ + β·act(extra), over real keys) v without returning the map, in float32 under autocast.
 
     q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) bool or None, extra (B, H, T, S) or None
     -> (B, H, T, D_h); act is the exact GELU with ``extra_gelu`` (fused into the compiled kernel), else the
-    identity. Rows with no real key give zeros. Where :func:`use_compiled_kernel` the compiled kernel runs: as
-    :func:`narrow_attention_op` while autograd records or ``torch.compile`` / ``torch.jit.trace`` traces (see
-    :func:`_needs_operator`), called directly otherwise
-    (inference skips the operator's dispatch); elsewhere :class:`SoftmaxAttention`.
+    identity. Rows with no real key give zeros. ``impl`` is the ``attention`` setting (:func:`choose`, as for an
+    added logit map: ``auto`` is the kernel where it runs, else ``eager``).
     """
     if torch.is_autocast_enabled(q.device.type):  # the kernels expect one dtype throughout
         with torch.autocast(q.device.type, enabled=False):
             return attend(q.float(), k.float(), v.float(), key_mask, scale=scale,
-                          extra=None if extra is None else extra.float(), beta=beta, extra_gelu=extra_gelu)
-    if use_compiled_kernel(q):
-        if _needs_operator(q, k, v, extra):
-            return narrow_attention_op(q, k, v, extra, beta, scale, key_mask, extra_gelu)[0]
-        # inference: the same kernel without the operator's Python dispatch (~35 µs per call on a 2-core CPU, 2-3x
-        # a small attention itself; MEA makes 33 calls per clip)
-        return _kernel_forward(q, k, v, extra, beta, scale, key_mask, extra_gelu)[0]
-    B, H, T, Dh = q.shape
-    S = k.shape[2]
-    if extra is not None and extra_gelu:
-        extra = F.gelu(extra)
-    out = SoftmaxAttention.apply((q * scale).reshape(B * H, T, Dh), k.reshape(B * H, S, Dh),
-                                 v.reshape(B * H, S, Dh), None if extra is None else extra.reshape(B * H, T, S),
-                                 beta, None if key_mask is None else key_bias(key_mask, H, q.dtype))
-    out = out.view(B, H, T, Dh)
-    if key_mask is not None:
-        out = out * key_mask.any(-1)[:, None, None, None].to(out.dtype)
-    return out
+                          extra=None if extra is None else extra.float(), beta=beta, extra_gelu=extra_gelu,
+                          impl=impl, dropout=dropout)
+    how = choose(impl, q, dropout=dropout, plain=False)
+    if how == "kernel":  # (the kernel reads the mask as it is)
+        return backends.kernel_attention(q, k, v, key_mask, scale=scale, extra=extra, beta=beta,
+                                         extra_gelu=extra_gelu)
+    key_mask = mask_or_none(key_mask)
+    if how == "sdpa":
+        return backends.sdpa_attention(q, k, v, key_mask, scale=scale, extra=extra, beta=beta,
+                                       extra_gelu=extra_gelu, dropout=dropout)
+    if dropout > 0:
+        return eager_attention(q, k, v, key_mask, scale=scale, extra=extra, beta=beta, extra_gelu=extra_gelu,
+                               dropout=dropout)[0]
+    return backends.softmax_attention(q, k, v, key_mask, scale=scale, extra=extra, beta=beta, extra_gelu=extra_gelu)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, dropout: float = 0.0,
-              need_weights: bool = False, scale: float | None = None) -> tuple[Tensor, Tensor | None]:
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, *, impl: Attention = "auto",
+              dropout: float = 0.0, need_weights: bool = False, scale: float | None = None
+              ) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention. q (B, H, T, D_h), k/v (B, H, S, D_h), key_mask (B, S) -> (B, H, T, D_h).
 
-    ``scale`` multiplies the logits (default 1/sqrt(D_h)). With ``need_weights`` the eager path runs and returns
-    the map (B, H, T, S); otherwise :func:`attend` (CPU, narrow heads, no dropout: the compiled kernel, or while
-    training without it :class:`SoftmaxAttention`) or SDPA runs.
+    ``scale`` multiplies the logits (default 1/sqrt(D_h)); ``impl`` is the ``attention`` setting (:func:`choose`).
+    With ``need_weights`` the eager path runs and also returns the map (B, H, T, S).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    if dropout == 0.0 and not need_weights and use_compiled_kernel(q):
-        return attend(q, k, v, key_mask, scale=scale), None  # (the kernel reads the mask as it is)
-    if key_mask is not None and bool(key_mask.all()):
-        key_mask = None  # nothing padded: skip the mask work
-    if need_weights:
-        logits = (q * scale) @ k.transpose(-1, -2)  # (B, H, T, S)
-        attn = masked_softmax(logits, key_mask)
-        out = F.dropout(attn, dropout, training=dropout > 0) @ v
-        return out, attn
-    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    if dropout == 0.0 and q.device.type == "cpu" and q.shape[-1] <= 8 and training:
-        return attend(q, k, v, key_mask, scale=scale), None
-    if key_mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale), None
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=dropout,
-                                         scale=scale)
-    # rows with no real key: SDPA's result there is backend-dependent; make it exactly zero
-    return out * key_mask.any(-1)[:, None, None, None].to(out.dtype), None
+    how = choose(impl, q, dropout=dropout, need_map=need_weights, training=_records_grad(q, k, v))
+    if how == "kernel" or (how == "eager" and dropout == 0.0 and not need_weights):
+        return attend(q, k, v, key_mask, scale=scale, impl=how), None
+    key_mask = mask_or_none(key_mask)
+    if how == "eager":
+        out, attn = eager_attention(q, k, v, key_mask, scale=scale, dropout=dropout)
+        return out, attn if need_weights else None
+    return backends.sdpa_attention(q, k, v, key_mask, scale=scale, dropout=dropout), None
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -288,13 +196,17 @@ def merge_heads(x: Tensor) -> Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head (cross-)attention with key-padding masks. Queries (B, T, D), keys/values (B, S, D)."""
+    """Multi-head (cross-)attention with key-padding masks. Queries (B, T, D), keys/values (B, S, D).
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    ``attention`` is the model's setting (module docstring), checked here (:func:`check_attention`).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, attention: Attention = "auto") -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.dropout = num_heads, dropout
+        check_attention(attention, head_dim=dim // num_heads, dropout=dropout)
+        self.num_heads, self.dropout, self.attention = num_heads, dropout, attention
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(dim, dim) for _ in range(3))
         self.out_proj = nn.Linear(dim, dim)
 
@@ -303,8 +215,8 @@ class MultiHeadAttention(nn.Module):
         q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, T, D_h)
         k = split_heads(self.k_proj(source), self.num_heads)  # (B, H, S, D_h)
         v = split_heads(self.v_proj(source), self.num_heads)
-        out, attn = attention(q, k, v, source_mask, dropout=self.dropout if self.training else 0.0,
-                              need_weights=need_weights)
+        out, attn = attention(q, k, v, source_mask, impl=self.attention,
+                              dropout=self.dropout if self.training else 0.0, need_weights=need_weights)
         return self.out_proj(merge_heads(out)), attn
 
 

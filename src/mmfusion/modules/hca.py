@@ -1,8 +1,8 @@
 """Hierarchical Cross-modal Attention (docs/design/mea.md §3) built from Modality Reinforcement Units.
 
 MRU(source, target): pre-LN multi-head cross-attention (queries from the target, keys/values from the source,
-masked on padded source frames), residual to the target, then a residual FFN. It uses SDPA unless the attention
-map is asked for.
+masked on padded source frames), residual to the target, then a residual FFN. How its attention runs is the
+model's ``attention`` setting (:mod:`mmfusion.modules.attention`); asking for the map runs the eager path.
 
 One HCA layer, for each target t with the other modalities s1, s2:
 1. mixed-grained  Ẑ = MRU(concat_time(Z_L, Z_V, Z_A), Z_t)
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from mmfusion.modules.attention import FeedForward, MultiHeadAttention
+from mmfusion.modules.attention import Attention, FeedForward, MultiHeadAttention
 from mmfusion.modules.dropout import Dropout
 from mmfusion.modules.masking import concat_time
 
@@ -28,10 +28,11 @@ Source = tuple[Tensor, Tensor]
 class ModalityReinforcementUnit(nn.Module):
     """target (B, T, D), source (B, S, D), masks (B, T) / (B, S) -> (B, T, D) and optionally the map (B, H, T, S)."""
 
-    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, res_dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, res_dropout: float = 0.0,
+                 attention: Attention = "auto") -> None:
         super().__init__()
         self.norm_target, self.norm_source, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, num_heads, attn_dropout)
+        self.attn = MultiHeadAttention(dim, num_heads, attn_dropout, attention)
         self.ffn = FeedForward(dim, 4, res_dropout)
         self.dropout = Dropout(res_dropout)
 
@@ -47,11 +48,11 @@ class HCALayer(nn.Module):
     """The 4 MRUs of one target (mixed, coarse, fine ×2); any of the three levels can be switched off."""
 
     def __init__(self, dim: int, num_heads: int, *, mixed: bool = True, coarse: bool = True, fine: bool = True,
-                 attn_dropout: float = 0.0, res_dropout: float = 0.0) -> None:
+                 attn_dropout: float = 0.0, res_dropout: float = 0.0, attention: Attention = "auto") -> None:
         super().__init__()
 
         def mru() -> ModalityReinforcementUnit:
-            return ModalityReinforcementUnit(dim, num_heads, attn_dropout, res_dropout)
+            return ModalityReinforcementUnit(dim, num_heads, attn_dropout, res_dropout, attention)
 
         self.mixed = mru() if mixed else None
         self.coarse = mru() if coarse else None
@@ -80,12 +81,13 @@ class HierarchicalCrossModalAttention(nn.Module):
     """N HCA layers over every target modality: {m: Z_m (B, T_m, D)} -> {m: Z^a_m (B, T_m, D)} (+ maps)."""
 
     def __init__(self, modalities: Sequence[str], dim: int, num_heads: int, num_layers: int, *, mixed: bool = True,
-                 coarse: bool = True, fine: bool = True, attn_dropout: float = 0.0, res_dropout: float = 0.0) -> None:
+                 coarse: bool = True, fine: bool = True, attn_dropout: float = 0.0, res_dropout: float = 0.0,
+                 attention: Attention = "auto") -> None:
         super().__init__()
         self.modalities = list(modalities)
         self.layers = nn.ModuleList([
-            nn.ModuleDict({t: HCALayer(dim, num_heads, mixed=mixed, coarse=coarse, fine=fine,
-                                       attn_dropout=attn_dropout, res_dropout=res_dropout) for t in self.modalities})
+            nn.ModuleDict({t: HCALayer(dim, num_heads, mixed=mixed, coarse=coarse, fine=fine, attn_dropout=attn_dropout,
+                                       res_dropout=res_dropout, attention=attention) for t in self.modalities})
             for _ in range(num_layers)
         ])
         self.norms = nn.ModuleDict({m: nn.LayerNorm(dim) for m in self.modalities})

@@ -10,18 +10,18 @@ an H-channel image, predict this layer's map: P_l = GELU(Conv2d_{H->H, 3x3, same
 Both softmaxes run over real keys only. The logits handed to the next layer are zero outside the real
 (query, key) block, so the 3x3 convolution sees the same zero border whatever the padding side or amount.
 
-How it runs fast. A layer hands the next one the *factors* of its logits, S = Q' K'ᵀ with Q' = Q·q_mask/sqrt(D_h)
+How it runs. A layer hands the next one the *factors* of its logits, S = Q' K'ᵀ with Q' = Q·q_mask/sqrt(D_h)
 and K' = K·k_mask (B, H, T, D_h), never the T×T map. The 3×3 convolution of a product of factors is itself a
 product of factors (:func:`predict_from_factors`): shifting rows of Q' and of K' is shifting rows and columns of S,
-so Conv2d(S) = Q̃ K̃ᵀ + b with inner width 3·H·D_h = 3·D — one batched matmul instead of an 8-channel
-convolution over a 500×500 image, and exactly the same numbers (tested against ``nn.Conv2d``). Short sequences
-(T ≤ :data:`DIRECT_MAX_T`) are the exception: there building S and convolving it is cheaper (on a 2-core CPU,
-forward and backward 1.5–5× faster at T = 12–64, while from T ≈ 100 the factored product wins by 2–3× and saves
-a T×T map per head). The mixed logits
-µ·GELU(P) + (1-µ)·S (+ the key mask) are formed inside :func:`~mmfusion.modules.attention.attend`: row by row in the
-compiled kernel, GELU included (one T×T map per layer, P before its GELU, is all that is stored), or with one
-``baddbmm`` in the PyTorch fallback. A layer without prediction runs plain fused attention. The T×T attention maps
-are built only for inspection.
+so Conv2d(S) = Q̃ K̃ᵀ + b with inner width 3·H·D_h = 3·D — one batched matmul instead of an H-channel
+convolution over a T×T image, and exactly the same numbers (tested against ``nn.Conv2d``). Short sequences
+(T ≤ :data:`DIRECT_MAX_T`) are the exception: there building S and convolving it is cheaper.
+
+The layer's ``attention`` setting (:mod:`mmfusion.modules.attention`) says how A_l v is computed. ``eager``
+builds A_l as written above; the other implementations take the mixed logits µ·GELU(P) + (1-µ)·S (+ the key mask)
+as an added logit map (:func:`~mmfusion.modules.attention.attend`): the compiled kernel forms them row by row,
+GELU included, storing only P; SDPA takes them as its float mask. The literal mixing needs softmax(S_l) itself and
+always runs ``eager``; so does a forward that returns the maps (they exist only for inspection).
 """
 
 from __future__ import annotations
@@ -34,17 +34,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from mmfusion.kernels.attention import MASKED_LOGIT, key_bias, scores
 from mmfusion.modules.attention import (
-    MASKED_LOGIT,
+    Attention,
     FeedForward,
     attend,
     attention,
-    key_bias,
+    check_attention,
+    choose,
+    mask_or_none,
     masked_softmax,
     merge_heads,
-    scores,
     split_heads,
-    use_compiled_kernel,
 )
 from mmfusion.modules.dropout import Dropout
 
@@ -194,15 +195,17 @@ class PredictiveSelfAttentionLayer(nn.Module):
     forward(x (B, T, D), mask (B, T), prev: the previous layer's logit factors or None, need_maps)
       -> (x (B, T, D) with zeros at padding, this layer's logit factors, maps). ``maps`` is empty unless
     ``need_maps``: then {"psa": A_l (B, H, T, T), "vanilla": softmax(S_l) (B, H, T, T)}, padded query rows zero.
+    ``attention`` is the model's attention setting (:mod:`mmfusion.modules.attention`).
     """
 
     def __init__(self, dim: int, num_heads: int, *, predict: bool, mu: float,
                  mixing: Literal["logits", "literal"] = "logits", attn_dropout: float = 0.0,
-                 res_dropout: float = 0.0) -> None:
+                 res_dropout: float = 0.0, attention: Attention = "auto") -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.mu, self.mixing = num_heads, mu, mixing
+        check_attention(attention, head_dim=dim // num_heads, dropout=attn_dropout)
+        self.num_heads, self.mu, self.mixing, self.attention = num_heads, mu, mixing, attention
         self.norm_attn, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -217,18 +220,20 @@ class PredictiveSelfAttentionLayer(nn.Module):
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(self.norm_attn(x)).chunk(3, -1))  # (B, H, T, D_h)
         real = mask[:, None, :, None].to(q.dtype)  # (B, 1, T, 1)
         factors = (q * (real / math.sqrt(q.shape[-1])), k * real)  # S_l = Q' K'ᵀ, zero off the real block
-        key_mask = mask if use_compiled_kernel(q) else None if bool(mask.all()) else mask  # (the kernel reads masks)
         dropout = self.attn_dropout if self.training else 0.0
         maps: dict[str, Tensor] = {}
         vanilla = masked_softmax(logits_from_factors(factors), mask) if need_maps or self.mixing == "literal" \
-            else None
-        if self.predictor is not None and prev is not None and self.mu > 0:
+            else None  # softmax(S_l)
+        if self.predictor is None or prev is None or self.mu <= 0:  # plain attention (maps from S_l alone)
+            out = attention(factors[0], k, v, mask, impl=self.attention, dropout=dropout, scale=1.0)[0]
+            if need_maps:
+                maps["psa"] = vanilla * real
+        else:
             pre = predict_from_factors(self.predictor, prev)  # Conv2d(S_{l-1}) (B, H, T, T), before the GELU
-            if self.mixing == "logits" and not need_maps and dropout == 0.0:
-                # softmax(µ·GELU(pre) + (1-µ)·S_l) v in one fused step (GELU included where the kernel is built)
-                out = attend(factors[0], factors[1], v, key_mask, scale=1.0 - self.mu, extra=pre, beta=self.mu,
-                             extra_gelu=True)
-            else:
+            how = choose(self.attention, q, dropout=dropout, need_map=need_maps or self.mixing == "literal",
+                         plain=False)
+            if how == "eager" and (need_maps or self.mixing == "literal" or dropout > 0):  # A_l, as written
+                key_mask = mask_or_none(mask)
                 pred = F.gelu(pre)  # P_l
                 if self.mixing == "logits":
                     mixed = mixed_logits(pred, factors, self.mu, key_mask)
@@ -240,10 +245,9 @@ class PredictiveSelfAttentionLayer(nn.Module):
                 out = F.dropout(attn, dropout, training=dropout > 0) @ v
                 if need_maps:
                     maps["psa"] = attn * real
-        else:  # plain attention, no map
-            out = attention(factors[0], k, v, key_mask, dropout=dropout, scale=1.0)[0]
-            if need_maps:
-                maps["psa"] = vanilla * real
+            else:  # softmax(µ·GELU(pre) + (1-µ)·S_l) v with the map never returned (GELU fused into the kernel)
+                out = attend(factors[0], factors[1], v, mask, scale=1.0 - self.mu, extra=pre, beta=self.mu,
+                             extra_gelu=True, impl=how, dropout=dropout)
         if need_maps:
             maps["vanilla"] = vanilla * real
         x = x + self.res_dropout(self.out_proj(merge_heads(out)))
