@@ -45,7 +45,8 @@ RAVDESS_FOLDS = 6  # actor-wise cross-validation folds, 4 actors each
 RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 NTU_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
-NTU_VALID_SUBJECTS = (2, 5, 9, 14)  # the MFAS code's "dev" subjects, which the MSAF authors validated on
+NTU_VALID_SUBJECTS = (2, 5, 9, 14)  # the original MFAS code's "dev" subjects (the MSAF authors' fork trains on them and
+# validates on test subjects 3, 6, 7, 10: docs/design/msaf-reference.md, NTU training recipe)
 NTU120_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38, 45, 46, 47, 49,
                          50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92, 93,
                          94, 95, 97, 98, 100, 103)

@@ -234,12 +234,14 @@ def _build_trainer(run: Path, tc: TrainConfig, task: str, callbacks: Sequence[An
         every.append(TQDMProgressBar(refresh_rate=10))
     # one log version per (re)start, so resuming never overwrites the logs of the interrupted part
     logger: Any = TensorBoardLogger(run, name="logs") if tc.logger == "tensorboard" else CSVLogger(run, name="logs")
+    # (hand-stepped per-branch optimisers clip their own gradients: Lightning refuses to clip for them)
     # Lightning detects torchrun's and SLURM's environment variables itself; the loaders split the batches across
     # the processes (training_loaders), so Lightning's own distributed sampler is not used
     trainer = L.Trainer(
         max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
         strategy=tc.strategy, precision=tc.precision, use_distributed_sampler=False,
-        gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=every, logger=logger,
+        gradient_clip_val=None if tc.branch_optimizers else tc.grad_clip or None,
+        deterministic=tc.deterministic, callbacks=every, logger=logger,
         default_root_dir=run, enable_progress_bar=tc.progress, enable_model_summary=False,
         log_every_n_steps=10, num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
     )
