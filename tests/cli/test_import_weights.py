@@ -179,6 +179,15 @@ def test_fit_resume_from_an_imported_checkpoint_starts_from_its_weights(tmp_path
     torch.testing.assert_close(trained.skeleton.fc8.weight, hcn.fc8.weight, rtol=0, atol=1e-6)  # lr 1e-9
     torch.testing.assert_close(trained.skeleton.conv1[0].weight, hcn.conv1[0].weight, rtol=0, atol=1e-6)
 
+    # the same command again, one epoch longer: the run goes on from its own last checkpoint, not from CKPT
+    longer = [a if a != "1" else "2" for a in common]
+    assert main(longer + ["--model", "hcn", "--set", "model_args.skeleton_frames=16", "--set", "train.lr=1e-9",
+                          "--resume", str(ckpt)]) == 0
+    metrics = json.loads((record.parent / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 0 and metrics["epochs_run"] == 2  # went on after epoch 0
+    last = torch.load(record.parent / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {int(v["step"]) for v in last["optimizer_states"][0]["state"].values()} == {2}
+
     capsys.readouterr()
     assert main(common + ["--model", "msaf_ntu_tiny", "--out", str(tmp_path / "other"), "--resume", str(ckpt)]) == 2
     err = capsys.readouterr().err
