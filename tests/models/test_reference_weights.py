@@ -168,8 +168,9 @@ def test_missing_extra_and_misshaped_tensors_are_refused_by_name(tmp_path):
 
 
 def test_mosei_reference_padding_reads_padded_steps_as_the_authors_did(tmp_path):
-    """The authors run their LSTMs over the zero-padded sequences: with ``reference_padding`` the masks are ignored
-    and padded inputs give their logits; by default the padding is left out, which changes the padded rows only."""
+    """The authors run their LSTMs over the zero-padded sequences: with ``reference_padding`` (which the import
+    sets) the masks are ignored and padded inputs give their logits; by default the padding is left out, which
+    changes the padded rows only."""
     from mmfusion.models import build
 
     ref = randomize(RefMOSEINet(), seed=13)
@@ -181,11 +182,13 @@ def test_mosei_reference_padding_reads_padded_steps_as_the_authors_did(tmp_path)
                                                                              ("text", 768))}
     masks = {m: real for m in x}
     imported = from_reference("msaf_lstm", tmp_path / "msaf_mosei_epoch6.pth")
-    authors = build("msaf_lstm", {"text": 768, "vision": 35, "audio": 74}, 1, reference_padding=True).eval()
-    authors.load_state_dict(imported.state_dict())
+    assert imported.config.reference_padding
+    default = build("msaf_lstm", {"text": 768, "vision": 35, "audio": 74}, 1).eval()
+    assert not default.config.reference_padding
+    default.load_state_dict(imported.state_dict())
     with torch.no_grad():
         want = ref([x["vision"], x["audio"], x["text"]])
-        close(authors(x, masks)["pred"], want)
-        aware = imported(x, masks)["pred"]
+        close(imported(x, masks)["pred"], want)
+        aware = default(x, masks)["pred"]
     close(aware[:1], want[:1])  # the full-length row is the same either way
     assert (aware[1:] - want[1:]).abs().min() > 1e-3  # the padded rows are not read as real by default
