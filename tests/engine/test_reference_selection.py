@@ -156,3 +156,15 @@ def test_invalid_milestones_and_branch_optimisers_are_clear_config_errors():
     with pytest.raises(ConfigError, match="branch per modality"):
         FusionSystem("lf_lstm_tiny", {}, {"text": 8, "vision": 4, "audio": 4}, 1, "regression",
                      train={"branch_losses": True, "branch_optimizers": True})
+
+
+def test_multistep_schedule_with_one_optimiser_through_fit(tmp_path):
+    import torch
+
+    assert main(["fit", *SMALL, "--lr", "0.01", "--set", "train.lr_schedule=multistep", "--set",
+                 "train.lr_milestones=[1, 2]", "--set", "train.lr_factor=0.5", "--out", str(tmp_path)]) == 0
+    last = torch.load(tmp_path / "lf_lstm_tiny" / "synthetic" / "seed_1111" / "checkpoints" / "last.ckpt",
+                      weights_only=True)
+    (opt,) = last["optimizer_states"]
+    assert [g["lr"] for g in opt["param_groups"]] == pytest.approx([0.01 * 0.5 * 0.5])  # halved before epochs 1, 2
+    assert last["lr_schedulers"][0]["last_epoch"] == 3

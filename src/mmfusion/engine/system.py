@@ -265,9 +265,11 @@ class FusionSystem(L.LightningModule):
         if cfg.lr_schedule == "multistep":  # x lr_factor before each milestone epoch (0-based), as the authors'
             # NTU script does at epochs 5 and 20
             step = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=cfg.lr_factor)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": step, "interval": "epoch"}}
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": step}}  # (Lightning's interval: epoch)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
+        if self.branch_names:  # stepped by hand in on_train_epoch_end, with the validation loss
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched}}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
