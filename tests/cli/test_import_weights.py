@@ -142,3 +142,55 @@ def test_ntu_and_mosei_through_import_weights(tmp_path):
     with torch.no_grad():
         got = system.model(x, {m: torch.ones(2, 20, dtype=torch.bool) for m in x})["pred"]
         torch.testing.assert_close(got, mosei([x["vision"], x["audio"], x["text"]]), rtol=0, atol=1e-4)
+
+
+def _ntu_skeletons(root, subjects):
+    from tests.data.test_clips import _skeleton_text, write_clip
+
+    root.mkdir()
+    for k, subject in enumerate(subjects):
+        stem = f"S001C001P{subject:03d}R001A{k % 3 + 1:03d}"
+        (root / f"{stem}.skeleton").write_text(_skeleton_text(frames=12, seed=k))
+        write_clip(root / f"{stem}_rgb.avi", frames=4, container="avi", seed=k)
+
+
+def test_fit_resume_from_an_imported_checkpoint_starts_from_its_weights(tmp_path, capsys):
+    """`fit --resume CKPT` with an import-weights checkpoint: the run starts from its weights with a fresh optimiser
+    at epoch 0 (the file has no training state); another network, or --pretrained beside it, is one clear error."""
+    hcn = randomize(RefSkeleton(window_size=16), seed=7)
+    torch.save(hcn.state_dict(), tmp_path / "skeleton.checkpoint")
+    ckpt = tmp_path / "hcn.ckpt"
+    assert main(["import-weights", "hcn", str(tmp_path / "skeleton.checkpoint"), "--out", str(ckpt)]) == 0
+    root = tmp_path / "NTU"
+    _ntu_skeletons(root, (1, 4, 2, 3, 6))  # training subjects 1 and 4, validation 2, test 3 and 6
+    common = ["fit", "--data", f"ntu:{root}", "--set", "data_args.skeleton_frames=16", "--max-epochs", "1",
+              "--batch-size", "2", "--threads", "1", "--no-progress", "--set", "train.patience=0", "--out",
+              str(tmp_path / "runs")]
+    assert main(common + ["--model", "hcn", "--set", "model_args.skeleton_frames=16", "--set", "train.lr=1e-9",
+                          "--resume", str(ckpt)]) == 0
+    (record,) = (tmp_path / "runs").rglob("pretrained.json")
+    report = json.loads(record.read_text())
+    assert report["files"] == {"model": str(ckpt)} and report["branches"]["model"]["kept"] == []
+    last = torch.load(record.parent / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and last["global_step"] == 1  # one epoch of one batch, counted from 0
+    steps = {int(v["step"]) for v in last["optimizer_states"][0]["state"].values()}
+    assert steps == {1}  # a fresh optimiser: only this run's step
+    trained = load_system(record.parent / "checkpoints" / "last.ckpt").model
+    torch.testing.assert_close(trained.skeleton.fc8.weight, hcn.fc8.weight, rtol=0, atol=1e-6)  # lr 1e-9
+    torch.testing.assert_close(trained.skeleton.conv1[0].weight, hcn.conv1[0].weight, rtol=0, atol=1e-6)
+
+    # the same command again, one epoch longer: the run goes on from its own last checkpoint, not from CKPT
+    longer = [a if a != "1" else "2" for a in common]
+    assert main(longer + ["--model", "hcn", "--set", "model_args.skeleton_frames=16", "--set", "train.lr=1e-9",
+                          "--resume", str(ckpt)]) == 0
+    metrics = json.loads((record.parent / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 0 and metrics["epochs_run"] == 2  # went on after epoch 0
+    last = torch.load(record.parent / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {int(v["step"]) for v in last["optimizer_states"][0]["state"].values()} == {2}
+
+    capsys.readouterr()
+    assert main(common + ["--model", "msaf_ntu_tiny", "--out", str(tmp_path / "other"), "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert "another network" in err and "'hcn'" in err and "msaf_ntu_tiny" in err
+    assert main(common + ["--model", "hcn", "--resume", str(ckpt), "--pretrained", "skeleton=x.pth"]) == 2
+    assert "cannot be combined with --pretrained" in capsys.readouterr().err

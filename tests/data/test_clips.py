@@ -415,3 +415,36 @@ def test_ntu_frames_decoded_on_demand_equal_the_cached_ones(ntu_dir):
     assert a.ids == b.ids
     torch.testing.assert_close(a.features["rgb"], b.features["rgb"])
     assert float(a.features["rgb"].std()) > 0  # real frames, not zeros
+
+
+def test_ntu_rgb_frames_are_sampled_as_the_authors_loader_samples_them(tmp_path):
+    """The authors' loader decodes 24 slots at linspace(0, n, 24) (the last slot, frame n, never exists and stays
+    black), then takes the slots at linspace(0, 23, 32); 256 x 256 frames are centre-cropped to 224 (offset 16)."""
+    from mmfusion.data.clips import _ntu_frames, ntu_frame_indices
+
+    n = 40
+    path = tmp_path / "S001C001P001R001A001_rgb.avi"
+    with av.open(str(path), "w") as box:  # frame t: grey level 5 t, a white 16-pixel border (cut by the crop)
+        v = box.add_stream("mpeg4", rate=30)
+        v.width, v.height, v.pix_fmt = 256, 256, "yuv420p"
+        v.bit_rate = 8_000_000
+        for t in range(n):
+            img = np.full((256, 256, 3), 5 * t + 10, dtype=np.uint8)
+            img[:16], img[-16:], img[:, :16], img[:, -16:] = 255, 255, 255, 255
+            for pkt in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                box.mux(pkt)
+        for pkt in v.encode():
+            box.mux(pkt)
+    taken = [int(i) for i in np.linspace(0, n, 24)]
+    slots = [int(i) for i in np.linspace(0, 23, 32)]
+    want = [taken[k] if k < 23 else -1 for k in slots]
+    assert ntu_frame_indices(n, 32).tolist() == want and want[-1] == -1
+    assert ntu_frame_indices(n, 32, "uniform").tolist() == [int(i) for i in np.linspace(0, n - 1, 32)]
+    got = _ntu_frames(path, 32, 224).astype(float)  # (3, 32, 224, 224)
+    assert got.shape == (3, 32, 224, 224)
+    levels = got.mean(axis=(0, 2, 3))
+    expected = np.array([5 * t + 10 if t >= 0 else 0 for t in want], dtype=float)
+    np.testing.assert_allclose(levels, expected, atol=4)  # no white border: the crop is the centre
+    assert got[:, -1].max() == 0  # the authors' black last frame
+    short = ntu_frame_indices(10, 32)  # a short clip repeats indices: fewer filled slots, more black ones
+    assert (short == -1).sum() > 2 and sorted(set(short[short >= 0].tolist())) == list(range(10))

@@ -165,3 +165,30 @@ def test_missing_extra_and_misshaped_tensors_are_refused_by_name(tmp_path):
     torch.save({"state_dict": {"w": 3}}, tmp_path / "odd.pth")
     with pytest.raises(DataError, match="not tensors"):
         from_reference("hcn", tmp_path / "odd.pth")
+
+
+def test_mosei_reference_padding_reads_padded_steps_as_the_authors_did(tmp_path):
+    """The authors run their LSTMs over the zero-padded sequences: with ``reference_padding`` (which the import
+    sets) the masks are ignored and padded inputs give their logits; by default the padding is left out, which
+    changes the padded rows only."""
+    from mmfusion.models import build
+
+    ref = randomize(RefMOSEINet(), seed=13)
+    torch.save(ref.state_dict(), tmp_path / "msaf_mosei_epoch6.pth")
+    g = torch.Generator().manual_seed(14)
+    lengths = torch.tensor([22, 15, 9])
+    real = torch.arange(22)[None, :] < lengths[:, None]  # (3, 22), True = real step
+    x = {m: torch.randn(3, 22, d, generator=g) * real[..., None] for m, d in (("vision", 35), ("audio", 74),
+                                                                             ("text", 768))}
+    masks = {m: real for m in x}
+    imported = from_reference("msaf_lstm", tmp_path / "msaf_mosei_epoch6.pth")
+    assert imported.config.reference_padding
+    default = build("msaf_lstm", {"text": 768, "vision": 35, "audio": 74}, 1).eval()
+    assert not default.config.reference_padding
+    default.load_state_dict(imported.state_dict())
+    with torch.no_grad():
+        want = ref([x["vision"], x["audio"], x["text"]])
+        close(imported(x, masks)["pred"], want)
+        aware = default(x, masks)["pred"]
+    close(aware[:1], want[:1])  # the full-length row is the same either way
+    assert (aware[1:] - want[1:]).abs().min() > 1e-3  # the padded rows are not read as real by default

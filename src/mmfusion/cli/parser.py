@@ -6,11 +6,14 @@ import argparse
 import sys
 from typing import Any
 
+from mmfusion.errors import ConfigError
+
 EPILOG_FIT = """examples:
   mmfusion fit --model lf_lstm --data synthetic --seeds 1111 1112 1113
   mmfusion fit --model mea --config configs/mea/mosi.yaml --data mult:data/mosi_data_noalign.pkl
   mmfusion fit --model mea --config configs/mea/mosi.yaml --ablation no_hca --data mmsa:data/unaligned_50.pkl
   mmfusion fit --model lf_lstm --data synthetic --resume        # continue an interrupted run
+  mmfusion fit --config configs/msaf/ntu.yaml --data ntu:data/NTU --resume ntu.ckpt   # from import-weights' file
   mmfusion fit --config configs/msaf/ravdess.yaml --data ravdess:data/RAVDESS   # 6-fold CV (data_args.fold=all)
 
 data SPEC: synthetic | synthetic:emotion | mult:PATH | mmsa:PATH | csd:DIR | h5:PATH | ravdess:DIR | ntu:DIR
@@ -55,10 +58,13 @@ def _add_train_flags(p: argparse.ArgumentParser, resume: bool = True) -> None:
                    help="override any config value, e.g. --set train.patience=5 --set model_args.dim=32 "
                         "--set model_args.kernels.audio=5 (one entry of a per-modality table)")
     if resume:
-        p.add_argument("--resume", action="store_true",
+        p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                        help="reuse finished runs and continue interrupted ones from their last checkpoint, with the "
                             "settings they were made with (others are refused, naming the first that differs); a "
-                            "larger --max-epochs trains a finished run on")
+                            "larger --max-epochs trains a finished run on. --resume CKPT starts a new run from the "
+                            "weights of a checkpoint (such as import-weights writes; same as --pretrained "
+                            "model=CKPT: fresh optimiser, epoch 0, the checkpoint's network must be the run's) and "
+                            "continues it from its own last checkpoint when rerun")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pretrained", action="append", default=[], metavar="BRANCH=PATH",
                    help="local weights for a model branch, e.g. --pretrained video=fold_{fold}_resnext50_best.pth "
@@ -78,6 +84,13 @@ def _train_flags(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         flags["ablation"] = args.ablation
     if args.pretrained:
         flags["pretrained"] = dict(p.partition("=")[::2] for p in args.pretrained)
+    resume_from = getattr(args, "resume", False)
+    if isinstance(resume_from, str):  # --resume CKPT: the run starts from the checkpoint's whole model
+        if args.pretrained:
+            raise ConfigError("--resume CKPT loads the whole model from CKPT; it cannot be combined with --pretrained",
+                              key="--pretrained", expected="--resume CKPT alone, or --pretrained BRANCH=PATH ...",
+                              actual=" ".join(args.pretrained))
+        flags["pretrained"] = {"model": resume_from}
     if getattr(args, "pretrained_partial", False):
         flags["pretrained_partial"] = True
     train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "lr": args.lr,

@@ -21,8 +21,9 @@ with the body ID, a joint count and one line per joint: x y z, depth x y, colour
 state). Up to two bodies in slots kept by body ID, x/y/z relative to the first person's joint 2, linearly resampled
 to ``skeleton_frames``; files with no frames, more than two bodies in a frame or a truncated body, and the samples
 of the reference's ``bad_skel.txt`` list, are skipped and counted. RGB: the whole frame resized to 256 x 256 (the
-reference's ``avi_256x256_30``), ``frames`` frames at linspace(0, n - 1), centre crop ``size``. Cross-subject split:
-the standard training subjects train (subjects 2, 5, 9 and 14 validate, as in the MFAS code), the others test.
+reference's ``avi_256x256_30``), ``frames`` frames picked as the authors' loader picks them (``rgb_sampling``:
+:func:`ntu_frame_indices`), centre crop ``size``. Cross-subject split: the standard training subjects train
+(subjects 2, 5, 9 and 14 validate, as in the original MFAS code), the others test.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ RAVDESS_FOLDS = 6  # actor-wise cross-validation folds, 4 actors each
 RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 NTU_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
-NTU_VALID_SUBJECTS = (2, 5, 9, 14)  # the MFAS code's "dev" subjects, which the MSAF authors validated on
+NTU_VALID_SUBJECTS = (2, 5, 9, 14)  # the original MFAS code's "dev" subjects (the MSAF authors' fork trains on them and
+# validates on test subjects 3, 6, 7, 10: docs/design/msaf-reference.md, NTU training recipe)
 NTU120_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38, 45, 46, 47, 49,
                          50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92, 93,
                          94, 95, 97, 98, 100, 103)
@@ -495,10 +497,32 @@ def normalize_skeleton(sk: np.ndarray, frames: int) -> np.ndarray:
     return y.reshape(P, C, V, frames).permute(0, 1, 3, 2).numpy().astype(np.float32)
 
 
-def _ntu_frames(path: Path, frames: int, size: int, resize: int = 256) -> np.ndarray:
-    """RGB frames as the reference prepares them: the whole frame resized to 256 x 256 (``avi_256x256_30``), frames
-    at linspace(0, n - 1, k), then a centre crop of ``size`` (the 256 scaled with ``size`` below 224) -> (3, k,
-    size, size) uint8.
+NTU_DECODED_FRAMES = 24
+"""Frames the authors' loader decodes per clip (``load_video``'s default in their ``mfas`` fork, ``datasets/ntu.py``)
+before ``NormalizeLen`` picks the network's frames among them."""
+
+
+def ntu_frame_indices(n: int, frames: int, sampling: str = "reference") -> np.ndarray:
+    """Which of a clip's ``n`` frames make the ``frames`` network frames; -1 marks an all-black frame.
+
+    ``reference``: as the authors' loader: 24 slots filled with the frames at linspace(0, n, 24) that exist (the
+    last, index n, never does, so its slot and any slot left by repeated indices of a short clip stay black), then
+    the slots at linspace(0, 23, frames). ``uniform``: the frames at linspace(0, n - 1, frames).
+    """
+    if sampling == "uniform":
+        return np.linspace(0, n - 1, frames).astype(np.int64)
+    taken = np.unique(np.linspace(0, n, NTU_DECODED_FRAMES).astype(np.int64))
+    taken = taken[taken < n]  # the slots the decoding loop fills, in order
+    slots = np.full(NTU_DECODED_FRAMES, -1, dtype=np.int64)
+    slots[:len(taken)] = taken
+    return slots[np.linspace(0, NTU_DECODED_FRAMES - 1, frames).astype(np.int64)]
+
+
+def _ntu_frames(path: Path, frames: int, size: int, resize: int = 256, sampling: str = "reference") -> np.ndarray:
+    """RGB frames as the reference prepares them: the whole frame resized to 256 x 256 (``avi_256x256_30``), the
+    frames :func:`ntu_frame_indices` picks, then a centre crop of ``size`` (the 256 scaled with ``size`` below 224;
+    the authors' ``VisualRandomCrop(cropsize=(224, 224), central=True)`` in their ``mfas`` fork's
+    ``main_found_ntu.py``, in training and test) -> (3, k, size, size) uint8.
 
     Frames are decoded in order and only the sampled ones are converted and kept: memory is one decoded frame
     (about 6 MB at 1920 x 1080) plus the k small ones (k x 256 x 256 x 3 bytes, 6.3 MB for 32), whatever the clip's
@@ -514,8 +538,8 @@ def _ntu_frames(path: Path, frames: int, size: int, resize: int = 256) -> np.nda
                 n = sum(1 for _ in box.decode(video=0))
         if n <= 0:
             raise DataError("video has no frames", file=path)
-        idx = np.linspace(0, n - 1, frames).astype(np.int64)
-        wanted = {int(i): [k for k, j in enumerate(idx) if j == i] for i in np.unique(idx)}
+        idx = ntu_frame_indices(n, frames, sampling)
+        wanted = {int(i): [k for k, j in enumerate(idx) if j == i] for i in np.unique(idx) if i >= 0}
         out = np.zeros((frames, size, size, 3), dtype=np.uint8)
         last = None
         with av.open(str(path)) as box:
@@ -524,7 +548,7 @@ def _ntu_frames(path: Path, frames: int, size: int, resize: int = 256) -> np.nda
                     last = _resize(frame.to_ndarray(format="rgb24"), big)[off:off + size, off:off + size]
                     for k in wanted[t]:
                         out[k] = last
-                if t >= idx[-1]:
+                if t >= idx.max():
                     break
             else:  # fewer frames than the header said: the rest repeat the last decoded sample
                 for k in range(frames):
@@ -542,8 +566,8 @@ class LazyClips:
     DataLoader worker that asks for them: NTU RGB+D at full size without a cache of its decoded frames (56,880 clips
     x 32 x 224 x 224 x 3 bytes would be 274 GB)."""
 
-    def __init__(self, paths: Sequence[Path], frames: int, size: int) -> None:
-        self.paths, self.frames, self.size = list(paths), frames, size
+    def __init__(self, paths: Sequence[Path], frames: int, size: int, sampling: str = "reference") -> None:
+        self.paths, self.frames, self.size, self.sampling = list(paths), frames, size, sampling
         self.shape = (len(self.paths), 3, frames, size, size)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 5
@@ -553,9 +577,10 @@ class LazyClips:
 
     def __getitem__(self, rows: Any) -> np.ndarray:
         if isinstance(rows, (int, np.integer)):
-            return _ntu_frames(self.paths[int(rows)], self.frames, self.size)
+            return _ntu_frames(self.paths[int(rows)], self.frames, self.size, sampling=self.sampling)
         rows = np.arange(len(self.paths))[rows]
-        return np.stack([_ntu_frames(self.paths[int(i)], self.frames, self.size) for i in rows]).reshape(
+        return np.stack([_ntu_frames(self.paths[int(i)], self.frames, self.size, sampling=self.sampling)
+                         for i in rows]).reshape(
             len(rows), *self.shape[1:])
 
 
@@ -570,8 +595,12 @@ def _bad_skeletons(root: Path, bad_skel: str | None) -> set[str]:
 
 
 def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton_frames: int = 32,
-                classes: int = 60, bad_skel: str | None = None, rgb_cache: bool = False) -> Path:
+                classes: int = 60, bad_skel: str | None = None, rgb_cache: bool = False,
+                rgb_sampling: str = "reference") -> Path:
     root = Path(root)
+    if rgb_sampling not in ("reference", "uniform"):
+        raise DataError("unknown RGB frame sampling", file=root, key="rgb_sampling", expected="reference or uniform",
+                        actual=rgb_sampling)
     if not root.is_dir():
         raise DataError("expected the NTU RGB+D directory (.skeleton files and _rgb.avi videos)", file=root)
     bad = _bad_skeletons(root, bad_skel)
@@ -597,7 +626,7 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
         raise DataError("no NTU samples found", file=root, expected="SsssCcccPpppRrrrAaaa.skeleton", actual="none")
     settings = {"frames": frames, "size": size, "skeleton_frames": skeleton_frames, "classes": classes,
                 "bad": hashlib.sha1(json.dumps(sorted(bad)).encode()).hexdigest()[:12], "rgb_cache": rgb_cache,
-                "v": 2}
+                "rgb_sampling": rgb_sampling, "v": 2}
     cache = _cache_dir(root, settings)
     if (cache / "done.json").exists():
         return cache
@@ -616,7 +645,7 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
     def decode(i: int) -> dict[str, np.ndarray]:
         out = {"skeleton": skeletons[i]}
         if rgb_cache:
-            out["rgb"] = _ntu_frames(samples[i][1], frames, size)
+            out["rgb"] = _ntu_frames(samples[i][1], frames, size, sampling=rgb_sampling)
         return out
 
     arrays = {"skeleton": ((len(samples), 2, 3, skeleton_frames, 25), np.float32)}
@@ -631,30 +660,34 @@ def prepare_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton
 
 
 def read_ntu(root: str | Path, *, frames: int = 32, size: int = 224, skeleton_frames: int = 32,
-             num_classes: int = 60, bad_skel: str | None = None, rgb_cache: bool = False) -> DatasetBundle:
+             num_classes: int = 60, bad_skel: str | None = None, rgb_cache: bool = False,
+             rgb_sampling: str = "reference") -> DatasetBundle:
     """NTU RGB+D 60, cross-subject (see the module docstring); ``bad_skel``: the reference's list of samples with
     missing skeletons (default ``<root>/bad_skel.txt`` when present), skipped and counted. RGB frames are decoded
-    when a batch asks for them (:class:`LazyClips`), or once into a uint8 cache with ``rgb_cache``."""
+    when a batch asks for them (:class:`LazyClips`), or once into a uint8 cache with ``rgb_cache``;
+    ``rgb_sampling``: which frames (:func:`ntu_frame_indices`)."""
     return _read_ntu(root, frames, size, skeleton_frames, num_classes, bad_skel, rgb_cache, 60,
-                     NTU_TRAIN_SUBJECTS, NTU_VALID_SUBJECTS, "ntu_xsub")
+                     NTU_TRAIN_SUBJECTS, NTU_VALID_SUBJECTS, "ntu_xsub", rgb_sampling)
 
 
 def read_ntu120(root: str | Path, *, frames: int = 32, size: int = 224, skeleton_frames: int = 32,
-                num_classes: int = 120, bad_skel: str | None = None, rgb_cache: bool = False) -> DatasetBundle:
+                num_classes: int = 120, bad_skel: str | None = None, rgb_cache: bool = False,
+                rgb_sampling: str = "reference") -> DatasetBundle:
     """NTU RGB+D 120, cross-subject: 120 actions, its 53 training subjects (validation: the NTU-60 ones)."""
     return _read_ntu(root, frames, size, skeleton_frames, num_classes, bad_skel, rgb_cache, 120,
-                     NTU120_TRAIN_SUBJECTS, NTU_VALID_SUBJECTS, "ntu120_xsub")
+                     NTU120_TRAIN_SUBJECTS, NTU_VALID_SUBJECTS, "ntu120_xsub", rgb_sampling)
 
 
 def _read_ntu(root: str | Path, frames: int, size: int, skeleton_frames: int, num_classes: int,
               bad_skel: str | None, rgb_cache: bool, classes: int, train_subjects: Sequence[int],
-              valid_subjects: Sequence[int], name: str) -> DatasetBundle:
+              valid_subjects: Sequence[int], name: str, rgb_sampling: str = "reference") -> DatasetBundle:
     cache = prepare_ntu(root, frames=frames, size=size, skeleton_frames=skeleton_frames, classes=classes,
-                        bad_skel=bad_skel, rgb_cache=rgb_cache)
+                        bad_skel=bad_skel, rgb_cache=rgb_cache, rgb_sampling=rgb_sampling)
     if rgb_cache:
         rgb: Any = np.load(cache / "rgb.npy", mmap_mode="r")
     else:
-        rgb = LazyClips([Path(root) / v for v in json.loads((cache / "videos.json").read_text())], frames, size)
+        rgb = LazyClips([Path(root) / v for v in json.loads((cache / "videos.json").read_text())], frames, size,
+                        rgb_sampling)
     skel, labels = np.load(cache / "skeleton.npy"), np.load(cache / "labels.npy")
     subjects, ids = np.load(cache / "subjects.npy"), json.loads((cache / "ids.json").read_text())
     which = np.where(np.isin(subjects, valid_subjects), 1, np.where(np.isin(subjects, train_subjects), 0, 2))

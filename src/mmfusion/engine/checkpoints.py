@@ -266,3 +266,27 @@ def import_reference(name: str, path: str | Path, out: str | Path) -> dict[str, 
     atomic_write_bytes(Path(out), buf.getvalue())
     return {"checkpoint": str(out), "network": name, "tensors": len(imported.state),
             "parameters": sum(p.numel() for p in system.model.parameters()), "meta": meta}
+
+
+def check_whole_model(path: str | Path, model: str, model_args: Mapping[str, Any]) -> list[str]:
+    """A checkpoint that initialises a whole run (``--resume CKPT``, ``--pretrained model=CKPT``) must hold the run's
+    network: another one is a :class:`ConfigError` naming both. Returns the model arguments the checkpoint was made
+    with that differ from the run's (``"key: checkpoint -> run"``; the run's apply, its tensors are checked one by
+    one when they load). A file that is not an mmfusion checkpoint (a bare state dict) is checked by its tensors
+    only: []."""
+    try:
+        hparams = read_hparams(path)
+    except DataError:
+        return []
+    theirs = hparams.get("model_name")
+    if theirs != model:
+        raise ConfigError("the checkpoint holds another network than the run trains", source=str(path),
+                          key="model", expected=model, actual=theirs,
+                          hint=f"train --model {theirs} from it, or give a checkpoint of {model}")
+
+    def plain(v: Any) -> Any:
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    saved = dict(hparams.get("model_args") or {})
+    return [f"{k}: {saved[k]!r} -> {model_args[k]!r}" for k in sorted(saved)
+            if k in model_args and plain(saved[k]) != plain(model_args[k])]

@@ -59,9 +59,14 @@ class TrainConfig:
     grad_clip: float = 0.8  # gradient-norm clipping (0 disables)
     patience: int = 10  # early stopping on validation loss, in epochs (0 disables)
     lr_patience: int = 5  # ReduceLROnPlateau on validation loss
-    lr_factor: float = 0.5
-    lr_schedule: Literal["plateau", "constant"] = "plateau"  # constant: no learning-rate reduction at all
+    lr_factor: float = 0.5  # what each reduction multiplies the rate by (plateau and multistep)
+    # plateau: x lr_factor after lr_patience epochs without a better validation loss; constant: no reduction at
+    # all; multistep: x lr_factor before each epoch of lr_milestones
+    lr_schedule: Literal["plateau", "constant", "multistep"] = "plateau"
+    lr_milestones: list[int] = field(default_factory=list)  # multistep: 0-based epochs, increasing
     branch_losses: bool = False  # train on the sum of the branches' own losses (models with "branches": msaf_ntu)
+    branch_optimizers: bool = False  # with branch_losses: one Adam per branch (its parameters and the shared
+    # fusion blocks), stepped in turn on its own loss after its own forward pass, as the MSAF authors train NTU
     reference_selection: bool = False  # select the checkpoint on the TEST split's main metric, as the MSAF
     # authors did (optimistic; for reproducing their published numbers only)
     loss: Literal["mse", "l1"] = "mse"  # regression loss; emotion tasks always use cross-entropy
@@ -88,6 +93,7 @@ class TrainConfig:
         check_bounds(self, source=source, above={"lr": 0, "lr_factor": 0}, below={"lr_factor": 1},
                      at_least={"batch_size": 1, "max_epochs": 1, "weight_decay": 0, "grad_clip": 0, "patience": 0,
                                "lr_patience": 0, "devices": 1, "num_nodes": 1, "num_workers": 0, "threads": 0})
+        self._check_schedule(source)
         if self.strategy not in STRATEGIES:
             raise ConfigError("unknown strategy", source=source, key="strategy", expected=f"one of {STRATEGIES}",
                               actual=self.strategy, hint=did_you_mean(self.strategy, STRATEGIES))
@@ -105,6 +111,32 @@ class TrainConfig:
             raise ConfigError("the TensorBoard logger needs tensorboard installed", source=source, key="logger",
                               expected="csv, or tensorboard with pip install 'mmfusion[tensorboard]'",
                               actual=self.logger)
+
+    def _check_schedule(self, source: str | None) -> None:
+        """Milestones, when given, are increasing epochs >= 1."""
+        m = self.lr_milestones
+        if not isinstance(m, list) or any(isinstance(e, bool) or not isinstance(e, int) for e in m):
+            raise ConfigError("milestones are a list of epochs", source=source, key="lr_milestones",
+                              expected="a list of epochs, e.g. [5, 20]", actual=m)
+        if m and (m[0] < 1 or any(b <= a for a, b in zip(m, m[1:]))):
+            raise ConfigError("milestones must be increasing epochs of at least 1 (the rate is reduced before each; "
+                              "epoch 0 trains at lr)", source=source, key="lr_milestones", expected="e.g. [5, 20]",
+                              actual=m)
+
+    def check_combination(self, source: str | None = None) -> None:
+        """The settings that depend on each other, once every source is merged: milestones with (and only with) the
+        multistep schedule; per-branch optimisers only on per-branch losses."""
+        if self.lr_schedule == "multistep" and not self.lr_milestones:
+            raise ConfigError("the multistep schedule needs its milestone epochs", source=source,
+                              key="lr_milestones", expected="a non-empty list of epochs, e.g. [5, 20]",
+                              actual=self.lr_milestones)
+        if self.lr_schedule != "multistep" and self.lr_milestones:
+            raise ConfigError("lr_milestones apply only to the multistep schedule", source=source,
+                              key="lr_milestones", expected="[] or lr_schedule: multistep",
+                              actual=f"{self.lr_milestones} with lr_schedule {self.lr_schedule}")
+        if self.branch_optimizers and not self.branch_losses:
+            raise ConfigError("per-branch optimisers step on the branches' own losses", source=source,
+                              key="branch_optimizers", expected="branch_losses: true as well", actual=True)
 
 
 @dataclass
@@ -182,6 +214,7 @@ def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = No
         return err if origin is None or origin == err.source else err.with_source(origin)
 
     train = build_checked(TrainConfig, raw.pop("train"), source="train")
+    train.check_combination(source="train")
     try:
         cfg = build_checked(RunConfig, raw, source=default_source)
         cfg.train = train

@@ -14,10 +14,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmfusion.batch import Batch
 from mmfusion.engine.config import TrainConfig
+from mmfusion.errors import ConfigError
 from mmfusion.metrics import classification_metrics, emotion_metrics, main_metric, sentiment_metrics
 from mmfusion.models import build
 
@@ -51,6 +52,29 @@ def train_config(train: TrainConfig | Mapping[str, Any] | None) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in (train or {}).items() if k in TrainConfig.__dataclass_fields__})
 
 
+def branch_names(model: nn.Module) -> list[str]:
+    """The branches of a model that returns each branch's logits (``out["branches"]``, e.g. ``msaf_ntu``'s rgb and
+    skeleton): its modalities that are submodules of their own. Fewer than two is a :class:`ConfigError`."""
+    names = [m for m in getattr(model, "modalities", ()) if isinstance(getattr(model, m, None), nn.Module)]
+    if len(names) < 2:
+        raise ConfigError("train.branch_optimizers needs a model with a branch per modality (e.g. msaf_ntu)",
+                          source="train", key="branch_optimizers", expected="false for this model",
+                          actual=type(model).__name__)
+    return names
+
+
+def branch_parameters(model: nn.Module, names: Sequence[str]) -> dict[str, list[nn.Parameter]]:
+    """Per branch, the parameters its optimiser steps: the branch's own (its submodule and a ``<branch>_fc`` head)
+    and every parameter of no branch (the fusion blocks), as the authors' ``get_visual_params`` and
+    ``get_skeleton_params`` give their two optimisers."""
+    own: dict[str, list[nn.Parameter]] = {b: [] for b in names}
+    shared: list[nn.Parameter] = []
+    for key, p in model.named_parameters():
+        head = key.split(".", 1)[0].removesuffix("_fc")
+        (own[head] if head in own else shared).append(p)
+    return {b: own[b] + shared for b in names}
+
+
 class FusionSystem(L.LightningModule):
     """Training/validation/prediction around any registered model (see :mod:`mmfusion.models.registry`)."""
 
@@ -72,6 +96,9 @@ class FusionSystem(L.LightningModule):
         self.curve: list[dict[str, float]] = []  # per epoch: train and validation task loss (learning curves)
         self.diverged: dict[str, Any] | None = None  # epoch, step and loss where the training loss first became
         # NaN or infinite
+        # branch_optimizers: one optimiser per branch, stepped by hand in training_step (the MSAF authors' NTU step)
+        self.branch_names = branch_names(self.model) if self.train_cfg.branch_optimizers else []
+        self.automatic_optimization = not self.branch_names
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         return self.model(batch.features, batch.masks)
@@ -108,8 +135,16 @@ class FusionSystem(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """One learning-curve point per epoch: the epoch means of the training and validation losses (Lightning
-        runs this epoch's validation before this hook)."""
+        runs this epoch's validation before this hook). With hand-stepped optimisers, their schedules step here."""
         m = self.trainer.callback_metrics
+        if not self.automatic_optimization:
+            schedulers = self.lr_schedulers()
+            for sched in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    if "val_loss" in m:
+                        sched.step(float(m["val_loss"]))
+                else:
+                    sched.step()
         point = {"epoch": float(self.current_epoch)}
         for key in ("train_task_loss", "train_loss", "val_loss", "val_disc_acc_agnostic", "val_disc_acc_exclusive",
                     "train_disc_acc_agnostic", "train_disc_acc_exclusive", "train_omega"):
@@ -122,19 +157,53 @@ class FusionSystem(L.LightningModule):
             self.model.training_progress = 1.0
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        if self.branch_names:
+            self._branch_steps(batch)
+            return None
         loss = self._step(batch, "train")[0]
+        if self._diverged(loss):
+            if self.trainer.world_size > 1:  # zero gradients, through the same collective operations on every
+                # device
+                return sum((p * 0.0).sum() for p in self.parameters() if p.requires_grad)
+            return None  # no update from this batch
+        return loss
+
+    def _diverged(self, loss: Tensor) -> bool:
+        """True (and training told to stop, the place recorded) when ``loss`` is NaN or infinite on any device."""
         bad = not bool(torch.isfinite(loss.detach()))
-        several = self.trainer.world_size > 1
-        if several:  # every device stops at the same step, or the others would wait for it forever
+        if self.trainer.world_size > 1:  # every device stops at the same step, or the others would wait forever
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:  # diverged: stop here instead of training on NaN weights
             self.diverged = {"epoch": int(self.current_epoch), "step": int(self.global_step),
                              "loss": float(loss.detach())}
             self.trainer.should_stop = True
-            if several:  # zero gradients, through the same collective operations on every device
-                return sum((p * 0.0).sum() for p in self.parameters() if p.requires_grad)
-            return None  # no update from this batch
-        return loss
+        return bad
+
+    def _branch_steps(self, batch: Batch) -> None:
+        """The MSAF authors' NTU training step (``ntu_rgb_d/main_msaf.py``, ``step``): for each branch in turn a
+        forward pass, that branch's loss, and a step of that branch's optimiser, which holds the branch's parameters
+        and the shared ones (MSAF's blocks); the next branch's forward pass sees the updated weights."""
+        cfg, n = self.train_cfg, len(batch)
+        optimizers = self.optimizers()
+        total, joint = torch.zeros((), device=self.device), None
+        for name, opt in zip(self.branch_names, optimizers if isinstance(optimizers, list) else [optimizers],
+                             strict=True):
+            out = self(batch)
+            loss = task_loss(out["branches"][name], batch.labels, self.task, cfg.loss)
+            if joint is None:  # the loss of the joint prediction, before any step of this batch
+                joint = task_loss(out["pred"], batch.labels, self.task, cfg.loss).detach()
+            if self._diverged(loss):
+                return
+            opt.zero_grad()
+            self.manual_backward(loss)
+            if cfg.grad_clip:
+                self.clip_gradients(opt, gradient_clip_val=cfg.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+            total = total + loss.detach()
+            self.log(f"train_loss_{name}", loss.detach(), batch_size=n, on_epoch=True, on_step=False,
+                     sync_dist=True)
+        self.log("train_task_loss", joint, batch_size=n, on_epoch=True, on_step=False, sync_dist=True)
+        self.log("train_loss", total, batch_size=n, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         _, pred = self._step(batch, "val")
@@ -172,7 +241,15 @@ class FusionSystem(L.LightningModule):
         out = self(batch)
         return {"ids": batch.ids, "pred": out["pred"].detach().float().cpu(), "labels": batch.labels.cpu()}
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """Adam over every parameter, or with ``branch_optimizers`` one Adam per branch over the branch's parameters
+        and the shared ones (:func:`branch_parameters`); each with the schedule ``lr_schedule`` names."""
+        if not self.branch_names:
+            return self._optimizer(list(self.parameters()))
+        groups = branch_parameters(self.model, self.branch_names)
+        return [self._optimizer(groups[name]) for name in self.branch_names]
+
+    def _optimizer(self, params: list[nn.Parameter]) -> dict[str, Any]:
         cfg = self.train_cfg
         kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
         # The fused kernel saves ~10 % of a CPU training step for models with many small tensors. Under mixed
@@ -180,13 +257,19 @@ class FusionSystem(L.LightningModule):
         # only at full precision.
         fused = "mixed" not in str(cfg.precision)
         try:
-            opt = torch.optim.Adam(self.parameters(), fused=fused, **kwargs)
+            opt = torch.optim.Adam(params, fused=fused, **kwargs)
         except (RuntimeError, TypeError):
-            opt = torch.optim.Adam(self.parameters(), **kwargs)
+            opt = torch.optim.Adam(params, **kwargs)
         if cfg.lr_schedule == "constant":
             return {"optimizer": opt}
+        if cfg.lr_schedule == "multistep":  # x lr_factor before each milestone epoch (0-based), as the authors'
+            # NTU script does at epochs 5 and 20
+            step = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=cfg.lr_factor)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": step}}  # (Lightning's interval: epoch)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
+        if self.branch_names:  # stepped by hand in on_train_epoch_end, with the validation loss
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched}}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:

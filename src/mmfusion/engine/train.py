@@ -182,17 +182,26 @@ def _build_system(cfg: RunConfig, bundle: DatasetBundle, seed: int, full_args: d
                                                                     "run_config": yaml_load(yaml_dump(
                                                                         dict(resolved)))})
     if cfg.pretrained and fresh:
-        _load_pretrained(cfg, system, run, console)
+        _load_pretrained(cfg, system, run, full_args, console)
     return system
 
 
-def _load_pretrained(cfg: RunConfig, system: Any, run: Path, console: Any) -> None:
-    """Load ``cfg.pretrained``'s files into the model's branches; record what was loaded in pretrained.json."""
+def _load_pretrained(cfg: RunConfig, system: Any, run: Path, full_args: Mapping[str, Any], console: Any) -> None:
+    """Load ``cfg.pretrained``'s files into the model's branches; record what was loaded in pretrained.json.
+
+    A whole-model checkpoint (``model``: ``--resume CKPT`` or ``--pretrained model=CKPT``) gives only its weights:
+    the optimiser, the schedule and the epoch count start afresh; its network must be the run's."""
+    from mmfusion.engine.checkpoints import check_whole_model
+
     fold = cfg.data_args.get("fold")
     files = {b: p.replace("{fold}", str(fold + 1)) if isinstance(fold, int) else p
              for b, p in cfg.pretrained.items()}  # {fold}: the authors' 1-based fold_K files
+    differ = check_whole_model(files["model"], cfg.model, full_args) if "model" in files else []
     loaded = load_pretrained(system.model, files, partial=cfg.pretrained_partial)
-    atomic_write_json(run / "pretrained.json", {"files": files, "branches": loaded})
+    atomic_write_json(run / "pretrained.json", {"files": files, "branches": loaded, "model_args_changed": differ})
+    if console and differ:
+        console.print(f"model arguments that differ from {files['model']}'s (the run's apply): {'; '.join(differ)}",
+                      style="yellow", markup=False)
     if console:
         for branch, info in loaded.items():
             console.print(f"pretrained {branch}: {info['loaded']} tensors from {files[branch]} "
@@ -225,12 +234,14 @@ def _build_trainer(run: Path, tc: TrainConfig, task: str, callbacks: Sequence[An
         every.append(TQDMProgressBar(refresh_rate=10))
     # one log version per (re)start, so resuming never overwrites the logs of the interrupted part
     logger: Any = TensorBoardLogger(run, name="logs") if tc.logger == "tensorboard" else CSVLogger(run, name="logs")
+    # (hand-stepped per-branch optimisers clip their own gradients: Lightning refuses to clip for them)
     # Lightning detects torchrun's and SLURM's environment variables itself; the loaders split the batches across
     # the processes (training_loaders), so Lightning's own distributed sampler is not used
     trainer = L.Trainer(
         max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes,
         strategy=tc.strategy, precision=tc.precision, use_distributed_sampler=False,
-        gradient_clip_val=tc.grad_clip or None, deterministic=tc.deterministic, callbacks=every, logger=logger,
+        gradient_clip_val=None if tc.branch_optimizers else tc.grad_clip or None,
+        deterministic=tc.deterministic, callbacks=every, logger=logger,
         default_root_dir=run, enable_progress_bar=tc.progress, enable_model_summary=False,
         log_every_n_steps=10, num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
     )

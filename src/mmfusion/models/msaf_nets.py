@@ -35,6 +35,9 @@ class MSAFLSTMConfig:
     split_block: int = 5  # q time segments
     reference_compat: bool = False  # double-applied block dropout, as in the authors' code
     use_msaf: bool = True  # False: the same network without fusion between the LSTM layers
+    # True: every step counts as real, masks are ignored, as the authors' code runs its LSTMs over the zero-padded
+    # sequences (their released MOSEI weights give their logits on padded data only this way); False: padding-aware
+    reference_padding: bool = False
 
 
 class MSAFLSTM(nn.Module):
@@ -53,6 +56,9 @@ class MSAFLSTM(nn.Module):
 
     def forward(self, features: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dict[str, Any]:
         check_modalities(features, self.modalities, "msaf_lstm")
+        if self.config.reference_padding:  # the authors' treatment: padded steps are read like real ones
+            masks = {m: torch.ones(features[m].shape[:2], dtype=torch.bool, device=features[m].device)
+                     for m in self.modalities}
         h = {m: self.lstm1[m](features[m], masks[m])[0] for m in self.modalities}  # (B, T_m, H_m)
         if self.msaf is not None:
             h = self.msaf(h, masks)

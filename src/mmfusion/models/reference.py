@@ -193,8 +193,8 @@ def _spec(name: str, state: Mapping[str, Tensor], path: Path) -> tuple[Callable[
         dims = {m: _shape(state, f"{ref}.0.weight_ih_l0", 1, path, name) for ref, m in _MOSEI_MODALITIES.items()}
         hidden = {m: _shape(state, f"{ref}.0.weight_hh_l0", 1, path, name) for ref, m in _MOSEI_MODALITIES.items()}
         return (_map_mosei, dims, _shape(state, "multimodal_classifier.0.weight", 0, path, name),
-                {"hidden": hidden, "block_size": 16, "reduction": 2, "block_dropout": 0.2, "split_block": 5},
-                "regression")
+                {"hidden": hidden, "block_size": 16, "reduction": 2, "block_dropout": 0.2, "split_block": 5,
+                 "reference_padding": True}, "regression")  # padded steps read as real, as the authors' code does
     raise ConfigError("no reference network of this name", key="name", expected=f"one of {list(REFERENCE_NAMES)}",
                       actual=name)
 
