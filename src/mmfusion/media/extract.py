@@ -72,8 +72,12 @@ class Extractor:
             self._text = TextEncoder()
         return self._text
 
-    def clip(self, path: Path, transcript: Path | None = None, text: str | None = None) -> dict[str, Any]:
-        """Features of one clip: ``{"text", "audio", "vision", "text_times", "meta"}``; raises :class:`ClipFailure`."""
+    def clip(self, path: Path, transcript: Path | None = None, text: str | None = None,
+             word_times: bool = True) -> dict[str, Any]:
+        """Features of one clip: ``{"text", "audio", "vision", "text_times", "meta"}``; raises :class:`ClipFailure`.
+        ``word_times=False``: words without times (a plain transcript, ``text``) are not aligned to the audio and
+        ``text_times`` is NaN for them; the features are the same (the text stream has one vector per word,
+        whatever its times), only the alignment's seconds are saved (what ``predict`` does)."""
         tracker = FaceTracker()
         try:
             dec = decode_clip(path, self.fs.vision_rate, tracker)
@@ -88,9 +92,11 @@ class Extractor:
         else:
             words, times = recognise(dec.audio)
             source = "recognised (pocketsphinx)"
-        if times is None:
+        if times is None and word_times:
             times, how = align(words, dec.audio)
             source += f", aligned ({how})"
+        elif times is None:
+            times = np.full((len(words), 2), np.nan)
         emb = self.text(words) if words else np.zeros((0, 384), np.float32)
         vision = tracker.features()
         meta = {"duration": round(dec.video_duration, 4), "audio_seconds": round(len(dec.audio) / 16000, 4),
