@@ -104,7 +104,7 @@ def cmd_predict_clips(args: argparse.Namespace) -> int:
     with bar:
         rows = predict_clips(args.ckpt, args.clips, text=args.transcript,
                              transcript=Path(args.transcript_file) if args.transcript_file else None,
-                             progress=update)
+                             progress=update, threads=args.threads)
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     else:

@@ -36,12 +36,27 @@ def checkpoint_feature_set(hparams: Mapping[str, Any], ckpt: str | Path) -> Feat
 
 
 def predict_clips(ckpt: str | Path, inputs: Sequence[str | Path], *, text: str | None = None,
-                  transcript: Path | None = None,
-                  progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
+                  transcript: Path | None = None, progress: Callable[[int, int, str], None] | None = None,
+                  threads: int | None = 1) -> list[dict[str, Any]]:
     """One result per clip under ``inputs`` (files or folders): ``id``, ``file``, ``prediction`` (raw model output),
     ``reading`` (score / emotions / class in words), ``score`` and ``class`` (sentiment), ``emotions`` (emotion
     task), ``wal`` ({modality: weight} averaged over layers) and ``dgf`` ({branch: {"i->j": weight}}) for MEA,
-    ``lengths`` per modality and extraction notes; or ``error`` with the reason for a clip that failed."""
+    ``lengths`` per modality and extraction notes; or ``error`` with the reason for a clip that failed.
+
+    ``threads``: torch's CPU threads while it runs (restored afterwards; None: as they are). One clip's text
+    encoder and model are a few dozen milliseconds of work on one thread; a second thread mostly waits on the first,
+    and on a busy machine makes them up to ten times slower. The numbers do not depend on it beyond float rounding."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _predict_clips(ckpt, inputs, text, transcript, progress)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _predict_clips(ckpt: str | Path, inputs: Sequence[str | Path], text: str | None, transcript: Path | None,
+                   progress: Callable[[int, int, str], None] | None) -> list[dict[str, Any]]:
     model, hp = load_model(ckpt)
     fs = checkpoint_feature_set(hp, ckpt)
     task, emotions = hp["task"], tuple(hp.get("emotions") or ())

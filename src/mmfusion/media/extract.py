@@ -30,10 +30,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from mmfusion.data.custom import FORMAT_VERSION
 from mmfusion.errors import ConfigError, DataError
 from mmfusion.io import atomic_path, atomic_write_text
 from mmfusion.media import FeatureSet
@@ -335,6 +333,8 @@ def _adopt_existing(out: Path, fs: FeatureSet, part_of: dict[str, Path]) -> None
     """Clips already in ``out`` become parts, so they are not extracted again."""
     if not out.exists():
         return
+    import h5py  # here and in _write_dataset: one clip's ``predict`` never reads or writes a dataset
+
     try:
         h5 = h5py.File(out, "r")
     except OSError as exc:
@@ -365,6 +365,10 @@ def _adopt_existing(out: Path, fs: FeatureSet, part_of: dict[str, Path]) -> None
 
 def _write_dataset(out: Path, fs: FeatureSet, records: list[dict[str, Any]], which: dict[str, str],
                    lab: Labels | None) -> None:
+    import h5py
+
+    from mmfusion.data.custom import FORMAT_VERSION
+
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["format"] = "mmfusion"
         h5.attrs["version"] = FORMAT_VERSION
