@@ -65,12 +65,13 @@ def test_the_short_path_predicts_what_the_full_path_predicts(clip_and_ckpt: tupl
     assert row["wal"] == pytest.approx(want["wal"], rel=1e-5)
 
 
-def test_the_command_starts_without_lightning_transformers_or_pandas(clip_and_ckpt: tuple[Path, Path]) -> None:
+def test_the_command_starts_without_lightning_transformers_or_matplotlib(clip_and_ckpt: tuple[Path, Path]) -> None:
     clip, ckpt = clip_and_ckpt
     code = ("import runpy, sys; sys.argv = ['mmfusion', 'predict', '--ckpt', sys.argv[1], sys.argv[2], '--json']\n"
             "try:\n    runpy.run_module('mmfusion', run_name='__main__')\n"
             "except SystemExit as e:\n    rc = e.code\n"
-            "heavy = ('lightning', 'transformers', 'opensmile', 'pandas', 'h5py', 'sklearn', 'torch._dynamo')\n"
+            "heavy = ('lightning', 'transformers', 'opensmile', 'pandas', 'h5py', 'sklearn', 'torch._dynamo', "
+            "'matplotlib', 'mediapipe.tasks')\n"
             "print('RC', rc, 'HEAVY', [m for m in heavy if m in sys.modules])")
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", code, str(ckpt), str(clip)], capture_output=True, text=True, env=env,
@@ -78,3 +79,19 @@ def test_the_command_starts_without_lightning_transformers_or_pandas(clip_and_ck
     assert "RC 0 HEAVY []" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     res = json.loads(out.stdout[:out.stdout.rindex("RC 0")])
     assert res["id"] == "said" and res["lengths"]["text"] == 5
+
+
+def test_face_mesh_alone_then_the_whole_mediapipe_package_in_one_process() -> None:
+    """FaceMesh imported without mediapipe's __init__ (no drawing helpers, matplotlib or Tasks API); a later
+    ``import mediapipe`` still gets the whole package."""
+    code = ("import sys\nfrom mmfusion.media.features import face_mesh_module\n"
+            "fm = face_mesh_module()\n"
+            "print('ALONE', [m for m in ('matplotlib', 'cv2', 'mediapipe.tasks') if m in sys.modules])\n"
+            "import mediapipe as mp\n"
+            "print('SAME', mp.solutions.face_mesh is fm, mp.solutions.face_mesh.FaceMesh is fm.FaceMesh)\n"
+            "print('WHOLE', callable(mp.solutions.drawing_utils.draw_landmarks),"
+            " mp.tasks.vision.FaceLandmarker is not None, isinstance(mp.__version__, str))\n")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "ALONE []" in out.stdout and "SAME True True" in out.stdout and "WHOLE True True True" in out.stdout, \
+        out.stdout + out.stderr[-2000:]

@@ -79,11 +79,69 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+def _deferred_package(name: str) -> Any:
+    """Package ``name`` put in ``sys.modules`` without running its ``__init__``: its submodules import as usual, and
+    its ``__init__`` runs the first time a name the package itself would define is asked for."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module named {name!r}")
+    module = importlib.util.module_from_spec(spec)
+
+    def __getattr__(attr: str) -> Any:
+        if "__getattr__" in module.__dict__:
+            del module.__dict__["__getattr__"]
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            return module.__dict__[attr]
+        except KeyError:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+
+    module.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    return module
+
+
+def face_mesh_module() -> Any:
+    """``mediapipe.solutions.face_mesh``, importing only what FaceMesh needs.
+
+    ``import mediapipe`` runs the package's ``__init__``, which imports every solution, their drawing helpers (with
+    matplotlib and OpenCV) and the Tasks API: about three quarters of its import time, most of a second of a one-clip
+    ``mmfusion predict``. Here ``mediapipe`` and ``mediapipe.python.solutions`` are put in place without their
+    ``__init__`` (see :func:`_deferred_package`), so FaceMesh's own modules are all that is imported; a later
+    ``import mediapipe`` in the same process still sees the whole package (``mp.solutions.drawing_utils``,
+    ``mp.tasks``, ...: the deferred ``__init__`` runs on first use). Where mediapipe was imported already, or the
+    deferred import fails, this is plain ``import mediapipe``."""
+    import sys
+
+    done = sys.modules.get("mediapipe.python.solutions.face_mesh")
+    if done is not None:
+        return done
+    if "mediapipe" not in sys.modules:
+        before = set(sys.modules)
+        try:
+            _deferred_package("mediapipe")
+            import mediapipe.python
+
+            if "mediapipe.python.solutions" not in sys.modules:
+                mediapipe.python.solutions = _deferred_package("mediapipe.python.solutions")  # type: ignore[attr-defined]
+            import mediapipe.python.solutions.face_mesh as face_mesh
+
+            return face_mesh
+        except (ImportError, AttributeError):
+            for name in set(sys.modules) - before:  # leave nothing half-made: the plain import starts over
+                if name == "mediapipe" or name.startswith("mediapipe."):
+                    del sys.modules[name]
+    return require("mediapipe").solutions.face_mesh
+
+
 class FaceTracker:
     """MediaPipe FaceMesh over one clip's frames, in order (tracking mode: the face is found once, then followed)."""
 
     def __init__(self) -> None:
-        self._mp = require("mediapipe")
+        self._face_mesh = face_mesh_module()
         self._mesh: Any = None  # started on the first frame, where its start-up lines can be hidden
         self._started = 0
         self.rows: list[np.ndarray] = []
@@ -97,7 +155,7 @@ class FaceTracker:
         else:  # the graph's models start on the first frames (and say so on stderr)
             with native_stderr_silenced():
                 if self._mesh is None:
-                    self._mesh = self._mp.solutions.face_mesh.FaceMesh(
+                    self._mesh = self._face_mesh.FaceMesh(
                         static_image_mode=False, max_num_faces=1, refine_landmarks=False,
                         min_detection_confidence=0.5, min_tracking_confidence=0.5)
                 res = self._mesh.process(rgb)
