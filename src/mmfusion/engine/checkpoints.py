@@ -22,6 +22,21 @@ if TYPE_CHECKING:  # the LightningModule: imported where a system is built (impo
 
     from mmfusion.engine.system import FusionSystem
 
+def __getattr__(name: str) -> Any:
+    """``FusionSystem`` is imported on first use (``checkpoints.FusionSystem`` still names it)."""
+    if name == "FusionSystem":
+        from mmfusion.engine.system import FusionSystem
+
+        return FusionSystem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _system_class() -> Any:
+    import sys
+
+    return sys.modules[__name__].FusionSystem
+
+
 SYSTEM_FIELDS = ("model_name", "model_args", "feature_dims", "output_dim", "task", "emotions", "train", "meta")
 """The hyper-parameters a checkpoint holds: :class:`~mmfusion.engine.system.FusionSystem`'s arguments."""
 
@@ -61,12 +76,10 @@ def load_system(path: str | Path) -> FusionSystem:
     """Rebuild the model from the hyper-parameters stored in the checkpoint and load its weights (read as
     :func:`read_checkpoint` reads them). Hyper-parameters this version cannot build a model from, weights that do
     not fit that model and non-finite weights are each a :class:`DataError` naming the file."""
-    from mmfusion.engine.system import FusionSystem
-
     ckpt = read_checkpoint(path)
     hparams = _checked_hparams(ckpt, path)
     try:
-        system = FusionSystem(**dict(hparams))
+        system = _system_class()(**dict(hparams))
     except ConfigError as exc:
         raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc})",
                         file=path, key="hyper_parameters") from None
@@ -309,9 +322,7 @@ def import_reference(name: str, path: str | Path, out: str | Path) -> dict[str, 
     meta: dict[str, Any] = {"imported_from": str(path), "reference": name}
     if fold and kind == "ravdess":
         meta |= {"data_spec": "ravdess:", "data_args": {"fold": int(fold.group(1)) - 1}}
-    from mmfusion.engine.system import FusionSystem
-
-    system = FusionSystem(name, imported.model_args, imported.feature_dims, imported.output_dim, imported.task,
+    system = _system_class()(name, imported.model_args, imported.feature_dims, imported.output_dim, imported.task,
                           classes, {}, meta=meta)
     system.model.load_state_dict(imported.state, strict=True)
     import io
