@@ -58,10 +58,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, write_predictions_only: bool) -> int:
+    if write_predictions_only and (args.clips or not args.data):
+        return cmd_predict_clips(args)  # video files: nothing of evaluate (Lightning, metrics) is imported
     from mmfusion.engine.evaluate import evaluate_checkpoint
 
-    if write_predictions_only and (args.clips or not args.data):
-        return cmd_predict_clips(args)
     console = show.console()
     if Path(args.ckpt).is_dir():
         if write_predictions_only:
@@ -104,7 +104,7 @@ def cmd_predict_clips(args: argparse.Namespace) -> int:
     with bar:
         rows = predict_clips(args.ckpt, args.clips, text=args.transcript,
                              transcript=Path(args.transcript_file) if args.transcript_file else None,
-                             progress=update)
+                             progress=update, threads=args.threads)
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     else:
@@ -286,8 +286,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in ("extract", "make-dataset"):  # these never start Lightning: skip importing it
-        show.quiet()
+    if args.command not in ("extract", "make-dataset"):  # these never start Lightning, nor predict on video files
+        show.quiet(lightning=not (args.command == "predict" and not args.data))
     keep_freed_memory()  # reuse freed memory instead of page-faulting every large tensor in again (runtime.py)
     return run_reporting_errors(f"mmfusion {args.command}", lambda: COMMANDS[args.command](args),
                                 RESUME_HINT.get(args.command, ""))

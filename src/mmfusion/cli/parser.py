@@ -235,6 +235,10 @@ def _add_test_predict(sub: Any) -> None:
                                "<stem>.txt/.srt/.json beside it, else recognised)")
             words.add_argument("--transcript-file", help="a transcript file (.txt, .srt, .json) for the one clip")
             p.add_argument("--json", action="store_true", help="video files: print the results as JSON")
+            p.add_argument("--threads", type=_positive_int, default=1,
+                           help="video files: torch CPU threads (default 1: the text encoder and the model on one "
+                                "clip are small work that more threads slow down, by as much as tenfold on a "
+                                "busy machine)")
         else:
             p.add_argument("--data", required=True, help="data SPEC")
         p.add_argument("--split", default="test", choices=["train", "valid", "test"],

@@ -38,12 +38,15 @@ def print_table(console: Any, title: str, rows: Sequence[tuple[str, dict[str, An
     console.print(table)
 
 
-def quiet() -> None:
-    """Keep Lightning's start-up chatter (accelerator lines, tips, deprecations) out of the user's terminal."""
+def quiet(lightning: bool = True) -> None:
+    """Keep Lightning's start-up chatter (accelerator lines, tips, deprecations) out of the user's terminal.
+    ``lightning=False`` (commands that never start Lightning) only sets the warning filters: importing Lightning to
+    set its loggers' levels takes seconds."""
     import logging
     import warnings
 
-    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; ours must come after)
+    if lightning:
+        import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; ours must come after)
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|exists and is not empty|"

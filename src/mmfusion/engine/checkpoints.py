@@ -7,16 +7,38 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
 from mmfusion.config import yaml_load
 from mmfusion.data import DatasetBundle, data_kind, effective_reader_options
-from mmfusion.engine.system import FusionSystem
 from mmfusion.errors import ConfigError, DataError
 from mmfusion.models.registry import non_finite_tensors
+
+if TYPE_CHECKING:  # the LightningModule: imported where a system is built (importing Lightning takes seconds)
+    from torch import nn
+
+    from mmfusion.engine.system import FusionSystem
+
+def __getattr__(name: str) -> Any:
+    """``FusionSystem`` is imported on first use (``checkpoints.FusionSystem`` still names it)."""
+    if name == "FusionSystem":
+        from mmfusion.engine.system import FusionSystem
+
+        return FusionSystem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _system_class() -> Any:
+    import sys
+
+    return sys.modules[__name__].FusionSystem
+
+
+SYSTEM_FIELDS = ("model_name", "model_args", "feature_dims", "output_dim", "task", "emotions", "train", "meta")
+"""The hyper-parameters a checkpoint holds: :class:`~mmfusion.engine.system.FusionSystem`'s arguments."""
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -55,13 +77,35 @@ def load_system(path: str | Path) -> FusionSystem:
     :func:`read_checkpoint` reads them). Hyper-parameters this version cannot build a model from, weights that do
     not fit that model and non-finite weights are each a :class:`DataError` naming the file."""
     ckpt = read_checkpoint(path)
-    hparams = ckpt["hyper_parameters"]
-    if not isinstance(hparams, Mapping):
-        raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters", expected="a mapping",
-                        actual=type(hparams).__name__)
-    check_hparams(hparams, path)
+    hparams = _checked_hparams(ckpt, path)
     try:
-        system = FusionSystem(**dict(hparams))
+        system = _system_class()(**dict(hparams))
+    except ConfigError as exc:
+        raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc})",
+                        file=path, key="hyper_parameters") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"its hyper-parameters are not an mmfusion model's ({type(exc).__name__}: {exc})",
+                        file=path, key="hyper_parameters") from None
+    _load_weights(system, ckpt["state_dict"], hparams, path)
+    system.eval()
+    return system
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint's model alone, in eval mode, and its hyper-parameters: what :func:`load_system` gives as
+    ``system.model`` and ``system.hparams``, read and checked the same way, without building the LightningModule
+    (nor importing Lightning, which takes seconds: ``mmfusion predict`` on a video file uses this)."""
+    from mmfusion.models import build
+
+    ckpt = read_checkpoint(path)
+    hparams = _checked_hparams(ckpt, path)
+    unknown = [k for k in hparams if k not in SYSTEM_FIELDS]
+    if unknown:
+        raise DataError("its hyper-parameters are not an mmfusion model's", file=path,
+                        key=f"hyper_parameters/{unknown[0]}", expected=", ".join(SYSTEM_FIELDS), actual=unknown)
+    try:
+        model = build(hparams["model_name"], dict(hparams["feature_dims"]), int(hparams["output_dim"]),
+                      **dict(hparams.get("model_args") or {}))
     except ConfigError as exc:
         raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc})",
                         file=path, key="hyper_parameters") from None
@@ -69,8 +113,33 @@ def load_system(path: str | Path) -> FusionSystem:
         raise DataError(f"its hyper-parameters are not an mmfusion model's ({type(exc).__name__}: {exc})",
                         file=path, key="hyper_parameters") from None
     state = ckpt["state_dict"]
+    if not isinstance(state, Mapping):
+        raise DataError("not an mmfusion checkpoint", file=path, key="state_dict", expected="a mapping",
+                        actual=type(state).__name__)
+    outside = [k for k in state if not (isinstance(k, str) and k.startswith("model."))]
+    if outside:  # the system holds nothing but its model: such a file would not load into it either
+        raise DataError("its weights do not fit the model its hyper-parameters describe", file=path,
+                        key="state_dict", expected=f"{hparams.get('model_name')}'s parameters",
+                        actual=f"unexpected key {outside[0]!r}")
+    _load_weights(model, state, hparams, path, prefix="model.")
+    return model.eval(), dict(hparams)
+
+
+def _checked_hparams(ckpt: Mapping[str, Any], path: str | Path) -> Mapping[str, Any]:
+    hparams = ckpt["hyper_parameters"]
+    if not isinstance(hparams, Mapping):
+        raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters", expected="a mapping",
+                        actual=type(hparams).__name__)
+    check_hparams(hparams, path)
+    return hparams
+
+
+def _load_weights(module: nn.Module, state: Any, hparams: Mapping[str, Any], path: str | Path,
+                  prefix: str = "") -> None:
+    """``module.load_state_dict(state)`` (strict; keys without their ``prefix``), its failure and non-finite
+    weights as a :class:`DataError` naming the key as the file has it."""
     try:
-        system.load_state_dict(state)
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items()} if prefix else state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         detail = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
         raise DataError("its weights do not fit the model its hyper-parameters describe", file=path,
@@ -80,8 +149,6 @@ def load_system(path: str | Path) -> FusionSystem:
     if bad:
         raise DataError("non-finite weights (NaN or inf)", file=path, key=f"state_dict/{bad[0]}",
                         expected="finite values", actual=f"{len(bad)} tensor(s) with NaN or inf, first {bad[0]}")
-    system.eval()
-    return system
 
 
 def check_hparams(hparams: Mapping[str, Any], path: str | Path) -> None:
@@ -255,7 +322,7 @@ def import_reference(name: str, path: str | Path, out: str | Path) -> dict[str, 
     meta: dict[str, Any] = {"imported_from": str(path), "reference": name}
     if fold and kind == "ravdess":
         meta |= {"data_spec": "ravdess:", "data_args": {"fold": int(fold.group(1)) - 1}}
-    system = FusionSystem(name, imported.model_args, imported.feature_dims, imported.output_dim, imported.task,
+    system = _system_class()(name, imported.model_args, imported.feature_dims, imported.output_dim, imported.task,
                           classes, {}, meta=meta)
     system.model.load_state_dict(imported.state, strict=True)
     import io

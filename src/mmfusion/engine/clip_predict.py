@@ -1,9 +1,13 @@
 """``mmfusion predict --ckpt CKPT clip.mp4``: extract video files with the feature set the checkpoint was trained on,
-then run the model on each clip; for MEA also each modality's WAL weight and the DGF edge weights."""
+then run the model on each clip; for MEA also each modality's WAL weight and the DGF edge weights.
+
+One clip from the command line is mostly start-up, so this path imports only what it uses: the model alone from the
+checkpoint (:func:`~mmfusion.engine.checkpoints.load_model`, no Lightning), and the extractors, which skip word
+alignment (the model reads one vector per word, not the words' times)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,7 @@ import numpy as np
 import torch
 
 from mmfusion.data.dataset import FusionDataset, SplitData
-from mmfusion.engine.checkpoints import load_system
+from mmfusion.engine.checkpoints import load_model
 from mmfusion.engine.explain import read_prediction
 from mmfusion.errors import DataError
 from mmfusion.media import FeatureSet
@@ -20,8 +24,10 @@ from mmfusion.media.extract import Extractor, list_clips
 from mmfusion.media.transcript import find_transcript
 
 
-def checkpoint_feature_set(system: Any, ckpt: str | Path) -> FeatureSet:
-    name = (system.hparams.get("meta") or {}).get("feature_set")
+def checkpoint_feature_set(hparams: Mapping[str, Any], ckpt: str | Path) -> FeatureSet:
+    """The feature set a checkpoint with hyper-parameters ``hparams`` was trained on (a :class:`DataError` if it
+    records none: it was not trained on extracted clips)."""
+    name = (hparams.get("meta") or {}).get("feature_set")
     if not name:
         raise DataError("the checkpoint was not trained on features from `mmfusion extract`, so video files cannot "
                         "be turned into its inputs", file=ckpt, key="feature_set",
@@ -30,15 +36,29 @@ def checkpoint_feature_set(system: Any, ckpt: str | Path) -> FeatureSet:
 
 
 def predict_clips(ckpt: str | Path, inputs: Sequence[str | Path], *, text: str | None = None,
-                  transcript: Path | None = None,
-                  progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
+                  transcript: Path | None = None, progress: Callable[[int, int, str], None] | None = None,
+                  threads: int | None = 1) -> list[dict[str, Any]]:
     """One result per clip under ``inputs`` (files or folders): ``id``, ``file``, ``prediction`` (raw model output),
     ``reading`` (score / emotions / class in words), ``score`` and ``class`` (sentiment), ``emotions`` (emotion
     task), ``wal`` ({modality: weight} averaged over layers) and ``dgf`` ({branch: {"i->j": weight}}) for MEA,
-    ``lengths`` per modality and extraction notes; or ``error`` with the reason for a clip that failed."""
-    system = load_system(ckpt)
-    fs = checkpoint_feature_set(system, ckpt)
-    hp = system.hparams
+    ``lengths`` per modality and extraction notes; or ``error`` with the reason for a clip that failed.
+
+    ``threads``: torch's CPU threads while it runs (restored afterwards; None: as they are). One clip's text
+    encoder and model are a few dozen milliseconds of work on one thread; a second thread mostly waits on the first,
+    and on a busy machine makes them up to ten times slower. The numbers do not depend on it beyond float rounding."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _predict_clips(ckpt, inputs, text, transcript, progress)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _predict_clips(ckpt: str | Path, inputs: Sequence[str | Path], text: str | None, transcript: Path | None,
+                   progress: Callable[[int, int, str], None] | None) -> list[dict[str, Any]]:
+    model, hp = load_model(ckpt)
+    fs = checkpoint_feature_set(hp, ckpt)
     task, emotions = hp["task"], tuple(hp.get("emotions") or ())
     want = dict(hp["feature_dims"])
     clips = [c for item in inputs for c in list_clips(Path(item))]
@@ -48,12 +68,11 @@ def predict_clips(ckpt: str | Path, inputs: Sequence[str | Path], *, text: str |
         raise DataError("--transcript / --transcript-file give the words of one clip", key="inputs",
                         expected="one video file", actual=f"{len(clips)} clips")
     ex = Extractor(fs)
-    model = system.model.eval()
     results = []
     for n, (cid, path) in enumerate(clips):
         try:
             t = transcript if transcript is not None else find_transcript(path.stem, [path.parent])
-            res = ex.clip(path, t if text is None else None, text)
+            res = ex.clip(path, t if text is None else None, text, word_times=False)
         except ClipFailure as exc:
             results.append({"id": cid, "file": str(path), "error": exc.reason, "detail": exc.detail})
             continue

@@ -30,10 +30,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from mmfusion.data.custom import FORMAT_VERSION
 from mmfusion.errors import ConfigError, DataError
 from mmfusion.io import atomic_path, atomic_write_text
 from mmfusion.media import FeatureSet
@@ -72,8 +70,12 @@ class Extractor:
             self._text = TextEncoder()
         return self._text
 
-    def clip(self, path: Path, transcript: Path | None = None, text: str | None = None) -> dict[str, Any]:
-        """Features of one clip: ``{"text", "audio", "vision", "text_times", "meta"}``; raises :class:`ClipFailure`."""
+    def clip(self, path: Path, transcript: Path | None = None, text: str | None = None,
+             word_times: bool = True) -> dict[str, Any]:
+        """Features of one clip: ``{"text", "audio", "vision", "text_times", "meta"}``; raises :class:`ClipFailure`.
+        ``word_times=False``: words without times (a plain transcript, ``text``) are not aligned to the audio and
+        ``text_times`` is NaN for them; the features are the same (the text stream has one vector per word,
+        whatever its times), only the alignment's seconds are saved (what ``predict`` does)."""
         tracker = FaceTracker()
         try:
             dec = decode_clip(path, self.fs.vision_rate, tracker)
@@ -88,9 +90,11 @@ class Extractor:
         else:
             words, times = recognise(dec.audio)
             source = "recognised (pocketsphinx)"
-        if times is None:
+        if times is None and word_times:
             times, how = align(words, dec.audio)
             source += f", aligned ({how})"
+        elif times is None:
+            times = np.full((len(words), 2), np.nan)
         emb = self.text(words) if words else np.zeros((0, 384), np.float32)
         vision = tracker.features()
         meta = {"duration": round(dec.video_duration, 4), "audio_seconds": round(len(dec.audio) / 16000, 4),
@@ -329,6 +333,8 @@ def _adopt_existing(out: Path, fs: FeatureSet, part_of: dict[str, Path]) -> None
     """Clips already in ``out`` become parts, so they are not extracted again."""
     if not out.exists():
         return
+    import h5py  # here and in _write_dataset: one clip's ``predict`` never reads or writes a dataset
+
     try:
         h5 = h5py.File(out, "r")
     except OSError as exc:
@@ -359,6 +365,10 @@ def _adopt_existing(out: Path, fs: FeatureSet, part_of: dict[str, Path]) -> None
 
 def _write_dataset(out: Path, fs: FeatureSet, records: list[dict[str, Any]], which: dict[str, str],
                    lab: Labels | None) -> None:
+    import h5py
+
+    from mmfusion.data.custom import FORMAT_VERSION
+
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["format"] = "mmfusion"
         h5.attrs["version"] = FORMAT_VERSION

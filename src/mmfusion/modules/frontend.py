@@ -14,7 +14,11 @@ from mmfusion.modules.rnn import MaskedLSTM
 
 
 def sinusoidal_table(length: int, dim: int) -> Tensor:
-    """(length, dim) sine/cosine position table (Vaswani et al.)."""
+    """(length, dim) sine/cosine position table (Vaswani et al.). Under ``torch.device("meta")`` (a model planned
+    for its sizes only, :func:`mmfusion.engine.model_plan.plan_model`) an empty table of that shape: arithmetic on meta
+    tensors imports torch's compiler stack, which costs a one-clip ``mmfusion predict`` seconds."""
+    if torch.empty(0).device.type == "meta":
+        return torch.empty(length, dim)
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim)
