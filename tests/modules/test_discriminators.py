@@ -89,12 +89,16 @@ def test_gradient_reversal_against_a_refitted_discriminator_leaves_the_codes_at_
     # Kept near its optimum (nine updates of its own per joint step), the discriminator gives the encoder the
     # gradient that gradient reversal's argument assumes: the encoder drops the modality offsets, and neither the
     # discriminator nor a fresh probe can tell the modalities apart (within 0.1 of chance). The same game without
-    # reversal tells them apart.
+    # reversal keeps all the modality information the inputs carry (a probe on the raw inputs: the most there is).
     chance = 1 / 3
     disc_acc, probe = _adversarial_codes(True, seed, refits=9)
     assert abs(disc_acc - chance) < 0.1 and abs(probe - chance) < 0.1, (disc_acc, probe)
+    x, _, _ = _toy(seed, 256)
+    fit = len(x) * 2 // 3 // 3 * 3
+    available = probe_accuracy(x[:fit].reshape(-1, 3, 8).numpy(), x[fit:].reshape(-1, 3, 8).numpy())
+    assert available > 0.8
     disc_acc, probe = _adversarial_codes(False, seed, refits=9)
-    assert disc_acc > 0.9 and probe > 0.9, (disc_acc, probe)
+    assert disc_acc > available - 0.05 and probe > available - 0.05, (disc_acc, probe, available)
 
 
 def test_refit_discriminator_trains_only_the_discriminator_and_keeps_pending_gradients():
