@@ -362,3 +362,37 @@ def test_attention_is_one_model_arg_recorded_and_checked(monkeypatch):
         build("mult", DIMS, 1, attention="kernel")
     with pytest.raises(ConfigError, match=r"misa: the compiled kernel serves heads of width <= 8; these are 32"):
         build("misa", DIMS, 1, attention="kernel")
+
+
+def test_disc_steps_refits_only_the_modality_discriminator_on_the_batch_codes_while_training():
+    import copy
+
+    from mmfusion.modules.discriminators import refit_discriminator
+
+    torch.manual_seed(0)
+    codes = {"exclusive": torch.randn(5, 3, 8), "agnostic": torch.randn(5, 3, 8, requires_grad=True)}
+    present = torch.ones(5, 3, dtype=torch.bool)
+    present[2, 1] = False
+    model = build("mea_tiny", DIMS, 1, disc_steps=4, disc_lr=0.01)
+    reference = copy.deepcopy(model.modality_discriminator)
+    others = {n: p.clone() for n, p in model.named_parameters() if not n.startswith("modality_discriminator")}
+    losses = model.decoupling_losses(codes, present)
+    # by hand: three Adam updates of D_m alone on both code kinds, missing pairs weighted 0
+    labels, weight = torch.arange(3).repeat(5), present.reshape(-1).float()
+    refit_discriminator(reference, torch.optim.Adam(reference.parameters(), lr=0.01),
+                        torch.cat([codes["exclusive"].reshape(15, 8), codes["agnostic"].reshape(15, 8)]),
+                        labels.repeat(2), 3, weight.repeat(2))
+    for p, q in zip(model.modality_discriminator.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
+    assert all(torch.equal(p, others[n]) for n, p in model.named_parameters() if n in others)
+    with torch.no_grad():  # the losses read the refitted D_m, and the codes still get the reversed gradient
+        exc = torch.nn.functional.cross_entropy(reference(codes["exclusive"].reshape(15, 8)[weight > 0]),
+                                                labels[weight > 0])
+    torch.testing.assert_close(losses["exc"], model.config.beta * 3 * exc)
+    losses["agn"].backward()
+    assert codes["agnostic"].grad.abs().sum() > 0
+    # not in evaluation, and not with the paper's one joint step
+    for m in (model.eval(), build("mea_tiny", DIMS, 1)):
+        before = [p.clone() for p in m.modality_discriminator.parameters()]
+        m.decoupling_losses(codes, present)
+        assert all(torch.equal(p, q) for p, q in zip(m.modality_discriminator.parameters(), before))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mmfusion.engine.diagnostics import probe_accuracy
 from mmfusion.models import build
-from mmfusion.modules.discriminators import ModalityDiscriminator, grad_reverse
+from mmfusion.modules.discriminators import ModalityDiscriminator, grad_reverse, refit_discriminator
 
 
 def _toy(seed: int, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,6 +54,70 @@ def test_gradient_reversal_drives_the_discriminator_toward_chance():
         with_grl, without = _train(True, seed), _train(False, seed)
         assert without > 0.85, seed
         assert with_grl < 0.7 and with_grl < without - 0.2, (seed, with_grl, without)
+
+
+def _adversarial_codes(reverse: bool, seed: int, refits: int, n: int = 256, steps: int = 400):
+    """The toy's three 'modalities' through one shared encoder (as MEA's agnostic encoder reads every modality),
+    trained with the task loss plus D_m's cross-entropy, through gradient reversal or not; before each joint step D_m
+    gets ``refits`` updates of its own on the detached codes (MEA's ``disc_steps`` = refits + 1). Returns D_m's
+    accuracy on held-out codes and a fresh probe's (fitted on the training codes, scored on the held-out ones)."""
+    torch.manual_seed(seed)
+    x, modality, y = _toy(seed, n)
+    fit = len(x) * 2 // 3 // 3 * 3  # whole clips: the first two thirds train, the rest are held out
+    enc = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
+    head, disc = torch.nn.Linear(8, 1), ModalityDiscriminator(8, 3)
+    opt = torch.optim.Adam([*enc.parameters(), *head.parameters(), *disc.parameters()], lr=1e-2)
+    disc_opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    for _ in range(steps):
+        code = enc(x[:fit])
+        refit_discriminator(disc, disc_opt, code, modality[:fit], refits)
+        logits = disc(grad_reverse(code, 1.0) if reverse else code)
+        loss = F.mse_loss(head(code).squeeze(-1), y[:fit]) + F.cross_entropy(logits, modality[:fit])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        train_codes, held_out = enc(x[:fit]), enc(x[fit:])
+        disc_acc = float((disc(held_out).argmax(-1) == modality[fit:]).float().mean())
+    probe = probe_accuracy(train_codes.reshape(-1, 3, 8).numpy(), held_out.reshape(-1, 3, 8).numpy())
+    return disc_acc, probe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gradient_reversal_against_a_refitted_discriminator_leaves_the_codes_at_chance(seed):
+    # Kept near its optimum (nine updates of its own per joint step), the discriminator gives the encoder the
+    # gradient that gradient reversal's argument assumes: the encoder drops the modality offsets, and neither the
+    # discriminator nor a fresh probe can tell the modalities apart (within 0.1 of chance). The same game without
+    # reversal keeps all the modality information the inputs carry (a probe on the raw inputs: the most there is).
+    chance = 1 / 3
+    disc_acc, probe = _adversarial_codes(True, seed, refits=9)
+    assert abs(disc_acc - chance) < 0.1 and abs(probe - chance) < 0.1, (disc_acc, probe)
+    x, _, _ = _toy(seed, 256)
+    fit = len(x) * 2 // 3 // 3 * 3
+    available = probe_accuracy(x[:fit].reshape(-1, 3, 8).numpy(), x[fit:].reshape(-1, 3, 8).numpy())
+    assert available > 0.8
+    disc_acc, probe = _adversarial_codes(False, seed, refits=9)
+    assert disc_acc > available - 0.05 and probe > available - 0.05, (disc_acc, probe, available)
+
+
+def test_refit_discriminator_trains_only_the_discriminator_and_keeps_pending_gradients():
+    torch.manual_seed(0)
+    x, modality, _ = _toy(0, 64)
+    enc, disc = torch.nn.Linear(8, 8), ModalityDiscriminator(8, 3)
+    code = enc(x)
+    pending = [torch.full_like(p, 0.5) for p in disc.parameters()]
+    for p, g in zip(disc.parameters(), pending):
+        p.grad = g.clone()
+    before = F.cross_entropy(disc(code), modality).item()
+    refit_discriminator(disc, torch.optim.Adam(disc.parameters(), lr=1e-2), code, modality, 50)
+    assert F.cross_entropy(disc(code), modality).item() < before - 0.2  # it learned the modalities
+    assert enc.weight.grad is None  # the codes were read detached
+    assert all(torch.equal(p.grad, g) for p, g in zip(disc.parameters(), pending))
+    weight = (modality != 2).float()  # rows of weight 0 are not learned from
+    alone = ModalityDiscriminator(8, 3)
+    refit_discriminator(alone, torch.optim.Adam(alone.parameters(), lr=1e-2), code, modality, 50, weight)
+    assert (alone(code).argmax(-1) == 2).float().mean() < 0.1
 
 
 def test_grad_reverse_is_identity_forward_and_scales_the_gradient_backward():

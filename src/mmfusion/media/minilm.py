@@ -3,9 +3,9 @@
 encoder they belong to (Devlin et al., 2019, section 3: embeddings, then self-attention and feed-forward blocks,
 each followed by a residual connection and layer normalisation).
 
-This gives the same token embeddings as loading the model with ``transformers`` (tests/media/test_features_direct.py compares
-the two), without importing ``transformers``: that import alone costs seconds, more than the rest of a one-clip
-``mmfusion predict``.
+This gives the same token embeddings as loading the model with ``transformers``
+(tests/media/test_features_direct.py compares the two), without importing ``transformers``: that import alone costs
+seconds, more than the rest of a one-clip ``mmfusion predict``.
 """
 
 from __future__ import annotations

@@ -48,7 +48,12 @@ from mmfusion.batch import MODALITIES, check_modalities
 from mmfusion.config import build_model_config, check_bounds
 from mmfusion.models.registry import register_model
 from mmfusion.modules.attention import Attention, check_attention
-from mmfusion.modules.discriminators import ImportanceDiscriminator, ModalityDiscriminator, grad_reverse
+from mmfusion.modules.discriminators import (
+    ImportanceDiscriminator,
+    ModalityDiscriminator,
+    grad_reverse,
+    refit_discriminator,
+)
 from mmfusion.modules.dropout import Dropout
 from mmfusion.modules.frontend import ModalityFrontEnd
 from mmfusion.modules.graph_fusion import DecoupledGraphFusion
@@ -79,6 +84,12 @@ class MEAConfig:
     # §4: "constant" keeps λ = grl_lambda throughout (the paper); "dann" ramps it from 0 to grl_lambda as
     # domain-adversarial training does, λ_p = grl_lambda·(2/(1 + exp(-10 p)) - 1) at training progress p ∈ [0, 1]
     grl_schedule: Literal["constant", "dann"] = "constant"
+    # §4: updates of the modality discriminator D_m per training step. 1 (the paper's joint training: one Adam step
+    # of every weight) lets the agnostic encoder fool a lagging D_m instead of mixing the codes; k > 1 first gives D_m
+    # k - 1 updates of its own (Adam, learning rate ``disc_lr``) on the batch's detached codes, keeping it near its
+    # optimum as gradient reversal's argument assumes. One device only (each would refit on its own share).
+    disc_steps: int = 1
+    disc_lr: float = 1e-3  # learning rate of those extra updates (the paper's Adam learning rate, Table I)
     pooling: Literal["mean", "last", "attention"] = "mean"
     hsic_normalize: bool = False  # L2-normalise codes before HSIC
     embed_dropout: float = 0.25  # after the front-end conv + positions (MulT's embedding dropout)
@@ -146,7 +157,8 @@ class MEAConfig:
 
         check_bounds(self, source=source,
                      at_least={"dim": 2, "rep_dim": 1, "num_heads": 1, "psa_layers": 1, "hca_layers": 1, "alpha": 0,
-                               "beta": 0, "grl_lambda": 0, "embed_dropout": 0, "attn_dropout": 0, "res_dropout": 0,
+                               "beta": 0, "grl_lambda": 0, "disc_steps": 1, "disc_lr": 0,
+                               "embed_dropout": 0, "attn_dropout": 0, "res_dropout": 0,
                                "out_dropout": 0},
                      below={"embed_dropout": 1, "attn_dropout": 1, "res_dropout": 1, "out_dropout": 1})
         for m, k in self.kernels.items():  # (entries and their types are checked where the table is set)
@@ -208,6 +220,7 @@ class MEA(nn.Module):
             self.modality_discriminator = ModalityDiscriminator(c.rep_dim, M)
             if c.use_agnostic and c.use_omega:
                 self.importance_discriminator = ImportanceDiscriminator(c.rep_dim, M)
+        self._disc_optimizer: torch.optim.Optimizer | None = None  # D_m's own updates (disc_steps > 1), not saved
         self.training_progress = 1.0  # p ∈ [0, 1] for the λ ramp, set by the training loop (1: the full λ)
         self.dgf = DecoupledGraphFusion(c.rep_dim, branches, c.fusion)
         fused = self.dgf.out_dim(c.rep_dim, M)
@@ -328,6 +341,9 @@ class MEA(nn.Module):
         def mean(per_pair: Tensor) -> Tensor:  # over present (clip, modality) pairs
             return (per_pair * weight).sum() / count
 
+        if c.disc_steps > 1 and self.training and torch.is_grad_enabled():
+            self.refit_modality_discriminator(codes, target, weight)
+
         if he is not None:
             logits_e = self.modality_discriminator(he.reshape(B * M, -1))
             losses["exc"] = c.beta * M * mean(F.cross_entropy(logits_e, target, reduction="none"))
@@ -350,6 +366,23 @@ class MEA(nn.Module):
                     monitor["omega"] = mean(omega.detach())
             losses["agn"] = c.beta * M * mean(ce)  # all present: Σ over modalities of the per-modality mean
         return losses
+
+
+    def refit_modality_discriminator(self, codes: dict[str, Tensor], target: Tensor, weight: Tensor) -> None:
+        """``disc_steps`` - 1 updates of D_m alone on this batch's detached codes, exclusive and agnostic, with the
+        labels and present-pair weights of L_exc and L_agn (docs/design/mea.md §4)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            from mmfusion.errors import ConfigError
+
+            raise ConfigError("D_m's extra updates run on one device only", key="model_args.disc_steps",
+                              expected=1, actual=self.config.disc_steps)
+        if self._disc_optimizer is None:
+            self._disc_optimizer = torch.optim.Adam(self.modality_discriminator.parameters(), lr=self.config.disc_lr)
+        flat = [c.reshape(target.shape[0], -1) for c in codes.values()]
+        refit_discriminator(self.modality_discriminator, self._disc_optimizer, torch.cat(flat),
+                            target.repeat(len(flat)), self.config.disc_steps - 1, weight.repeat(len(flat)))
 
 
 def _build(name: str, feature_dims: dict[str, int], output_dim: int, defaults: dict[str, Any],
