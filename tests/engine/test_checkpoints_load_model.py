@@ -90,3 +90,26 @@ def test_predict_on_a_video_file_never_imports_lightning(ckpt: Path, tmp_path: P
     # the checkpoint records feature set "x": refused by name before any clip is read, after the whole load
     assert "rc 2 heavy []" in out.stdout, out.stdout + out.stderr
     assert "feature_set" in out.stderr
+
+
+def test_a_checkpoint_trained_with_the_kernel_evaluates_where_the_kernel_is_unavailable(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """attention=kernel says how the model ran, not what it computes: where the kernel cannot be built the
+    checkpoint loads with attention=auto, says so, and predicts what the same weights predict under auto."""
+    monkeypatch.setenv("MMFUSION_KERNELS", "0")
+    torch.manual_seed(3)
+    system = FusionSystem("mea_tiny", {}, DIMS, 1, "regression", meta={"feature_set": "x"})
+    hparams = dict(system.hparams)
+    trained = _save(tmp_path / "k.ckpt", {**hparams, "model_args": {**(hparams["model_args"] or {}),
+                                                                     "attention": "kernel"}}, system.state_dict())
+    batch = _batch()
+    for load in (lambda p: load_system(p).model, lambda p: load_model(p)[0]):
+        with pytest.warns(UserWarning, match=r"k\.ckpt: trained with model_args\.attention=kernel, which is "
+                                             r"unavailable here \(disabled by MMFUSION_KERNELS\); evaluating with "
+                                             r"attention=auto"):
+            loaded = load(trained)
+        settings = {m.attention for m in loaded.modules() if isinstance(getattr(m, "attention", None), str)}
+        assert settings == {"auto"}
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(batch.features, batch.masks)["pred"],
+                                       system.model.eval()(batch.features, batch.masks)["pred"])

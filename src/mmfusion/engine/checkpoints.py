@@ -130,8 +130,28 @@ def _checked_hparams(ckpt: Mapping[str, Any], path: str | Path) -> Mapping[str, 
     if not isinstance(hparams, Mapping):
         raise DataError("not an mmfusion checkpoint", file=path, key="hyper_parameters", expected="a mapping",
                         actual=type(hparams).__name__)
+    hparams = _runnable_here(hparams, path)
     check_hparams(hparams, path)
     return hparams
+
+
+def _runnable_here(hparams: Any, path: str | Path) -> Any:
+    """The hyper-parameters with ``model_args.attention=kernel`` read as ``auto`` where the compiled kernel is not
+    available (another machine, or ``MMFUSION_KERNELS=0``): how attention runs does not change what a trained model
+    computes (the paths agree within float tolerance, tests/kernels/test_kernels.py), so a checkpoint stays usable
+    for evaluation everywhere. A warning names the change; training settings are compared from the run's records."""
+    args = hparams.get("model_args")
+    if not (isinstance(args, Mapping) and args.get("attention") == "kernel"):
+        return hparams
+    from mmfusion import kernels
+
+    if kernels.narrow_attention() is not None:
+        return hparams
+    import warnings
+
+    warnings.warn(f"{path}: trained with model_args.attention=kernel, which is unavailable here "
+                  f"({kernels.unavailable_reason()}); evaluating with attention=auto", stacklevel=3)
+    return {**hparams, "model_args": {**args, "attention": "auto"}}
 
 
 def _load_weights(module: nn.Module, state: Any, hparams: Mapping[str, Any], path: str | Path,
