@@ -78,14 +78,7 @@ def load_system(path: str | Path) -> FusionSystem:
     not fit that model and non-finite weights are each a :class:`DataError` naming the file."""
     ckpt = read_checkpoint(path)
     hparams = _checked_hparams(ckpt, path)
-    try:
-        system = _system_class()(**dict(hparams))
-    except ConfigError as exc:
-        raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc})",
-                        file=path, key="hyper_parameters") from None
-    except (TypeError, ValueError, KeyError) as exc:
-        raise DataError(f"its hyper-parameters are not an mmfusion model's ({type(exc).__name__}: {exc})",
-                        file=path, key="hyper_parameters") from None
+    system = _built(path, lambda: _system_class()(**dict(hparams)))
     _load_weights(system, ckpt["state_dict"], hparams, path)
     system.eval()
     return system
@@ -103,15 +96,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if unknown:
         raise DataError("its hyper-parameters are not an mmfusion model's", file=path,
                         key=f"hyper_parameters/{unknown[0]}", expected=", ".join(SYSTEM_FIELDS), actual=unknown)
-    try:
-        model = build(hparams["model_name"], dict(hparams["feature_dims"]), int(hparams["output_dim"]),
-                      **dict(hparams.get("model_args") or {}))
-    except ConfigError as exc:
-        raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc})",
-                        file=path, key="hyper_parameters") from None
-    except (TypeError, ValueError, KeyError) as exc:
-        raise DataError(f"its hyper-parameters are not an mmfusion model's ({type(exc).__name__}: {exc})",
-                        file=path, key="hyper_parameters") from None
+    model = _built(path, lambda: build(hparams["model_name"], dict(hparams["feature_dims"]),
+                                       int(hparams["output_dim"]), **dict(hparams.get("model_args") or {})))
     state = ckpt["state_dict"]
     if not isinstance(state, Mapping):
         raise DataError("not an mmfusion checkpoint", file=path, key="state_dict", expected="a mapping",
@@ -123,6 +109,19 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                         actual=f"unexpected key {outside[0]!r}")
     _load_weights(model, state, hparams, path, prefix="model.")
     return model.eval(), dict(hparams)
+
+
+def _built(path: str | Path, make: Any) -> Any:
+    """``make()``, with the errors of building from a checkpoint's hyper-parameters as one :class:`DataError`
+    naming the file."""
+    try:
+        return make()
+    except ConfigError as exc:
+        raise DataError(f"its hyper-parameters do not describe a model this version builds ({exc})",
+                        file=path, key="hyper_parameters") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"its hyper-parameters are not an mmfusion model's ({type(exc).__name__}: {exc})",
+                        file=path, key="hyper_parameters") from None
 
 
 def _checked_hparams(ckpt: Mapping[str, Any], path: str | Path) -> Mapping[str, Any]:
