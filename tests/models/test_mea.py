@@ -396,3 +396,28 @@ def test_disc_steps_refits_only_the_modality_discriminator_on_the_batch_codes_wh
         before = [p.clone() for p in m.modality_discriminator.parameters()]
         m.decoupling_losses(codes, present)
         assert all(torch.equal(p, q) for p, q in zip(m.modality_discriminator.parameters(), before))
+
+
+def test_agnostic_norm_standardises_each_modalitys_agnostic_codes_and_nothing_else():
+    torch.manual_seed(0)
+    paper = build("mea_tiny", DIMS, 1)
+    model = build("mea_tiny", DIMS, 1, agnostic_norm="modality")
+    assert {n for n, _ in model.named_buffers()} - {n for n, _ in paper.named_buffers()} == {
+        "agnostic_standardizer.running_mean", "agnostic_standardizer.running_var"}
+    assert _names(model) == _names(paper)  # no parameter added
+    model.load_state_dict(paper.state_dict(), strict=False)
+    feats, masks = _missing_vision_batch()
+    model.train(), paper.train()
+    torch.manual_seed(1)
+    raw = paper(feats, masks)["inspect"]["codes"]
+    torch.manual_seed(1)
+    codes = model(feats, masks)["inspect"]["codes"]  # the same dropout draws
+    torch.testing.assert_close(codes["exclusive"], raw["exclusive"])
+    present = torch.ones(5, 3, dtype=torch.bool)
+    present[2, 1] = False
+    for m in range(3):
+        rows = codes["agnostic"][present[:, m], m]
+        torch.testing.assert_close(rows.mean(0), torch.zeros(rows.shape[1]), atol=1e-5, rtol=0)
+    assert codes["agnostic"][2, 1].eq(0).all()
+    with pytest.raises(Exception, match="agnostic_norm"):
+        build("mea_tiny", DIMS, 1, agnostic_norm="batch")

@@ -25,6 +25,10 @@ delays MEA's learning of cross-modal cue matching after Table I's 3-frame convol
 (docs/results/mea_synthetic_scale.md), and ``frontend="conv_lstm_residual"`` keeps it with a residual connection
 around it; the default is the paper's. With ``kernels`` of 1 — the value the benchmark's configs use, Table I having
 no column for it — the paper's front end learns the matching as early (docs/results/mea_synthetic_40k.md).
+The decoupling has three more, all off by default (§4): a ramp of the reversal coefficient (``grl_schedule``), extra
+updates of D_m per step (``disc_steps``) and ``agnostic_norm="modality"``, which standardises each modality's
+agnostic codes over the batch so that no per-modality offset is left for D_m to read
+(docs/results/mea_small_data.md).
 
 A modality missing from a clip (no real frame; the mask all False) still gets a prediction, always finite: its
 stream is zero, WAL gives it weight 0, it is no node of either fusion graph (the clip is fused as the graph of its
@@ -59,6 +63,7 @@ from mmfusion.modules.frontend import ModalityFrontEnd
 from mmfusion.modules.graph_fusion import DecoupledGraphFusion
 from mmfusion.modules.hca import HierarchicalCrossModalAttention
 from mmfusion.modules.losses import hsic, orthogonality
+from mmfusion.modules.normalization import ModalityStandardizer
 from mmfusion.modules.pooling import MaskedPooling
 from mmfusion.modules.psa import Factors, PredictiveSelfAttentionLayer
 from mmfusion.modules.wal import WeightedAttentionLayer
@@ -90,6 +95,10 @@ class MEAConfig:
     # optimum as gradient reversal's argument assumes. One device only (each would refit on its own share).
     disc_steps: int = 1
     disc_lr: float = 1e-3  # learning rate of those extra updates (the paper's Adam learning rate, Table I)
+    # §4, not the paper's: "modality" standardises each modality's agnostic codes over the batch (running estimates
+    # in evaluation) before D_m and the fusion graph read them, taking away the per-modality offset that the
+    # modality-specific front ends and MRUs give the shared encoder's input; "none" (the paper) leaves them
+    agnostic_norm: Literal["none", "modality"] = "none"
     pooling: Literal["mean", "last", "attention"] = "mean"
     hsic_normalize: bool = False  # L2-normalise codes before HSIC
     embed_dropout: float = 0.25  # after the front-end conv + positions (MulT's embedding dropout)
@@ -215,6 +224,8 @@ class MEA(nn.Module):
             branches.append("exclusive")
         if c.use_agnostic:
             self.agnostic_encoder = mlp()
+            if c.agnostic_norm == "modality":
+                self.agnostic_standardizer = ModalityStandardizer(M, c.rep_dim)
             branches.append("agnostic")
         if c.adversarial:
             self.modality_discriminator = ModalityDiscriminator(c.rep_dim, M)
@@ -242,6 +253,7 @@ class MEA(nn.Module):
         z = {m: self.frontends[m](features[m], masks[m]) for m in self.modalities}  # Z_m (B, T_m, D)
         info: dict[str, Any] = {}
         codes: dict[str, Tensor] = {}
+        present = torch.stack([masks[m].any(1) for m in self.modalities], 1)  # (B, M): modality has a real frame
         if self.config.use_exclusive:
             ze = self.exclusive_branch(z, masks, info, inspect)  # Z^e_m
             codes["exclusive"] = torch.stack(
@@ -250,7 +262,8 @@ class MEA(nn.Module):
             za = self.agnostic_branch(z, masks, info, inspect)  # Z^a_m
             codes["agnostic"] = torch.stack(
                 [self.agnostic_encoder(self.pool(za[m], masks[m])) for m in self.modalities], 1)  # (B, M, d_h)
-        present = torch.stack([masks[m].any(1) for m in self.modalities], 1)  # (B, M): modality has a real frame
+            if self.config.agnostic_norm == "modality":
+                codes["agnostic"] = self.agnostic_standardizer(codes["agnostic"], present)
         monitor: dict[str, Tensor] = {}
         losses = self.decoupling_losses(codes, present, monitor)
         fused, xi = self.dgf(codes, present)  # (B, branches·d_h)
