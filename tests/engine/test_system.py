@@ -23,3 +23,27 @@ def test_a_recorded_mapping_takes_the_defaults_of_train_config_for_what_it_lacks
     assert system.train_cfg == TrainConfig(lr=0.5)
     sched = system.configure_optimizers()["lr_scheduler"]["scheduler"]
     assert sched.factor == TrainConfig.lr_factor and sched.patience == TrainConfig.lr_patience
+
+
+def test_a_fit_calibrates_the_model_on_training_batches_before_each_validation(tmp_path):
+    import torch
+
+    from mmfusion.cli.main import main
+    from mmfusion.data import FusionDataset, load_data
+    from mmfusion.engine.checkpoints import load_system
+
+    data = {"n_train": 48, "n_valid": 16, "n_test": 16}
+    args = ["fit", "--model", "mea_tiny", "--data", "synthetic", "--max-epochs", "2", "--batch-size", "16",
+            "--no-progress", "--threads", "1", "--set", "model_args.agnostic_norm=modality",
+            "--set", "train.patience=0", "--out", str(tmp_path)]
+    args += [x for k, v in data.items() for x in ("--set", f"data_args.{k}={v}")]
+    assert main(args) == 0
+    run = tmp_path / "mea_tiny" / "synthetic" / "seed_1111" / "checkpoints"
+    model = load_system(run / "last.ckpt").model.eval()
+    # 3 training batches, fewer than CALIBRATION_BATCHES: the statistics are those of every training clip's
+    # evaluation-mode code, so the codes come out centred per modality
+    train = FusionDataset(load_data("synthetic", data, source="data_args").split("train", labeled=True))
+    with torch.no_grad():
+        batch = train.collate(range(48))
+        codes = model(batch.features, batch.masks)["inspect"]["codes"]["agnostic"]
+    torch.testing.assert_close(codes.mean(0), torch.zeros_like(codes[0]), atol=1e-4, rtol=0)

@@ -421,3 +421,22 @@ def test_agnostic_norm_standardises_each_modalitys_agnostic_codes_and_nothing_el
     assert codes["agnostic"][2, 1].eq(0).all()
     with pytest.raises(Exception, match="agnostic_norm"):
         build("mea_tiny", DIMS, 1, agnostic_norm="batch")
+
+
+def test_calibrate_centres_the_evaluation_mode_agnostic_codes_of_the_batches_it_reads():
+    torch.manual_seed(0)
+    model = build("mea_tiny", DIMS, 1, agnostic_norm="modality").train()
+    batches = [_batch(B=6, seed=s) for s in range(3)]
+    for feats, masks in batches:  # running values from training mode (dropout on) first
+        model(feats, masks)
+    model.calibrate(batches)
+    assert model.training  # the mode is given back
+    model.eval()
+    with torch.no_grad():
+        codes = torch.cat([model(f, m)["inspect"]["codes"]["agnostic"] for f, m in batches])
+    torch.testing.assert_close(codes.mean(0), torch.zeros_like(codes[0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(codes.var(0), torch.ones_like(codes[0]), atol=0.05, rtol=0)  # var/(var + eps)
+    paper = build("mea_tiny", DIMS, 1)
+    before = {k: v.clone() for k, v in paper.state_dict().items()}
+    paper.calibrate(batches)  # the paper's model has nothing to calibrate
+    assert all(torch.equal(v, before[k]) for k, v in paper.state_dict().items())

@@ -49,3 +49,16 @@ def test_running_estimates_follow_the_batches_and_serve_evaluation():
     norm.train()(y, lone)
     torch.testing.assert_close(norm.running_mean[1:], before[1:])
     assert not torch.equal(norm.running_mean[0], before[0])
+
+
+def test_estimate_takes_the_exact_statistics_of_what_passes_in_evaluation_mode():
+    norm = ModalityStandardizer(3, 3, momentum=0.5).eval()
+    batches = [_codes(seed) for seed in range(3)]
+    norm.estimate(lambda: [norm(x, p) for x, p in batches])
+    x = torch.cat([b[0] for b in batches])
+    present = torch.cat([b[1] for b in batches])
+    for m in range(3):
+        rows = x[present[:, m], m]
+        torch.testing.assert_close(norm.running_mean[m], rows.mean(0))
+        torch.testing.assert_close(norm.running_var[m], rows.var(0, unbiased=True))
+    assert not norm._forward_hooks  # the collecting hook is gone

@@ -6,6 +6,7 @@ checkpoint rebuilds its model by itself and loads with ``torch.load(weights_only
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -21,6 +22,8 @@ from mmfusion.engine.config import TrainConfig
 from mmfusion.errors import ConfigError
 from mmfusion.metrics import classification_metrics, emotion_metrics, main_metric, sentiment_metrics
 from mmfusion.models import build
+
+CALIBRATION_BATCHES = 32  # training batches a model's ``calibrate`` reads before each validation
 
 
 def task_loss(pred: Tensor, labels: Tensor, task: str, loss: str = "mse") -> Tensor:
@@ -151,6 +154,17 @@ class FusionSystem(L.LightningModule):
             if key in m:
                 point[key] = float(m[key])
         self.curve.append(point)
+
+    def on_validation_epoch_start(self) -> None:
+        """A model whose evaluation reads statistics of training data (``calibrate``: MEA's agnostic_norm)
+        re-estimates them on up to CALIBRATION_BATCHES training batches before each validation of a fit."""
+        calibrate = getattr(self.model, "calibrate", None)
+        if calibrate is None or self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return
+        loader = self.trainer.train_dataloader
+        batches = (self.transfer_batch_to_device(b, self.device, 0)
+                   for b in itertools.islice(loader, CALIBRATION_BATCHES))
+        calibrate((b.features, b.masks) for b in batches)
 
     def on_train_end(self) -> None:
         if hasattr(self.model, "training_progress"):  # evaluation and inference use the full λ

@@ -40,7 +40,7 @@ the prediction; the missing one's feature values are never read.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -270,6 +270,25 @@ class MEA(nn.Module):
         info["dgf"] = xi
         info["codes"] = codes
         return {"pred": self.head(fused), "losses": losses, "monitor": monitor, "inspect": info}
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]]) -> None:
+        """Re-estimate what evaluation needs from training data, in evaluation mode (a no-op unless
+        ``agnostic_norm="modality"``): the per-modality statistics of the agnostic codes, from (features, masks)
+        ``batches``. The training loop calls it before each validation; the mode is restored."""
+        if self.config.agnostic_norm != "modality" or not self.config.use_agnostic:
+            return
+        was_training = self.training
+        self.eval()
+
+        def run() -> None:
+            for features, masks in batches:
+                self(features, masks)
+
+        try:
+            self.agnostic_standardizer.estimate(run)
+        finally:
+            self.train(was_training)
 
     def grl_coefficient(self) -> float:
         """λ at the current training progress (``grl_schedule``; docs/design/mea.md §4)."""
