@@ -94,3 +94,9 @@ def test_bench_names_the_seeds_that_collapsed(tmp_path, capsys, monkeypatch):
     assert "seed 1:" not in md
     notes = json.loads((out / "bench_synthetic.json").read_text())["models"]["lf_lstm_tiny"]["notes"]
     assert len(notes) == 1 and notes[0].startswith("lf_lstm_tiny, seed 2")
+
+
+def test_bench_takes_no_config_file_each_model_reads_its_own(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["bench", "--models", "lf_lstm_tiny", "--config", str(tmp_path / "x.yaml")])
+    assert err.value.code == 2 and "--config" in capsys.readouterr().err

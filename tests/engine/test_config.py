@@ -258,3 +258,17 @@ def test_model_args_out_of_range_are_the_error_build_gives(name):
         assert (err.value.problem, err.value.key, err.value.expected, err.value.actual) == (
             built.problem, built.key, built.expected, built.actual)
         assert str(err.value).endswith(str(built).removeprefix(f"{name}: "))
+
+
+def test_config_files_layer_in_order_and_an_error_names_the_file_that_set_the_value(tmp_path):
+    base, preset = tmp_path / "base.yaml", tmp_path / "preset.yaml"
+    base.write_text("model: mea\nmodel_args:\n  mu: 0.1\n  alpha: 0.5\ntrain:\n  lr: 0.001\n  batch_size: 8\n")
+    preset.write_text("model_args:\n  alpha: 0.25\ntrain:\n  lr: 0.002\n")
+    cfg = resolve_config([str(base), str(preset)])
+    assert (cfg.model_args["mu"], cfg.model_args["alpha"]) == (0.1, 0.25)  # mappings merge, the later file wins
+    assert (cfg.train.lr, cfg.train.batch_size) == (0.002, 8)
+    assert resolve_config([str(preset), str(base)], {"model": "mea"}).train.lr == 0.001
+    preset.write_text("model_args:\n  beta: -1\n")
+    with pytest.raises(ConfigError) as err:
+        resolve_config([str(base), str(preset)])
+    assert str(preset) in str(err.value) and "beta" in str(err.value)

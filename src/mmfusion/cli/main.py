@@ -21,7 +21,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     console = show.console()
     flags, sets = _train_flags(args)
-    cfg = resolve_config(shipped_config(args.config) if args.config else None, flags, sets)
+    cfg = resolve_config([shipped_config(c) for c in args.config or ()], flags, sets)
     summary = fit(cfg, resume=bool(args.resume), console=console)
     show.print_fit(console, cfg, summary)
     console.print(f"results: {summary['summary_dir']}/summary.{{md,csv,json}}")

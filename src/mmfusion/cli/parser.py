@@ -34,9 +34,12 @@ See docs/scaling.md.
 """
 
 
-def _add_train_flags(p: argparse.ArgumentParser, resume: bool = True) -> None:
+def _add_train_flags(p: argparse.ArgumentParser, resume: bool = True, config: bool = True) -> None:
     p.add_argument("--data", help="data SPEC (default: synthetic, or the config's)")
-    p.add_argument("--config", help="YAML file with overrides (see configs/)")
+    if config:
+        p.add_argument("--config", action="append", metavar="FILE",
+                       help="YAML file with overrides (see configs/); repeat it to layer files, later ones winning, "
+                            "e.g. --config configs/mea/mosi.yaml --config configs/mea/small_data.yaml")
     p.add_argument("--seeds", type=int, nargs="+", help="one or more seeds; several give mean ± std")
     p.add_argument("--max-epochs", type=int, help="maximum training epochs")
     p.add_argument("--batch-size", type=int, help="training batch size (global: shared by all processes)")
@@ -206,7 +209,8 @@ def _add_tune(sub: Any) -> None:
 def _add_bench(sub: Any) -> None:
     """The ``bench`` command."""
     p = sub.add_parser("bench", help="train several models x seeds on one dataset and write one comparison table",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,  # --config is
+                       # not short for --config-dir
                        epilog="example:\n  mmfusion bench --models mea,lf_lstm --data synthetic --seeds 1111 1112 1113")
     p.add_argument("--models", default="mea,lf_lstm",
                    help="comma-separated model names; NAME:ABLATION adds an ablation (e.g. mea:no_hca)")
@@ -214,7 +218,7 @@ def _add_bench(sub: Any) -> None:
                    help="directory with <model>/<dataset>.yaml configs (default: ./configs, else the ones shipped "
                         "with the package)")
     p.add_argument("--name", default=None, help="name of the table files (default: bench_<dataset>)")
-    _add_train_flags(p)
+    _add_train_flags(p, config=False)  # each model reads its own config from --config-dir
 
 
 def _add_test_predict(sub: Any) -> None:

@@ -192,12 +192,13 @@ def data_args_from_sets(sets: Sequence[str]) -> dict[str, Any]:
     return {key.removeprefix("data_args."): value for key, value in map(parse_set, sets)}
 
 
-def resolve_config(file: str | None = None, flags: Mapping[str, Any] | None = None,
+def resolve_config(file: str | Sequence[str] | None = None, flags: Mapping[str, Any] | None = None,
                    sets: Sequence[str] = ()) -> RunConfig:
-    """Defaults <- YAML file <- command-line flags <- ``--set section.key=value`` overrides, all checked."""
-    sources: list[tuple[str, dict[str, Any]]] = []
-    if file:
-        sources.append((file, load_yaml(file)))
+    """Defaults <- YAML file(s), in order <- command-line flags <- ``--set section.key=value`` overrides, all
+    checked. Several files layer as one: a later file's value wins, mappings merge key by key."""
+    files = [file] if isinstance(file, str) else list(file or ())
+    sources: list[tuple[str, dict[str, Any]]] = [(f, load_yaml(f)) for f in files]
+    file = files[-1] if files else None
     if flags:
         sources.append(("command line", {k: v for k, v in flags.items() if v is not None}))
     overrides = parse_sets(sets)
