@@ -187,3 +187,39 @@ def test_gradient_reversal_negates_and_scales():
     w = torch.randn(4)
     (grad_reverse(x, 0.7) @ w).sum().backward()
     torch.testing.assert_close(x.grad, -0.7 * w.expand(3, 4))
+
+
+def _refit_on_rank(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        disc = ModalityDiscriminator(8, 3)
+        x, labels, _ = _toy(seed=3, n=16)
+        share = slice(rank * 24, (rank + 1) * 24)  # each process its own half of the 48 codes
+        refit_discriminator(disc, torch.optim.Adam(disc.parameters(), lr=0.01), x[share], labels[share], steps=3)
+        torch.save(disc.state_dict(), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_refits_under_several_processes_keep_the_replicas_equal_and_match_one_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_refit_on_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    torch.manual_seed(0)
+    disc = ModalityDiscriminator(8, 3)
+    x, labels, _ = _toy(seed=3, n=16)
+    start = {k: v.clone() for k, v in disc.state_dict().items()}
+    refit_discriminator(disc, torch.optim.Adam(disc.parameters(), lr=0.01), x, labels, steps=3)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)  # the same steps on both replicas
+        torch.testing.assert_close(a[k], disc.state_dict()[k], rtol=1e-5, atol=1e-6)  # = one process on all codes
+    assert any(not torch.equal(start[k], a[k]) for k in a)

@@ -92,7 +92,7 @@ class MEAConfig:
     # §4: updates of the modality discriminator D_m per training step. 1 (the paper's joint training: one Adam step
     # of every weight) lets the agnostic encoder fool a lagging D_m instead of mixing the codes; k > 1 first gives D_m
     # k - 1 updates of its own (Adam, learning rate ``disc_lr``) on the batch's detached codes, keeping it near its
-    # optimum as gradient reversal's argument assumes. One device only (each would refit on its own share).
+    # optimum as gradient reversal's argument assumes. Several processes average these updates' gradients.
     disc_steps: int = 1
     disc_lr: float = 1e-3  # learning rate of those extra updates (the paper's Adam learning rate, Table I)
     # §4, not the paper's: "modality" standardises each modality's agnostic codes over the batch (running estimates
@@ -402,14 +402,8 @@ class MEA(nn.Module):
 
     def refit_modality_discriminator(self, codes: dict[str, Tensor], target: Tensor, weight: Tensor) -> None:
         """``disc_steps`` - 1 updates of D_m alone on this batch's detached codes, exclusive and agnostic, with the
-        labels and present-pair weights of L_exc and L_agn (docs/design/mea.md §4)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            from mmfusion.errors import ConfigError
-
-            raise ConfigError("D_m's extra updates run on one device only", key="model_args.disc_steps",
-                              expected=1, actual=self.config.disc_steps)
+        labels and present-pair weights of L_exc and L_agn (docs/design/mea.md §4). Under several processes the
+        updates average their gradients over them (:func:`refit_discriminator`), so D_m's replicas stay equal."""
         if self._disc_optimizer is None:
             self._disc_optimizer = torch.optim.Adam(self.modality_discriminator.parameters(), lr=self.config.disc_lr)
         flat = [c.reshape(target.shape[0], -1) for c in codes.values()]

@@ -48,7 +48,14 @@ def refit_discriminator(disc: nn.Module, optimizer: torch.optim.Optimizer, input
     discriminator near its optimum (Ganin & Lempitsky; Goodfellow et al.'s k discriminator steps per generator
     step). With one joint update a discriminator that lags behind is fooled by moving each class's codes where it
     predicts another class, and the classes stay apart (docs/results/mea_small_data.md).
+
+    Where several processes train together (torch.distributed initialised), each update averages the gradients
+    over the processes, so every replica of ``disc`` takes the same steps, as the joint step under DDP does.
+    Gradients come from :func:`torch.autograd.grad`, not ``backward``, so no gradient-accumulation hook (DDP's) runs.
     """
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     x = inputs.detach()
     w = torch.ones(len(x), dtype=x.dtype, device=x.device) if weight is None else weight.detach().to(x.dtype)
     count = w.sum().clamp_min(1.0)
@@ -57,9 +64,12 @@ def refit_discriminator(disc: nn.Module, optimizer: torch.optim.Optimizer, input
     with torch.enable_grad():
         for _ in range(steps):
             loss = (F.cross_entropy(disc(x), labels, reduction="none") * w).sum() / count
-            for p in params:
-                p.grad = None
-            loss.backward()  # reaches only disc's parameters: the inputs are detached
+            grads = torch.autograd.grad(loss, params)  # reaches only disc's parameters: the inputs are detached
+            for p, g in zip(params, grads):
+                if world > 1:
+                    dist.all_reduce(g)
+                    g /= world
+                p.grad = g
             optimizer.step()
     for p, g in zip(params, saved):
         p.grad = g
