@@ -182,6 +182,17 @@ def test_the_probe_tells_separable_codes_from_mixed_ones():
     assert abs(probe_accuracy(mixed[:300], mixed[300:]) - 1 / 3) < 0.08
 
 
+def test_the_network_probe_reads_what_the_means_do_not():
+    """Equal means, different spreads: a linear probe sits at chance, the network probe does not."""
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(900, 3, 4)) * np.array([0.3, 1.0, 3.0])[None, :, None]
+    codes -= codes.mean(0, keepdims=True)  # each modality centred exactly, as agnostic_norm does
+    assert abs(probe_accuracy(codes[:600], codes[600:]) - 1 / 3) < 0.08
+    assert probe_accuracy(codes[:600], codes[600:], kind="mlp") > 0.75
+    mixed = rng.normal(size=(900, 3, 4))
+    assert abs(probe_accuracy(mixed[:600], mixed[600:], kind="mlp") - 1 / 3) < 0.08
+
+
 def test_gradient_reversal_negates_and_scales():
     x = torch.randn(3, 4, requires_grad=True)
     w = torch.randn(4)

@@ -7,7 +7,11 @@ readings, on the codes of whole splits in evaluation mode:
 - ``disc_acc_<branch>_<split>``: the model's own modality discriminator D_m. It is trained against the agnostic
   encoder, so a low value can also mean D_m is being fooled while another classifier would still separate the codes.
 - ``probe_acc_<branch>_<split>``: a fresh multinomial logistic regression fitted on the codes of training clips and
-  scored on ``split``: the separability that is left, whatever D_m has learned.
+  scored on ``split``: the separability that is left, whatever D_m has learned. A linear probe reads differences of
+  the modalities' mean codes; where those are taken away by construction (MEA's ``agnostic_norm``) it sits at chance
+  whatever else tells the modalities apart, so
+- ``mlp_probe_acc_<branch>_<split>``: a fresh one-hidden-layer network (64 units), fitted and scored the same way,
+  reads what is left beyond the means (spread, shape, directions).
 """
 
 from __future__ import annotations
@@ -53,19 +57,32 @@ def _flat(codes: np.ndarray, present: np.ndarray | None = None) -> tuple[np.ndar
     return codes.reshape(n * m, d)[keep], np.tile(np.arange(m), n)[keep]
 
 
-def probe_accuracy(train: np.ndarray, test: np.ndarray, seed: int = 0, train_present: np.ndarray | None = None,
-                   test_present: np.ndarray | None = None) -> float:
-    """Accuracy on ``test`` (N', M, d) of a logistic regression fitted on ``train`` (N, M, d) to tell modalities
-    (only the pairs marked in the optional (N, M) ``*_present`` masks)."""
+def fit_probe(train: np.ndarray, seed: int = 0, present: np.ndarray | None = None, kind: str = "linear") -> Any:
+    """A classifier fitted on ``train`` (N, M, d) codes to tell their modality (only the pairs marked in the optional
+    (N, M) ``present``): multinomial logistic regression (``kind="linear"``) or a 64-unit one-hidden-layer network
+    (``"mlp"``), on standardised codes."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x, y = _flat(train, train_present)
-    xt, yt = _flat(test, test_present)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    clf.fit(x, y)
-    return float((clf.predict(xt) == yt).mean())
+    x, y = _flat(train, present)
+    head = (LogisticRegression(max_iter=2000, random_state=seed) if kind == "linear" else
+            MLPClassifier((64,), max_iter=300, early_stopping=True, random_state=seed))
+    return make_pipeline(StandardScaler(), head).fit(x, y)
+
+
+def scored(probe: Any, test: np.ndarray, present: np.ndarray | None = None) -> float:
+    """Accuracy of a :func:`fit_probe` classifier on ``test`` (N', M, d) codes."""
+    xt, yt = _flat(test, present)
+    return float((probe.predict(xt) == yt).mean())
+
+
+def probe_accuracy(train: np.ndarray, test: np.ndarray, seed: int = 0, train_present: np.ndarray | None = None,
+                   test_present: np.ndarray | None = None, kind: str = "linear") -> float:
+    """Accuracy on ``test`` (N', M, d) of a probe (:func:`fit_probe`) fitted on ``train`` (N, M, d) to tell
+    modalities (only the pairs marked in the optional (N, M) ``*_present`` masks)."""
+    return scored(fit_probe(train, seed, train_present, kind), test, test_present)
 
 
 def discriminator_accuracy(model: Any, codes: np.ndarray, present: np.ndarray | None = None) -> float | None:
@@ -89,6 +106,9 @@ def modality_separability(model: Any, bundle: DatasetBundle, splits: Sequence[st
         return {}
     out: dict[str, float] = {"modality_chance": 1.0 / len(model.modalities)}
     fit_codes = split_codes(model, bundle, probe_split, max_probe) if probe_split in bundle.splits else {}
+    probes = {(prefix, branch): fit_probe(fit_codes[branch], 0, fit_codes["present"], kind)
+              for branch in BRANCHES if branch in fit_codes
+              for prefix, kind in (("probe", "linear"), ("mlp_probe", "mlp"))}
     for split in splits:
         codes = split_codes(model, bundle, split)
         for branch in BRANCHES:
@@ -97,9 +117,9 @@ def modality_separability(model: Any, bundle: DatasetBundle, splits: Sequence[st
             acc = discriminator_accuracy(model, codes[branch], codes["present"])
             if acc is not None:
                 out[f"disc_acc_{branch}_{split}"] = acc
-            if branch in fit_codes:
-                out[f"probe_acc_{branch}_{split}"] = probe_accuracy(fit_codes[branch], codes[branch], 0,
-                                                                    fit_codes["present"], codes["present"])
+            for (prefix, of), probe in probes.items():
+                if of == branch:
+                    out[f"{prefix}_acc_{branch}_{split}"] = scored(probe, codes[branch], codes["present"])
     return out if len(out) > 1 else {}
 
 
@@ -113,7 +133,8 @@ def write_separability(model: Any, bundle: DatasetBundle, split: str, path: Any)
         return None
     atomic_write_json(path, sep)
     parts = [f"{b} codes: discriminator {sep.get(f'disc_acc_{b}_{split}', float('nan')):.3f}, fresh probe "
-             f"{sep.get(f'probe_acc_{b}_{split}', float('nan')):.3f}" for b in ("agnostic", "exclusive")
+             f"{sep.get(f'probe_acc_{b}_{split}', float('nan')):.3f} (linear), "
+             f"{sep.get(f'mlp_probe_acc_{b}_{split}', float('nan')):.3f} (network)" for b in ("agnostic", "exclusive")
              if f"disc_acc_{b}_{split}" in sep or f"probe_acc_{b}_{split}" in sep]
     return (f"which modality a code came from (accuracy on the {split} split; chance {sep['modality_chance']:.3f}): "
             + ", ".join(parts))

@@ -77,7 +77,7 @@ def run_markdown(cfg: RunConfig, bundle: DatasetBundle, result: Mapping[str, Any
     return "\n".join(lines) + "\n"
 
 
-DIAGNOSTIC_PREFIXES = ("capture_", "disc_acc_", "probe_acc_", "modality_chance")
+DIAGNOSTIC_PREFIXES = ("capture_", "disc_acc_", "probe_acc_", "mlp_probe_acc_", "modality_chance")
 """Per-run diagnostics averaged over seeds beside the metrics: planted-term capture (built-in benchmark) and the
 modality separability of decoupled codes (:mod:`mmfusion.engine.diagnostics`)."""
 
@@ -91,10 +91,10 @@ def diagnostics_markdown(result: Mapping[str, Any]) -> list[str]:
         chance = result.get("modality_chance", float("nan"))
         lines += ["", f"Which modality a code came from (accuracy; chance {chance:.3f}; agnostic codes should sit "
                   "near chance, exclusive codes near 1):", "", "| codes | split | modality discriminator | fresh "
-                  "linear probe |", "|---|---|---|---|"]
+                  "linear probe | fresh network probe |", "|---|---|---|---|---|"]
         for b, s in seps:
-            d, p = result.get(f"disc_acc_{b}_{s}"), result.get(f"probe_acc_{b}_{s}")
-            lines.append(f"| {b} | {s} | {'–' if d is None else f'{d:.3f}'} | {'–' if p is None else f'{p:.3f}'} |")
+            cells = [result.get(f"{k}_acc_{b}_{s}") for k in ("disc", "probe", "mlp_probe")]
+            lines.append(f"| {b} | {s} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells) + " |")
     curve = [p for p in result.get("learning_curve", []) if "train_task_loss" in p and "val_loss" in p]
     if curve:
         lines += ["", "Learning curve (task loss; validation loss chooses the checkpoint):", "",
