@@ -12,6 +12,7 @@ EPILOG_FIT = """examples:
   mmfusion fit --model lf_lstm --data synthetic --seeds 1111 1112 1113
   mmfusion fit --model mea --config configs/mea/mosi.yaml --data mult:data/mosi_data_noalign.pkl
   mmfusion fit --model mea --config configs/mea/mosi.yaml --ablation no_hca --data mmsa:data/unaligned_50.pkl
+  mmfusion fit --config configs/mea/mosi.yaml --config configs/mea/small_data.yaml --data mult:data/mosi.pkl
   mmfusion fit --model lf_lstm --data synthetic --resume        # continue an interrupted run
   mmfusion fit --config configs/msaf/ntu.yaml --data ntu:data/NTU --resume ntu.ckpt   # from import-weights' file
   mmfusion fit --config configs/msaf/ravdess.yaml --data ravdess:data/RAVDESS   # 6-fold CV (data_args.fold=all)
