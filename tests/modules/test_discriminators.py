@@ -191,6 +191,9 @@ def test_the_network_probe_reads_what_the_means_do_not():
     assert probe_accuracy(codes[:600], codes[600:], kind="mlp") > 0.75
     mixed = rng.normal(size=(900, 3, 4))
     assert abs(probe_accuracy(mixed[:600], mixed[600:], kind="mlp") - 1 / 3) < 0.08
+    # a handful of training clips (a tiny dataset) still gets a network probe, fitted without early stopping
+    few = codes[:4] + np.array([0.0, 4.0, -4.0])[None, :, None]
+    assert probe_accuracy(few, few, kind="mlp") == 1.0
 
 
 def test_gradient_reversal_negates_and_scales():

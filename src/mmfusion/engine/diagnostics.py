@@ -67,8 +67,9 @@ def fit_probe(train: np.ndarray, seed: int = 0, present: np.ndarray | None = Non
     from sklearn.preprocessing import StandardScaler
 
     x, y = _flat(train, present)
+    # early stopping holds out a stratified tenth: only where that tenth has a few codes of every modality
     head = (LogisticRegression(max_iter=2000, random_state=seed) if kind == "linear" else
-            MLPClassifier((64,), max_iter=300, early_stopping=True, random_state=seed))
+            MLPClassifier((64,), max_iter=300, early_stopping=len(x) >= 300, random_state=seed))
     return make_pipeline(StandardScaler(), head).fit(x, y)
 
 
