@@ -209,9 +209,9 @@ def _add_tune(sub: Any) -> None:
 
 def _add_bench(sub: Any) -> None:
     """The ``bench`` command."""
+    # allow_abbrev=False: --config is refused, not taken as short for --config-dir
     p = sub.add_parser("bench", help="train several models x seeds on one dataset and write one comparison table",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,  # --config is
-                       # not short for --config-dir
+                       formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
                        epilog="example:\n  mmfusion bench --models mea,lf_lstm --data synthetic --seeds 1111 1112 1113")
     p.add_argument("--models", default="mea,lf_lstm",
                    help="comma-separated model names; NAME:ABLATION adds an ablation (e.g. mea:no_hca)")

@@ -107,9 +107,9 @@ def modality_separability(model: Any, bundle: DatasetBundle, splits: Sequence[st
         return {}
     out: dict[str, float] = {"modality_chance": 1.0 / len(model.modalities)}
     fit_codes = split_codes(model, bundle, probe_split, max_probe) if probe_split in bundle.splits else {}
-    probes = {(prefix, branch): fit_probe(fit_codes[branch], 0, fit_codes["present"], kind)
-              for branch in BRANCHES if branch in fit_codes
-              for prefix, kind in (("probe", "linear"), ("mlp_probe", "mlp"))}
+    probes = {branch: {prefix: fit_probe(fit_codes[branch], 0, fit_codes["present"], kind)
+                       for prefix, kind in (("probe", "linear"), ("mlp_probe", "mlp"))}
+              for branch in BRANCHES if branch in fit_codes}
     for split in splits:
         codes = split_codes(model, bundle, split)
         for branch in BRANCHES:
@@ -118,9 +118,8 @@ def modality_separability(model: Any, bundle: DatasetBundle, splits: Sequence[st
             acc = discriminator_accuracy(model, codes[branch], codes["present"])
             if acc is not None:
                 out[f"disc_acc_{branch}_{split}"] = acc
-            for (prefix, of), probe in probes.items():
-                if of == branch:
-                    out[f"{prefix}_acc_{branch}_{split}"] = scored(probe, codes[branch], codes["present"])
+            for prefix, probe in probes.get(branch, {}).items():
+                out[f"{prefix}_acc_{branch}_{split}"] = scored(probe, codes[branch], codes["present"])
     return out if len(out) > 1 else {}
 
 

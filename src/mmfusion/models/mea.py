@@ -95,9 +95,10 @@ class MEAConfig:
     # optimum as gradient reversal's argument assumes. Several processes average these updates' gradients.
     disc_steps: int = 1
     disc_lr: float = 1e-3  # learning rate of those extra updates (the paper's Adam learning rate, Table I)
-    # §4, not the paper's: "modality" standardises each modality's agnostic codes over the batch (running estimates
-    # in evaluation) before D_m and the fusion graph read them, taking away the per-modality offset that the
-    # modality-specific front ends and MRUs give the shared encoder's input; "none" (the paper) leaves them
+    # §4, not the paper's: "modality" standardises each modality's agnostic codes over the batch (in evaluation:
+    # statistics of evaluation-mode codes, see ``calibrate``) before D_m and the fusion graph read them, taking away
+    # the per-modality offset that the modality-specific front ends and MRUs give the shared encoder's input; "none"
+    # (the paper) leaves them
     agnostic_norm: Literal["none", "modality"] = "none"
     pooling: Literal["mean", "last", "attention"] = "mean"
     hsic_normalize: bool = False  # L2-normalise codes before HSIC
